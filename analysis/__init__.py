@@ -1,0 +1,1 @@
+"""Study results -> tables, plots and reports (accuracy versus compute)."""

@@ -1,0 +1,112 @@
+"""The `study` command line.
+
+Exit status: 0 success, 2 bad input (spec, data, paths: the message names the field, value and
+rule), 1 failure while running.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
+
+# --smoke: the same study, shrunk to a minute-scale check that everything runs end to end.
+SMOKE = {"target_epochs": 2, "source": {"epochs": 1},
+         "data": {"max_train_per_class": 40, "max_test_per_class": 20},
+         "search": {"num_samples": 3, "repeats": 1},
+         "scheduler": {"grace_period": 1}}
+
+
+def _overrides(args) -> dict:
+    o: dict = {}
+    if getattr(args, "smoke", False):
+        o = {k: dict(v) if isinstance(v, dict) else v for k, v in SMOKE.items()}
+    if getattr(args, "data_root", None):
+        o.setdefault("data", {})["root"] = args.data_root
+    if getattr(args, "storage", None):
+        o["storage"] = args.storage
+    if getattr(args, "name", None):
+        o["name"] = args.name
+    return o
+
+
+def cmd_validate(args) -> int:
+    from study.spec import load_spec, resolve_classes
+    from study.space import grid_points
+
+    spec = load_spec(args.spec, _overrides(args))
+    if args.data_root or spec.data.root:
+        from trainables.data import load_dataset
+        ds = load_dataset(spec.data.root, cache_dir=spec.data.cache_dir,
+                          image_size=spec.data.image_size)
+        resolve_classes(spec, ds.classes)
+        print(f"data: {len(ds.train_y)} train / {len(ds.test_y)} test images, classes "
+              f"{', '.join(ds.classes)}")
+    n = (len(grid_points(spec)) if spec.search.algorithm == "grid" else spec.search.num_samples)
+    print(f"{args.spec}: valid study {spec.name!r}: {len(spec.splits)} split(s), "
+          f"{len(spec.backbones)} backbone(s), inits {', '.join(spec.inits)}, "
+          f"{n * spec.search.repeats} trials ({spec.search.algorithm}, {spec.scheduler.type})")
+    return EXIT_OK
+
+
+def _report_summary(summary: dict) -> int:
+    return EXIT_OK if summary["finished"] + summary["stopped"] > 0 else EXIT_FAIL
+
+
+def cmd_run(args) -> int:
+    from study.runner import run_study
+    from study.spec import load_spec
+
+    spec = load_spec(args.spec, _overrides(args))
+    return _report_summary(run_study(spec))
+
+
+def cmd_resume(args) -> int:
+    from study.runner import resume_study
+
+    return _report_summary(resume_study(args.path))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="study", description="Transfer-learning hyperparameter "
+                                "studies on Ray Tune (ASHA + Optuna).")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    v = sub.add_parser("validate", help="check a study spec without running it")
+    v.add_argument("spec")
+    v.add_argument("--data-root", help="also check the split classes against this data")
+
+    r = sub.add_parser("run", help="run a study (embedded local Ray, or RAY_ADDRESS's cluster)")
+    r.add_argument("spec")
+    r.add_argument("--data-root", help="image folder, .tar[.gz|.xz] archive or "
+                   "cifar-10-batches-py (default: the spec's data.root; none: download CIFAR-10)")
+    r.add_argument("--storage", help="results directory or URI (default: the spec's storage)")
+    r.add_argument("--name", help="study name (default: the spec's name)")
+    r.add_argument("--smoke", action="store_true",
+                   help="tiny data, 3 trials, 2 epochs: check that the study runs end to end")
+
+    s = sub.add_parser("resume", help="continue an interrupted study")
+    s.add_argument("path", help="the study directory (<storage>/<name>)")
+
+    args = p.parse_args(argv)
+    from study.runner import StudyExistsError
+    from study.spec import SpecError
+    from trainables.backbones import WeightsUnavailable
+    from trainables.data import DataError
+
+    try:
+        return {"validate": cmd_validate, "run": cmd_run, "resume": cmd_resume}[args.command](args)
+    except (SpecError, DataError, StudyExistsError, WeightsUnavailable) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted; continue with `study resume <study dir>`", file=sys.stderr)
+        return EXIT_FAIL
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,280 @@
+"""Running and resuming studies on Ray Tune (embedded local Ray, or a cluster via RAY_ADDRESS).
+
+A study directory (``<storage>/<name>``) holds Tune's experiment (one folder per trial with
+``result.json`` and the last checkpoint) plus:
+
+  study.yaml        the resolved spec (what ``study resume`` reruns)
+  provenance.json   code version, package versions, data fingerprint, seed, command, date
+  sources/<key>/    shared source models (model.pt, info.json, users.txt)
+  summary.json      trial counts and the best trial, written when the run ends
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from study.spec import Spec, load_spec, load_spec_dict, resolve_classes
+from trainables import metrics as M
+
+STUDY_FILE = "study.yaml"
+PROVENANCE_FILE = "provenance.json"
+SUMMARY_FILE = "summary.json"
+SOURCES_DIR = "sources"
+
+
+class StudyExistsError(RuntimeError):
+    pass
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def study_dir(spec: Spec) -> str:
+    base = spec.storage
+    if base.startswith("file://"):
+        base = base[len("file://"):]
+    if is_uri(base):
+        return base.rstrip("/") + "/" + spec.name
+    return str(Path(base).expanduser().resolve() / spec.name)
+
+
+def sources_dir(spec: Spec) -> Path:
+    """Shared source models. Local storage: inside the study. URI storage: a node-local cache
+    (file locks need a POSIX filesystem), keyed the same way."""
+    d = study_dir(spec)
+    if is_uri(d):
+        from trainables.data import default_cache_dir
+        return default_cache_dir() / "sources" / spec.name
+    return Path(d) / SOURCES_DIR
+
+
+# ----------------------------------------------------------------------------- ray
+
+def init_ray(log=print) -> None:
+    """Connect to RAY_ADDRESS if set, else start an embedded Ray bound to 127.0.0.1."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # One checkpoint per epoch with num_to_keep=1 makes Tune warn about snapshot frequency.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        log(f"connecting to Ray cluster at {address}")
+        ray.init(address=address, logging_level="WARNING", log_to_driver=True)
+        return
+    # Without this, a local Ray binds to the machine's network address (see README).
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ray.init(include_dashboard=False, logging_level="WARNING", log_to_driver=True,
+             configure_logging=True)
+
+
+# ----------------------------------------------------------------------------- provenance
+
+def code_version() -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty"],
+                             capture_output=True, text=True, timeout=10)
+        if rev.returncode == 0 and rev.stdout.strip():
+            return f"git:{rev.stdout.strip()}"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    from study import __version__
+    return f"tl-study {__version__}"
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "torchvision", "ray", "optuna", "numpy", "pandas", "pyarrow", "pyyaml"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def write_provenance(path: Path, spec: Spec, data, extra: dict | None = None) -> dict:
+    prov = {
+        "study": spec.name,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "code_version": code_version(),
+        "packages": package_versions(),
+        "seed": spec.search.seed,
+        "data": {"fingerprint": data.fingerprint, "classes": data.classes,
+                 "origin": getattr(data, "origin", None),
+                 "train_images": int(len(data.train_idx)), "val_images": int(len(data.val_idx)),
+                 "test_images": int(len(data.test_idx)), "mean": data.mean, "std": data.std,
+                 "splits": {k: {"source": [data.classes[i] for i in v[0]],
+                                "target": [data.classes[i] for i in v[1]]}
+                            for k, v in data.splits.items()}},
+        "command": sys.argv,
+        "host": platform.node(),
+    }
+    prov.update(extra or {})
+    _write_text(path / PROVENANCE_FILE, json.dumps(prov, indent=1))
+    return prov
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- run / resume
+
+def prepare_data(spec: Spec, log=print):
+    """Decode (or read from the cache) the study's data and build the shared StudyData."""
+    from trainables.data import load_dataset
+    from trainables.trainable import build_study_data
+
+    ds = load_dataset(spec.data.root, cache_dir=spec.data.cache_dir,
+                      image_size=spec.data.image_size, progress=log)
+    splits = resolve_classes(spec, ds.classes)
+    check_weights(spec)
+    data = build_study_data(ds, spec, splits)
+    data.origin = ds.origin
+    return data
+
+
+def check_weights(spec: Spec) -> None:
+    """Fail before any trial starts when init 'imagenet' has no weights to load (this also
+    fills torchvision's TORCH_HOME cache once, instead of once per trial)."""
+    from trainables.backbones import REGISTRY, imagenet_state_dict
+
+    if "imagenet" in spec.inits:
+        for b in spec.backbones:
+            if REGISTRY[b.name].imagenet_weights:
+                imagenet_state_dict(b.name, spec.weights_file(b.name))
+
+
+def _trainable(spec: Spec, data):
+    from ray import tune
+
+    from trainables.trainable import transfer_trainable
+
+    fn = tune.with_parameters(transfer_trainable, spec_dict=spec.to_dict(), data=data,
+                              sources_dir=str(sources_dir(spec)))
+    res = {"cpu": spec.resources.cpus}
+    if spec.resources.gpu:
+        res["gpu"] = spec.resources.gpu
+    return tune.with_resources(fn, res)
+
+
+def _scheduler(spec: Spec):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if spec.scheduler.type == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr=M.EPOCH, metric=M.OBJECTIVE, mode=M.MODE,
+                         max_t=spec.target_epochs, grace_period=spec.scheduler.grace_period,
+                         reduction_factor=spec.scheduler.reduction_factor)
+
+
+def trial_dirname(trial) -> str:
+    c = trial.config
+    return (f"{trial.trial_id}_{c.get(M.SPLIT)}_{c.get(M.BACKBONE)}_{c.get(M.INIT)}"
+            f"_d{c.get(M.FROZEN_DEPTH)}")
+
+
+def run_study(spec: Spec, log=print) -> dict:
+    """Run a study to the end; returns the summary (also written to summary.json)."""
+    from ray import tune
+
+    from study.progress import Progress
+    from study.space import make_searcher
+
+    sdir = study_dir(spec)
+    if not is_uri(sdir) and Path(sdir).exists() and any(Path(sdir).iterdir()):
+        raise StudyExistsError(f"study directory {sdir} already exists; continue it with "
+                               f"`study resume {sdir}`, or choose another --name/--storage")
+    data = prepare_data(spec, log)  # bad data / unknown classes fail before anything is written
+    init_ray(log)
+    meta_dir = Path(sdir) if not is_uri(sdir) else sources_dir(spec).parent
+    meta_dir.mkdir(parents=True, exist_ok=True)
+    _write_text(meta_dir / STUDY_FILE, spec.to_yaml())
+    write_provenance(meta_dir, spec, data)
+    search_alg, num_samples = make_searcher(spec)
+    log(f"study {spec.name!r}: {num_samples} trials, {spec.search.algorithm} search, "
+        f"{spec.scheduler.type} scheduler, up to {spec.search.max_concurrent} at once; "
+        f"results in {sdir}")
+    tuner = tune.Tuner(
+        _trainable(spec, data),
+        tune_config=tune.TuneConfig(
+            search_alg=search_alg, scheduler=_scheduler(spec), num_samples=num_samples,
+            max_concurrent_trials=spec.search.max_concurrent, time_budget_s=spec.time_budget_s,
+            reuse_actors=False, trial_dirname_creator=trial_dirname),
+        run_config=tune.RunConfig(
+            name=spec.name, storage_path=str(Path(sdir).parent) if not is_uri(sdir) else spec.storage,
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[Progress(spec.target_epochs)], verbose=0),
+    )
+    t0 = time.time()
+    grid = tuner.fit()
+    return _finish(spec, grid, meta_dir, sdir, time.time() - t0, log)
+
+
+def load_study_spec(path: str) -> Spec:
+    p = Path(path)
+    if not (p / STUDY_FILE).is_file():
+        from study.spec import SpecError
+        raise SpecError([f"study directory {str(p)!r}: no {STUDY_FILE} (not a study directory)"])
+    return load_spec(p / STUDY_FILE)
+
+
+def resume_study(path: str, log=print) -> dict:
+    """Continue an interrupted study: finished trials are kept, unfinished ones resume from
+    their last checkpoint, errored ones are retried; the searcher's and ASHA's state is restored
+    from Tune's experiment checkpoint."""
+    from ray import tune
+
+    spec = load_study_spec(path)
+    data = prepare_data(spec, log)
+    init_ray(log)
+    if not tune.Tuner.can_restore(str(Path(path).resolve())):
+        raise StudyExistsError(f"{path}: no Tune experiment state to resume (it never started)")
+    log(f"resuming study {spec.name!r} from {path}")
+    tuner = tune.Tuner.restore(str(Path(path).resolve()), trainable=_trainable(spec, data),
+                               resume_unfinished=True, resume_errored=True)
+    t0 = time.time()
+    grid = tuner.fit()
+    return _finish(spec, grid, Path(path).resolve(), str(Path(path).resolve()), time.time() - t0, log)
+
+
+def _finish(spec: Spec, grid, meta_dir: Path, sdir: str, wall: float, log) -> dict:
+    rows = []
+    for r in grid:
+        last = r.metrics or {}
+        status = ("errored" if r.error else
+                  "finished" if last.get(M.EPOCH, 0) >= spec.target_epochs else "stopped")
+        rows.append({"trial_id": last.get("trial_id"), "status": status,
+                     **{k: r.config.get(k) for k in M.CONFIG_KEYS},
+                     M.EPOCH: last.get(M.EPOCH), M.VAL_ACC: last.get(M.VAL_ACC),
+                     M.TEST_ACC: last.get(M.TEST_ACC), M.TARGET_FLOPS: last.get(M.TARGET_FLOPS),
+                     M.SOURCE_FLOPS: last.get(M.SOURCE_FLOPS), "error": str(r.error) if r.error else None})
+    finished = [x for x in rows if x["status"] == "finished"]
+    best = max(finished, key=lambda x: x[M.VAL_ACC], default=None)
+    summary = {
+        "study": spec.name, "results": sdir, "wall_s": round(wall, 1), "trials": len(rows),
+        "finished": len(finished), "stopped": sum(x["status"] == "stopped" for x in rows),
+        "errored": sum(x["status"] == "errored" for x in rows), "best": best, "trial_rows": rows,
+    }
+    _write_text(meta_dir / SUMMARY_FILE, json.dumps(summary, indent=1, default=str))
+    log(f"done in {wall:.0f}s: {summary['trials']} trials, {summary['finished']} finished, "
+        f"{summary['stopped']} stopped by ASHA, {summary['errored']} errored")
+    if best:
+        log(f"best (by {M.VAL_ACC}): {', '.join(f'{k}={best[k]}' for k in M.CONFIG_KEYS)} -> "
+            f"val_acc {best[M.VAL_ACC]:.4f}, test_acc {best[M.TEST_ACC]:.4f}")
+    log(f"results: {sdir}")
+    return summary

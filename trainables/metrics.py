@@ -1,0 +1,45 @@
+"""Metric names: defined once, shared by the trainable, the scheduler and the analysis.
+
+ASHA silently ignores a metric it never sees, so every place that names a metric imports it
+from here instead of spelling the string.
+"""
+
+# Reported every target epoch.
+EPOCH = "epoch"  # target epochs completed (1-based); ASHA's time attribute
+VAL_ACC = "val_acc"  # accuracy on the validation split of the target classes, in [0, 1]
+VAL_LOSS = "val_loss"  # mean cross-entropy on the validation split (nats)
+TRAIN_LOSS = "train_loss"  # mean cross-entropy over the epoch's training batches (nats)
+TARGET_FLOPS = "target_flops"  # cumulative FLOPs of the target stage's training steps
+SOURCE_FLOPS = "source_flops"  # FLOPs spent training the (shared) source model; 0 if none
+SOURCE_SHARED_BY = "source_shared_by"  # trials that have used this source model so far
+WALL_S = "wall_s"  # cumulative seconds of target-stage work in this trial (resumes included)
+EPOCH_S = "epoch_s"  # seconds of the last epoch (training + validation)
+TRAINABLE_PARAMS = "trainable_params"
+TOTAL_PARAMS = "total_params"
+SOURCE_VAL_ACC = "source_val_acc"  # source model's accuracy on the source validation split
+
+# Reported once, with the last epoch of a trial that ran to max_epochs.
+TEST_ACC = "test_acc"
+TEST_PRECISION = "test_precision_macro"
+TEST_RECALL = "test_recall_macro"
+TEST_F1 = "test_f1_macro"
+TEST_CONFUSION = "test_confusion"  # row = true class, column = predicted (target class order)
+TEST_PER_CLASS = "test_per_class"  # {class: {precision, recall, f1, support}}
+DONE = "finished"  # True on the final report of a trial that ran to max_epochs
+
+# What the scheduler and the searcher optimise. Validation only: the test split never selects.
+OBJECTIVE = VAL_ACC
+MODE = "max"
+
+PER_EPOCH = (EPOCH, VAL_ACC, VAL_LOSS, TRAIN_LOSS, TARGET_FLOPS, SOURCE_FLOPS, SOURCE_SHARED_BY,
+             WALL_S, EPOCH_S, TRAINABLE_PARAMS, TOTAL_PARAMS, SOURCE_VAL_ACC)
+
+# Trial config keys (what the searcher samples; the same names appear in results and reports).
+SPLIT = "split"
+BACKBONE = "backbone"
+INIT = "init"
+FROZEN_DEPTH = "frozen_depth"
+LR = "lr"
+SEED = "seed"
+REPEAT = "__trial_index__"  # set by Tune's Repeater when search.repeats > 1
+CONFIG_KEYS = (SPLIT, BACKBONE, INIT, FROZEN_DEPTH, LR, SEED)

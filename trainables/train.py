@@ -1,0 +1,167 @@
+"""Training loops, optimiser/schedule and compute accounting: flat and readable.
+
+Optimiser (``optimizer`` in the spec): SGD with Nesterov momentum by default (Adam/AdamW
+available), weight decay on every trainable parameter. Schedule: linear warm-up from 0 for
+``warmup_epochs``, then cosine decay to 0 at the end of the stage's *maximum* epochs (so a trial
+stopped early by ASHA saw exactly the schedule a completed one saw up to that point); or constant.
+The learning rate is stepped every batch.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from trainables.data import DeviceData
+
+
+def pick_device() -> torch.device:
+    """The trial's device, from torch (a fake or absent Ray GPU id must not decide it)."""
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on GPU; plain fp32 on CPU (CPU bf16 is slower for these convs)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
+    if device.type == "cuda":
+        return model.to(device, memory_format=torch.channels_last)
+    return model.to(device)
+
+
+def make_optimizer(model: nn.Module, opt, lr: float) -> torch.optim.Optimizer:
+    """Only parameters with requires_grad (set by ``freeze``) are optimised: frozen ones carry
+    no optimiser state, so checkpoints stay small."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if opt.name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=opt.momentum, nesterov=opt.momentum > 0,
+                               weight_decay=opt.weight_decay)
+    if opt.name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=(opt.momentum, 0.999),
+                                weight_decay=opt.weight_decay)
+    return torch.optim.AdamW(params, lr=lr, betas=(opt.momentum, 0.999),
+                             weight_decay=opt.weight_decay)
+
+
+def make_schedule(optimizer, opt, steps_per_epoch: int, max_epochs: int):
+    total = max(1, steps_per_epoch * max_epochs)
+    warm = int(opt.warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if opt.schedule == "constant":
+            return 1.0
+        t = (step - warm) / max(1, total - warm)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train_one_epoch(model, data: DeviceData, optimizer, schedule, *, batch_size: int,
+                    generator: torch.Generator, label_smoothing: float = 0.0) -> float:
+    """One pass over ``data`` (shuffled, augmented on the device). Returns the mean loss.
+
+    The loss is summed on the device and read once at the end: no ``.item()`` per step, so the
+    host never waits on the device inside the loop."""
+    model.train()
+    device = data.device
+    loss_sum = torch.zeros((), device=device)
+    n = 0
+    for xb, yb in data.batches(batch_size, shuffle=True, augment=True, generator=generator,
+                               drop_last=True):
+        if device.type == "cuda":
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with autocast(device):
+            loss = nn.functional.cross_entropy(model(xb), yb, label_smoothing=label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        loss_sum += loss.detach() * len(yb)
+        n += len(yb)
+    return (loss_sum / max(1, n)).item()
+
+
+@torch.no_grad()
+def evaluate(model, data: DeviceData, *, batch_size: int = 512):
+    """(accuracy, mean loss, predictions) on ``data``, unaugmented."""
+    model.eval()
+    device = data.device
+    loss_sum = torch.zeros((), device=device)
+    preds = []
+    for xb, yb in data.batches(batch_size, shuffle=False, augment=False):
+        if device.type == "cuda":
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with autocast(device):
+            logits = model(xb)
+        loss_sum += nn.functional.cross_entropy(logits.float(), yb, reduction="sum")
+        preds.append(logits.argmax(1))
+    pred = torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long, device=device)
+    acc = (pred == data.y).float().mean().item() if len(pred) else float("nan")
+    return acc, (loss_sum / max(1, len(data))).item(), pred
+
+
+def classification_report(pred: torch.Tensor, y: torch.Tensor, class_names: list[str]) -> dict:
+    """Accuracy, macro precision/recall/F1, per-class metrics and the confusion matrix
+    (rows: true class, columns: predicted)."""
+    k = len(class_names)
+    cm = torch.bincount(y.cpu() * k + pred.cpu(), minlength=k * k).reshape(k, k).double()
+    tp = cm.diag()
+    precision = torch.where(cm.sum(0) > 0, tp / cm.sum(0).clamp(min=1), torch.zeros_like(tp))
+    recall = torch.where(cm.sum(1) > 0, tp / cm.sum(1).clamp(min=1), torch.zeros_like(tp))
+    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12),
+                     torch.zeros_like(tp))
+    return {
+        "acc": (tp.sum() / cm.sum()).item(),
+        "precision_macro": precision.mean().item(),
+        "recall_macro": recall.mean().item(),
+        "f1_macro": f1.mean().item(),
+        "confusion": cm.long().tolist(),
+        "per_class": {c: {"precision": precision[i].item(), "recall": recall[i].item(),
+                          "f1": f1[i].item(), "support": int(cm[i].sum().item())}
+                      for i, c in enumerate(class_names)},
+    }
+
+
+def step_flops(model: nn.Module, input_shape: tuple[int, ...], num_classes: int,
+               device: torch.device) -> tuple[float, float]:
+    """FLOPs per image of one training step and of one inference, counted by torch's
+    ``FlopCounterMode`` on a copy of the real model in its real frozen state.
+
+        train_flops/image = (F_fwd(all stages, head) + F_bwd(trainable part)) / B
+        eval_flops/image  = F_fwd / B
+
+    The forward runs through every stage; the backward only where gradients flow (frozen
+    stages run under ``no_grad``, so autograd records nothing for them; the first trainable
+    stage computes weight gradients but no input gradient). A multiply-add counts as 2 FLOPs;
+    FlopCounterMode counts matmuls and convolutions (not BatchNorm, activations or the
+    optimiser update, which are a few % for these networks). An epoch of training on N images
+    costs ``N * train_flops/image`` (``epoch_flops``)."""
+    probe = copy.deepcopy(model).to(device)  # BN statistics of the real model stay untouched
+    probe.train()
+    b = 2
+    x = torch.randn(b, *input_shape, device=device)
+    y = torch.zeros(b, dtype=torch.long, device=device)
+    with FlopCounterMode(display=False) as fwd_counter:
+        with torch.no_grad():
+            probe.eval()
+            probe(x)
+    probe.train()
+    with FlopCounterMode(display=False) as train_counter:
+        loss = nn.functional.cross_entropy(probe(x), y)
+        loss.backward()
+    return train_counter.get_total_flops() / b, fwd_counter.get_total_flops() / b
+
+
+def epoch_flops(images: int, train_flops_per_image: float) -> float:
+    """Training FLOPs of one epoch over ``images`` images (validation passes are not counted)."""
+    return images * train_flops_per_image

@@ -1,0 +1,255 @@
+"""The Ray Tune trainable: (shared source model ->) transfer to the target classes.
+
+A trial's config holds only what the searcher sampled (``metrics.CONFIG_KEYS``); everything else
+comes from the study (``StudyContext``: the resolved spec plus the decoded data, placed once in
+Ray's object store by ``tune.with_parameters``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from filelock import FileLock
+
+from trainables import metrics as M
+from trainables.backbones import (build, count_params, freeze, imagenet_state_dict,
+                                  load_imagenet)
+from trainables.data import DeviceData, class_subset, stratified_split, subsample
+from trainables.train import (classification_report, epoch_flops, evaluate, make_optimizer,
+                              make_schedule, pick_device, prepare_model, step_flops,
+                              train_one_epoch)
+
+
+@dataclasses.dataclass
+class StudyData:
+    """What every trial shares: decoded arrays, the validation split, class maps. Built once per
+    study by ``build_study_data``; identical for every trial."""
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    train_idx: np.ndarray  # indices into train_* used for training
+    val_idx: np.ndarray  # indices into train_* held out for validation (stratified, seeded)
+    test_idx: np.ndarray
+    classes: list[str]
+    splits: dict  # split name -> (source class indices, target class indices)
+    mean: tuple
+    std: tuple
+    fingerprint: str
+
+
+def build_study_data(ds, spec, splits: dict) -> StudyData:
+    d = spec.data
+    train_idx, val_idx = stratified_split(ds.train_y, d.val_fraction, spec.search.seed,
+                                          d.max_train_per_class)
+    test_idx = subsample(ds.test_y, d.max_test_per_class, spec.search.seed)
+    mean, std = ds.channel_stats()
+    return StudyData(ds.train_x, ds.train_y, ds.test_x, ds.test_y, train_idx, val_idx, test_idx,
+                     list(ds.classes), splits, mean, std, ds.fingerprint)
+
+
+def _device_split(data: StudyData, which: str, classes: list[int], device) -> DeviceData:
+    x, y = (data.test_x, data.test_y) if which == "test" else (data.train_x, data.train_y)
+    idx = {"train": data.train_idx, "val": data.val_idx, "test": data.test_idx}[which]
+    xs, ys = class_subset(x, y, idx, classes)
+    return DeviceData(xs, ys, data.mean, data.std, device)
+
+
+def _seed_everything(seed: int) -> torch.Generator:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    g = torch.Generator(device=pick_device())
+    g.manual_seed(seed)
+    return g
+
+
+# ----------------------------------------------------------------------------- source models
+
+def source_key(spec, data: StudyData, split: str, backbone: str, stem: str, seed: int) -> str:
+    """Everything that determines a source model; trials with equal keys share one."""
+    src, _ = data.splits[split]
+    blob = json.dumps({
+        "data": data.fingerprint, "val_fraction": spec.data.val_fraction,
+        "max_train_per_class": spec.data.max_train_per_class, "image_size": spec.data.image_size,
+        "source_classes": src, "backbone": backbone, "stem": stem,
+        "source": dataclasses.asdict(spec.source), "optimizer": dataclasses.asdict(spec.optimizer),
+        "batch_size": spec.batch_size, "seed": seed, "version": 1,
+    }, sort_keys=True)
+    return f"{backbone}-{split}-s{seed}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def obtain_source_model(spec, data: StudyData, split: str, backbone: str, stem: str, seed: int,
+                        sources_dir: Path, trial_id: str, log=print) -> tuple[dict, dict]:
+    """(state_dict, info) of the source model for this key: trained by the first trial that
+    needs it, under a file lock, and loaded by every other (also concurrent) trial.
+
+    info: {"flops", "val_acc", "train_s", "shared_by"}; ``shared_by`` counts distinct trials
+    that have used the model so far (the first included)."""
+    key = source_key(spec, data, split, backbone, stem, seed)
+    d = sources_dir / key
+    d.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(d / ".lock")):
+        model_file, info_file = d / "model.pt", d / "info.json"
+        if not (model_file.exists() and info_file.exists()):
+            log(f"[{trial_id}] training source model {key}")
+            state, info = _train_source(spec, data, split, backbone, stem, seed)
+            info["trained_by"] = trial_id
+            _atomic_torch_save(state, model_file)
+            _atomic_write(info_file, json.dumps(info, indent=1))
+        users_file = d / "users.txt"
+        users = users_file.read_text().split() if users_file.exists() else []
+        if trial_id not in users:
+            users.append(trial_id)
+            _atomic_write(users_file, "\n".join(users) + "\n")
+        info = json.loads(info_file.read_text())
+        state = torch.load(model_file, map_location="cpu", weights_only=True)
+    info["shared_by"] = len(users)
+    info["key"] = key
+    return state, info
+
+
+def _train_source(spec, data: StudyData, split: str, backbone: str, stem: str, seed: int):
+    device = pick_device()
+    gen = _seed_everything(seed)
+    src, _ = data.splits[split]
+    train, val = (_device_split(data, w, src, device) for w in ("train", "val"))
+    model = prepare_model(build(backbone, len(src), stem), device)
+    freeze(model, 0)
+    train_fpi, _ = step_flops(model, tuple(train.x.shape[1:]), len(src), device)
+    opt = make_optimizer(model, spec.optimizer, spec.source.lr)
+    steps = len(train) // spec.batch_size or 1
+    sched = make_schedule(opt, spec.optimizer, steps, spec.source.epochs)
+    t0 = time.perf_counter()
+    for _ in range(spec.source.epochs):
+        train_one_epoch(model, train, opt, sched, batch_size=spec.batch_size, generator=gen,
+                        label_smoothing=spec.optimizer.label_smoothing)
+    val_acc, _, _ = evaluate(model, val)
+    images = steps * spec.batch_size * spec.source.epochs
+    info = {"flops": epoch_flops(images, train_fpi), "val_acc": val_acc,
+            "train_s": time.perf_counter() - t0, "epochs": spec.source.epochs,
+            "classes": [data.classes[i] for i in src]}
+    return {k: v.cpu() for k, v in model.state_dict().items()}, info
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- the trial
+
+def build_target_model(spec, data: StudyData, cfg: dict, sources_dir: Path, trial_id: str, log=print):
+    """The target model before any target training, frozen per the config.
+    Deterministic for a config, so a resumed trial rebuilds the same frozen part."""
+    from study.spec import resolve_stem
+
+    split, backbone, init = cfg[M.SPLIT], cfg[M.BACKBONE], cfg[M.INIT]
+    src, tgt = data.splits[split]
+    stem = resolve_stem(spec, backbone, init)
+    source_info = {"flops": 0.0, "shared_by": 0, "val_acc": float("nan")}
+    torch.manual_seed(cfg[M.SEED])
+    if init == "source":
+        state, source_info = obtain_source_model(spec, data, split, backbone, stem, cfg[M.SEED],
+                                                 sources_dir, trial_id, log)
+        model = build(backbone, len(src), stem)
+        model.load_state_dict(state)
+    else:
+        model = build(backbone, len(tgt), stem)
+        if init == "imagenet":
+            load_imagenet(model, imagenet_state_dict(backbone, spec.weights_file(backbone)))
+    torch.manual_seed(cfg[M.SEED] + 1)
+    model.replace_head(len(tgt))  # a fresh head, seeded the same way for every init
+    freeze(model, cfg[M.FROZEN_DEPTH] if init != "scratch" else 0)
+    return model, source_info
+
+
+def _trainable_state(model) -> dict:
+    """Only what training changes: the stages from frozen_depth on, and the head."""
+    d = model.frozen_depth
+    return {k: v for k, v in model.state_dict().items()
+            if (i := model.stage_of_parameter(k)) is None or i >= d}
+
+
+def transfer_trainable(config: dict, *, spec_dict: dict, data: StudyData, sources_dir: str):
+    """Ray Tune function trainable: one transfer trial, reporting every target epoch."""
+    from ray import tune
+
+    from study.spec import load_spec_dict
+
+    spec = load_spec_dict(spec_dict)
+    ctx = tune.get_context()
+    trial_id = ctx.get_trial_id() if ctx else "local"
+    torch.set_num_threads(max(1, int(spec.resources.cpus)))
+    device = pick_device()
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # no line per checkpoint
+    cfg = dict(config)
+    # Repeats of one sampled configuration differ only in their seed.
+    cfg[M.SEED] = int(cfg.get(M.SEED, spec.search.seed)) + int(cfg.get(M.REPEAT, 0))
+    if cfg[M.INIT] == "scratch":
+        cfg[M.FROZEN_DEPTH] = 0
+
+    model, source_info = build_target_model(spec, data, cfg, Path(sources_dir), trial_id)
+    model = prepare_model(model, device)
+    _, tgt = data.splits[cfg[M.SPLIT]]
+    train, val = (_device_split(data, w, tgt, device) for w in ("train", "val"))
+    gen = _seed_everything(cfg[M.SEED] + 2)
+    train_fpi, _ = step_flops(model, tuple(train.x.shape[1:]), len(tgt), device)
+    trainable, total = count_params(model)
+    opt = make_optimizer(model, spec.optimizer, cfg[M.LR])
+    steps = len(train) // spec.batch_size or 1
+    sched = make_schedule(opt, spec.optimizer, steps, spec.target_epochs)
+    start_epoch, flops, wall = 0, 0.0, 0.0
+
+    ckpt = tune.get_checkpoint()
+    if ckpt:
+        with ckpt.as_directory() as cd:
+            st = torch.load(Path(cd) / "state.pt", map_location="cpu", weights_only=False)
+        model.load_state_dict(st["model"], strict=False)
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["schedule"])
+        gen.set_state(st["generator"])
+        start_epoch, flops, wall = st["epoch"], st["target_flops"], st["wall_s"]
+
+    for epoch in range(start_epoch + 1, spec.target_epochs + 1):
+        t0 = time.perf_counter()
+        train_loss = train_one_epoch(model, train, opt, sched, batch_size=spec.batch_size,
+                                     generator=gen, label_smoothing=spec.optimizer.label_smoothing)
+        val_acc, val_loss, _ = evaluate(model, val)
+        epoch_s = time.perf_counter() - t0
+        wall += epoch_s
+        flops += epoch_flops(steps * spec.batch_size, train_fpi)
+        result = {
+            M.EPOCH: epoch, M.VAL_ACC: val_acc, M.VAL_LOSS: val_loss, M.TRAIN_LOSS: train_loss,
+            M.TARGET_FLOPS: flops, M.SOURCE_FLOPS: source_info["flops"],
+            M.SOURCE_SHARED_BY: source_info["shared_by"], M.SOURCE_VAL_ACC: source_info["val_acc"],
+            M.WALL_S: wall, M.EPOCH_S: epoch_s, M.TRAINABLE_PARAMS: trainable,
+            M.TOTAL_PARAMS: total, M.DONE: epoch == spec.target_epochs, M.SEED: cfg[M.SEED],
+        }
+        if epoch == spec.target_epochs:  # the test split: once, when the trial finishes
+            test = _device_split(data, "test", tgt, device)
+            _, _, pred = evaluate(model, test)
+            rep = classification_report(pred, test.y, [data.classes[i] for i in tgt])
+            result.update({M.TEST_ACC: rep["acc"], M.TEST_PRECISION: rep["precision_macro"],
+                           M.TEST_RECALL: rep["recall_macro"], M.TEST_F1: rep["f1_macro"],
+                           M.TEST_CONFUSION: rep["confusion"], M.TEST_PER_CLASS: rep["per_class"]})
+        with tempfile.TemporaryDirectory() as cd:
+            torch.save({"model": _trainable_state(model), "optimizer": opt.state_dict(),
+                        "schedule": sched.state_dict(), "generator": gen.get_state(),
+                        "epoch": epoch, "target_flops": flops, "wall_s": wall},
+                       Path(cd) / "state.pt")
+            tune.report(result, checkpoint=tune.Checkpoint.from_directory(cd))
