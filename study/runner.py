@@ -103,7 +103,7 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def write_provenance(path: Path, spec: Spec, data, extra: dict | None = None) -> dict:
+def write_provenance(path: str, spec: Spec, data, extra: dict | None = None) -> dict:
     prov = {
         "study": spec.name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -121,13 +121,23 @@ def write_provenance(path: Path, spec: Spec, data, extra: dict | None = None) ->
         "host": platform.node(),
     }
     prov.update(extra or {})
-    _write_text(path / PROVENANCE_FILE, json.dumps(prov, indent=1))
+    _write_text(f"{path}/{PROVENANCE_FILE}", json.dumps(prov, indent=1))
     return prov
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+def _write_text(path, text: str) -> None:
+    """Write a study file atomically: local rename, or one object PUT for a URI (pyarrow fs)."""
+    path = str(path)
+    if is_uri(path):
+        import pyarrow.fs as pafs
+
+        fs, p = pafs.FileSystem.from_uri(path)
+        fs.create_dir(p.rsplit("/", 1)[0], recursive=True)
+        with fs.open_output_stream(p) as f:
+            f.write(text.encode())
+        return
+    tmp = path + ".tmp"
+    Path(tmp).write_text(text)
     os.replace(tmp, path)
 
 
@@ -200,10 +210,10 @@ def run_study(spec: Spec, log=print) -> dict:
                                f"`study resume {sdir}`, or choose another --name/--storage")
     data = prepare_data(spec, log)  # bad data / unknown classes fail before anything is written
     init_ray(log)
-    meta_dir = Path(sdir) if not is_uri(sdir) else sources_dir(spec).parent
-    meta_dir.mkdir(parents=True, exist_ok=True)
-    _write_text(meta_dir / STUDY_FILE, spec.to_yaml())
-    write_provenance(meta_dir, spec, data)
+    if not is_uri(sdir):
+        Path(sdir).mkdir(parents=True, exist_ok=True)
+    _write_text(f"{sdir}/{STUDY_FILE}", spec.to_yaml())
+    write_provenance(sdir, spec, data)
     search_alg, num_samples = make_searcher(spec)
     log(f"study {spec.name!r}: {num_samples} trials, {spec.search.algorithm} search, "
         f"{spec.scheduler.type} scheduler, up to {spec.search.max_concurrent} at once; "
@@ -222,7 +232,7 @@ def run_study(spec: Spec, log=print) -> dict:
     )
     t0 = time.time()
     grid = tuner.fit()
-    return _finish(spec, grid, meta_dir, sdir, time.time() - t0, log)
+    return _finish(spec, grid, sdir, time.time() - t0, log)
 
 
 def load_study_spec(path: str) -> Spec:
@@ -249,10 +259,10 @@ def resume_study(path: str, log=print) -> dict:
                                resume_unfinished=True, resume_errored=True)
     t0 = time.time()
     grid = tuner.fit()
-    return _finish(spec, grid, Path(path).resolve(), str(Path(path).resolve()), time.time() - t0, log)
+    return _finish(spec, grid, str(Path(path).resolve()), time.time() - t0, log)
 
 
-def _finish(spec: Spec, grid, meta_dir: Path, sdir: str, wall: float, log) -> dict:
+def _finish(spec: Spec, grid, sdir: str, wall: float, log) -> dict:
     rows = []
     for r in grid:
         last = r.metrics or {}
@@ -270,7 +280,7 @@ def _finish(spec: Spec, grid, meta_dir: Path, sdir: str, wall: float, log) -> di
         "finished": len(finished), "stopped": sum(x["status"] == "stopped" for x in rows),
         "errored": sum(x["status"] == "errored" for x in rows), "best": best, "trial_rows": rows,
     }
-    _write_text(meta_dir / SUMMARY_FILE, json.dumps(summary, indent=1, default=str))
+    _write_text(f"{sdir}/{SUMMARY_FILE}", json.dumps(summary, indent=1, default=str))
     log(f"done in {wall:.0f}s: {summary['trials']} trials, {summary['finished']} finished, "
         f"{summary['stopped']} stopped by ASHA, {summary['errored']} errored")
     if best:

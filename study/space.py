@@ -8,6 +8,9 @@ have ImageNet weights.
 from __future__ import annotations
 
 import itertools
+import pickle
+
+from ray.tune.search import Searcher
 
 from study.spec import Spec, load_spec_dict
 from trainables import metrics as M
@@ -27,7 +30,9 @@ class DefineByRun:
     def __call__(self, trial):
         spec = load_spec_dict(self.spec_dict)
         split = trial.suggest_categorical(M.SPLIT, [s.name for s in spec.splits])
-        backbone = trial.suggest_categorical(M.BACKBONE, [b.name for b in spec.backbones])
+        # Backbones with no valid init (scratch_cnn when inits is only 'imagenet') are not sampled.
+        backbone = trial.suggest_categorical(
+            M.BACKBONE, [b.name for b in spec.backbones if valid_inits(spec, b.name)])
         inits = valid_inits(spec, backbone)
         # One categorical per backbone: Optuna's distributions must not change between trials.
         init = trial.suggest_categorical(f"{M.INIT}__{backbone}", inits) if len(inits) > 1 else inits[0]
@@ -52,15 +57,42 @@ def grid_points(spec: Spec) -> list[dict]:
     return points
 
 
+class PointsSearcher(Searcher):
+    """Hands out a fixed list of configs in order (grid search over a conditional space, which
+    neither Tune's grid_search nor Optuna's GridSampler can express)."""
+
+    def __init__(self, points: list[dict]):
+        super().__init__(metric=M.OBJECTIVE, mode=M.MODE)
+        self.points = [dict(p) for p in points]
+        self.next_index = 0
+
+    def suggest(self, trial_id: str):
+        if self.next_index >= len(self.points):
+            return Searcher.FINISHED
+        self.next_index += 1
+        return dict(self.points[self.next_index - 1])
+
+    def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+        pass
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump((self.points, self.next_index), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.points, self.next_index = pickle.load(f)
+
+
 def make_searcher(spec: Spec):
     """(search algorithm, num_samples) for the Tuner."""
-    from ray.tune.search import BasicVariantGenerator, Repeater
+    from ray.tune.search import Repeater
 
     if spec.search.algorithm == "grid":
         # repeats of a point get consecutive seeds
         points = [{**p, M.SEED: spec.search.seed + r}
                   for r in range(spec.search.repeats) for p in grid_points(spec)]
-        return BasicVariantGenerator(points_to_evaluate=points, max_concurrent=0), len(points)
+        return PointsSearcher(points), len(points)
 
     import optuna
     from ray.tune.search.optuna import OptunaSearch

@@ -2,7 +2,7 @@
 
 Every error names the field (a dotted path), the value and the rule, e.g.::
 
-    search.num_samples = -3: must be an integer >= 1
+    search.num_samples = -3: must be an integer in [1, 100000]
 
 All problems of a spec are collected and reported together (``SpecError.problems``).
 """
@@ -24,7 +24,7 @@ SCHEDULERS = ("asha", "fifo")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("cosine", "constant")
 STEMS = ("auto", "cifar", "imagenet")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")  # \Z: "$" would accept a trailing newline
 
 
 class SpecError(ValueError):
@@ -247,6 +247,8 @@ def _merge(base: dict, over: dict) -> dict:
 
 def load_spec_dict(raw: dict, source: str | None = None) -> Spec:
     c = _Checker()
+    if not isinstance(raw, dict):
+        raise SpecError([f"spec = {raw!r}: top level must be a mapping"], source)
     c.section(raw, "", _TOP)
 
     name = raw.get("name")
@@ -294,7 +296,8 @@ def load_spec_dict(raw: dict, source: str | None = None) -> Spec:
     hi = c.number(lr_raw, "high", "lr.high", 1e-1, 0, 10, lo_open=True)
     if lo > hi:
         c.bad("lr", {"low": lo, "high": hi}, "low must be <= high")
-    grid = lr_raw.get("grid") or []
+    grid = lr_raw.get("grid")
+    grid = [] if grid is None else grid
     if not isinstance(grid, list):
         c.bad("lr.grid", grid, "must be a list of positive numbers")
         grid = []
@@ -304,8 +307,8 @@ def load_spec_dict(raw: dict, source: str | None = None) -> Spec:
     lr = LRSpec(lo, hi, tuple(gvals))
 
     src = c.section(raw.get("source"), "source", {"epochs": None, "lr": None})
-    source = SourceSpec(epochs=c.integer(src, "epochs", "source.epochs", 10, 1, 1000),
-                        lr=c.number(src, "lr", "source.lr", 0.05, 0, 10, lo_open=True))
+    source_spec = SourceSpec(epochs=c.integer(src, "epochs", "source.epochs", 10, 1, 1000),
+                             lr=c.number(src, "lr", "source.lr", 0.05, 0, 10, lo_open=True))
 
     o = c.section(raw.get("optimizer"), "optimizer",
                   {f.name: None for f in dataclasses.fields(OptimizerSpec)})
@@ -346,7 +349,8 @@ def load_spec_dict(raw: dict, source: str | None = None) -> Spec:
     resources = ResourcesSpec(cpus=c.number(r, "cpus", "resources.cpus", 1, 0, 1024, lo_open=True),
                               gpu=c.number(r, "gpu", "resources.gpu", 0, 0, 64))
 
-    w = raw.get("weights") or {}
+    w = raw.get("weights")
+    w = {} if w is None else w
     if not isinstance(w, dict):
         c.bad("weights", w, "must map a backbone name to a local ImageNet weights file")
         w = {}
@@ -365,7 +369,7 @@ def load_spec_dict(raw: dict, source: str | None = None) -> Spec:
     spec = Spec(
         name=name, data=data, splits=splits, backbones=backbones, inits=inits, lr=lr,
         batch_size=c.integer(raw, "batch_size", "batch_size", 128, 1, 65536),
-        target_epochs=target_epochs, source=source, optimizer=optimizer, search=search,
+        target_epochs=target_epochs, source=source_spec, optimizer=optimizer, search=search,
         scheduler=scheduler, resources=resources,
         weights=tuple(sorted((k, v) for k, v in w.items() if isinstance(v, str))),
         storage=storage,
@@ -403,11 +407,12 @@ def _splits(c: _Checker, raw) -> tuple[SplitSpec, ...]:
                 c.bad(f"{f}.{side}", v, "must be a non-empty list of class names or indices")
                 ok = False
                 continue
+            side_ok = True
             for j, x in enumerate(v):
                 if isinstance(x, bool) or not isinstance(x, (str, int)) or (isinstance(x, int) and x < 0):
                     c.bad(f"{f}.{side}[{j}]", x, "must be a class name or a non-negative index")
-                    ok = False
-            if len(set(v)) != len(v):
+                    ok = side_ok = False
+            if side_ok and len(set(v)) != len(v):  # set() needs hashable (valid) entries
                 c.bad(f"{f}.{side}", v, "must not repeat a class")
         if ok:
             both = set(s["source"]) & set(s["target"])

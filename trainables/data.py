@@ -243,6 +243,8 @@ def _read_archive(path: Path, image_size: int):
             for m in tar:
                 if m.isdir():
                     parts = m.name.strip("/").split("/")
+                    if parts[0] == ".":  # `tar -C dir -cf x.tar .` names members ./train/...
+                        parts = parts[1:]
                     # class folders count even when empty, so an empty one is reported
                     if len(parts) >= 2 and parts[-2] in ("train", "test") and len(parts) <= 3:
                         prefixes.add(parts[0] if len(parts) == 3 else "")

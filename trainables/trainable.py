@@ -100,7 +100,8 @@ def obtain_source_model(spec, data: StudyData, split: str, backbone: str, stem: 
         model_file, info_file = d / "model.pt", d / "info.json"
         if not (model_file.exists() and info_file.exists()):
             log(f"[{trial_id}] training source model {key}")
-            state, info = _train_source(spec, data, split, backbone, stem, seed)
+            state, info = _train_source(spec, data, split, backbone, stem, seed,
+                                        log=lambda m: log(f"[{trial_id}] {key}: {m}"))
             info["trained_by"] = trial_id
             _atomic_torch_save(state, model_file)
             _atomic_write(info_file, json.dumps(info, indent=1))
@@ -116,7 +117,8 @@ def obtain_source_model(spec, data: StudyData, split: str, backbone: str, stem: 
     return state, info
 
 
-def _train_source(spec, data: StudyData, split: str, backbone: str, stem: str, seed: int):
+def _train_source(spec, data: StudyData, split: str, backbone: str, stem: str, seed: int,
+                  log=print):
     device = pick_device()
     gen = _seed_everything(seed)
     src, _ = data.splits[split]
@@ -128,12 +130,16 @@ def _train_source(spec, data: StudyData, split: str, backbone: str, stem: str, s
     steps = len(train) // spec.batch_size or 1
     sched = make_schedule(opt, spec.optimizer, steps, spec.source.epochs)
     t0 = time.perf_counter()
-    for _ in range(spec.source.epochs):
-        train_one_epoch(model, train, opt, sched, batch_size=spec.batch_size, generator=gen,
-                        label_smoothing=spec.optimizer.label_smoothing)
+    for epoch in range(1, spec.source.epochs + 1):
+        loss = train_one_epoch(model, train, opt, sched, batch_size=spec.batch_size, generator=gen,
+                               label_smoothing=spec.optimizer.label_smoothing)
+        log(f"source epoch {epoch}/{spec.source.epochs}: train_loss {loss:.3f} "
+            f"({time.perf_counter() - t0:.0f}s)")
     val_acc, _, _ = evaluate(model, val)
+    # Reported, never used for selection: the seed notebooks quote source test accuracy.
+    test_acc, _, _ = evaluate(model, _device_split(data, "test", src, device))
     images = steps * spec.batch_size * spec.source.epochs
-    info = {"flops": epoch_flops(images, train_fpi), "val_acc": val_acc,
+    info = {"flops": epoch_flops(images, train_fpi), "val_acc": val_acc, "test_acc": test_acc,
             "train_s": time.perf_counter() - t0, "epochs": spec.source.epochs,
             "classes": [data.classes[i] for i in src]}
     return {k: v.cpu() for k, v in model.state_dict().items()}, info
