@@ -197,8 +197,9 @@ def trial_dirname(trial) -> str:
             f"_d{c.get(M.FROZEN_DEPTH)}")
 
 
-def run_study(spec: Spec, log=print) -> dict:
-    """Run a study to the end; returns the summary (also written to summary.json)."""
+def run_study(spec: Spec, log=print, callbacks: list | None = None) -> dict:
+    """Run a study to the end; returns the summary (also written to summary.json).
+    ``callbacks``: extra Tune callbacks (e.g. to watch or disturb a study in tests)."""
     from ray import tune
 
     from study.progress import Progress
@@ -228,7 +229,7 @@ def run_study(spec: Spec, log=print) -> dict:
             name=spec.name, storage_path=str(Path(sdir).parent) if not is_uri(sdir) else spec.storage,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[Progress(spec.target_epochs)], verbose=0),
+            callbacks=[Progress(spec.target_epochs), *(callbacks or [])], verbose=0),
     )
     t0 = time.time()
     grid = tuner.fit()

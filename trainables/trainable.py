@@ -229,6 +229,9 @@ def transfer_trainable(config: dict, *, spec_dict: dict, data: StudyData, source
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["schedule"])
         gen.set_state(st["generator"])
+        torch.set_rng_state(st["torch_rng"])  # dropout draws from the global generator
+        if "cuda_rng" in st and device.type == "cuda":
+            torch.cuda.set_rng_state(st["cuda_rng"])
         start_epoch, flops, wall = st["epoch"], st["target_flops"], st["wall_s"]
 
     for epoch in range(start_epoch + 1, spec.target_epochs + 1):
@@ -256,6 +259,8 @@ def transfer_trainable(config: dict, *, spec_dict: dict, data: StudyData, source
         with tempfile.TemporaryDirectory() as cd:
             torch.save({"model": _trainable_state(model), "optimizer": opt.state_dict(),
                         "schedule": sched.state_dict(), "generator": gen.get_state(),
+                        "torch_rng": torch.get_rng_state(),
+                        **({"cuda_rng": torch.cuda.get_rng_state()} if device.type == "cuda" else {}),
                         "epoch": epoch, "target_flops": flops, "wall_s": wall},
                        Path(cd) / "state.pt")
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(cd))
