@@ -67,6 +67,22 @@ def cmd_resume(args) -> int:
     return _report_summary(resume_study(args.path))
 
 
+def cmd_report(args) -> int:
+    from analysis.report import make_report
+
+    _, text = make_report(args.path, args.out, force=args.force)
+    print(text)
+    return EXIT_OK
+
+
+def cmd_compare(args) -> int:
+    from analysis.report import make_compare
+
+    _, text = make_compare(args.paths, args.out, force=args.force)
+    print(text)
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="study", description="Transfer-learning hyperparameter "
                                 "studies on Ray Tune (ASHA + Optuna).")
@@ -88,7 +104,27 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("resume", help="continue an interrupted study")
     s.add_argument("path", help="the study directory (<storage>/<name>)")
 
+    rp = sub.add_parser("report", help="accuracy-vs-compute report of a study (also partial)")
+    rp.add_argument("path", help="the study directory (<storage>/<name>) or its URI")
+    rp.add_argument("-o", "--out", help="output directory (default: <study dir>/report)")
+    rp.add_argument("--force", action="store_true",
+                    help="overwrite a report of another study in the output directory")
+
+    cp = sub.add_parser("compare", help="compare two or more studies side by side")
+    cp.add_argument("paths", nargs="+", metavar="STUDY_DIR")
+    cp.add_argument("-o", "--out", help="output directory (default: ./compare-A-vs-B)")
+    cp.add_argument("--force", action="store_true",
+                    help="overwrite a report of other studies in the output directory")
+
     args = p.parse_args(argv)
+    if args.command in ("report", "compare"):  # no Ray/torch imports needed for reports
+        from analysis.load import ReportError
+
+        try:
+            return {"report": cmd_report, "compare": cmd_compare}[args.command](args)
+        except ReportError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_BAD_INPUT
     from study.runner import StudyExistsError
     from study.spec import SpecError
     from trainables.backbones import WeightsUnavailable

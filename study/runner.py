@@ -23,10 +23,7 @@ from pathlib import Path
 from study.spec import Spec, load_spec, load_spec_dict, resolve_classes
 from trainables import metrics as M
 
-STUDY_FILE = "study.yaml"
-PROVENANCE_FILE = "provenance.json"
-SUMMARY_FILE = "summary.json"
-SOURCES_DIR = "sources"
+from study.layout import PROVENANCE_FILE, SOURCES_DIR, STUDY_FILE, SUMMARY_FILE  # noqa: F401
 
 
 class StudyExistsError(RuntimeError):

@@ -1,0 +1,369 @@
+"""Read a study directory (local path or storage URI) into two tidy DataFrames.
+
+``trials``: one row per trial — config, status, best/last validation metrics, test metrics,
+compute with and without the amortised source-model cost, wall time.
+``epochs``: one row per reported epoch (with the trial's config and status).
+
+Statuses:
+  completed  reached target_epochs
+  stopped    stopped early by ASHA (fewer epochs, no error, the run has ended)
+  errored    Tune recorded an error (error.txt / error.pkl, or ERROR in the experiment state)
+  running    incomplete: the study is still running or was interrupted (no summary.json, or the
+             experiment state says RUNNING / PENDING / PAUSED)
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from trainables import metrics as M
+
+from study.layout import PROVENANCE_FILE, SOURCES_DIR, STUDY_FILE, SUMMARY_FILE  # noqa: F401
+RESULT_FILE = "result.json"
+ERROR_FILES = ("error.txt", "error.pkl")
+
+COMPLETED, STOPPED, ERRORED, RUNNING = "completed", "stopped", "errored", "running"
+STATUSES = (COMPLETED, STOPPED, ERRORED, RUNNING)
+
+# Derived trial columns (the config and metric names come from trainables.metrics).
+BEST_VAL_ACC = "best_val_acc"
+BEST_EPOCH = "best_epoch"
+SOURCE_KEY = "source_key"
+SOURCE_USERS = "source_users"  # trials that used the trial's source model (users.txt)
+SOURCE_TRAIN_S = "source_train_s"
+SOURCE_FLOPS_AMORTISED = "source_flops_amortised"  # source_flops / source_users
+TOTAL_FLOPS = "total_flops"  # target_flops + source_flops_amortised
+DEVICE_S = "device_s"  # target-stage seconds (= wall_s)
+TOTAL_DEVICE_S = "total_device_s"  # device_s + source train seconds / source_users
+EPOCH_FLOPS = "epoch_flops"  # target FLOPs of one epoch (target_flops / epochs)
+EPOCHS = "epochs"  # epochs reported
+TARGET_EPOCHS = "target_epochs"
+
+
+class ReportError(Exception):
+    """Bad input for a report: not a study, empty study, unreadable results. Names the path."""
+
+
+@dataclasses.dataclass
+class Study:
+    path: str
+    name: str
+    spec: dict
+    spec_text: str
+    provenance: dict
+    summary: dict | None
+    sources: dict  # key -> info.json (+ "users": [...])
+    trials: pd.DataFrame
+    epochs: pd.DataFrame
+    target_epochs: int
+
+    @property
+    def created(self) -> str:
+        return str(self.provenance.get("created", ""))
+
+    @property
+    def finished(self) -> bool:
+        return self.summary is not None and not (self.trials[M.SPLIT].size and
+                                                 (self.trials["status"] == RUNNING).any())
+
+    def target_classes(self, split: str) -> list[str]:
+        s = (self.provenance.get("data") or {}).get("splits", {}).get(split) or {}
+        return list(s.get("target") or [])
+
+
+# ----------------------------------------------------------------------------- storage
+
+class _Store:
+    """Just enough filesystem for a study: local paths, or any URI pyarrow.fs understands."""
+
+    def __init__(self, path: str):
+        self.display = str(path)
+        self.uri = "://" in str(path)
+        if self.uri:
+            import pyarrow.fs as pafs
+
+            try:
+                self.fs, self.root = pafs.FileSystem.from_uri(str(path).rstrip("/"))
+            except Exception as e:  # noqa: BLE001 - pyarrow raises several kinds
+                raise ReportError(f"{path}: cannot open storage URI: {e}") from e
+        else:
+            self.root = str(Path(path).expanduser().resolve())
+
+    def join(self, *parts: str) -> str:
+        return "/".join([self.root.rstrip("/"), *parts])
+
+    def shown(self, *parts: str) -> str:
+        return "/".join([self.display.rstrip("/"), *parts]) if parts else self.display
+
+    def is_dir(self, p: str) -> bool:
+        if not self.uri:
+            return Path(p).is_dir()
+        import pyarrow.fs as pafs
+        return self.fs.get_file_info(p).type == pafs.FileType.Directory
+
+    def is_file(self, p: str) -> bool:
+        if not self.uri:
+            return Path(p).is_file()
+        import pyarrow.fs as pafs
+        return self.fs.get_file_info(p).type == pafs.FileType.File
+
+    def listdir(self, p: str) -> list[tuple[str, bool]]:
+        """(name, is_dir) of the entries of directory p."""
+        if not self.uri:
+            return sorted((c.name, c.is_dir()) for c in Path(p).iterdir())
+        import pyarrow.fs as pafs
+        infos = self.fs.get_file_info(pafs.FileSelector(p, allow_not_found=True))
+        return sorted((i.base_name, i.type == pafs.FileType.Directory) for i in infos)
+
+    def read_text(self, p: str) -> str:
+        if not self.uri:
+            return Path(p).read_text()
+        with self.fs.open_input_stream(p) as f:
+            return f.read().decode()
+
+
+def _read_json(store: _Store, rel: str, required: bool = False):
+    p = store.join(*rel.split("/"))
+    if not store.is_file(p):
+        if required:
+            raise ReportError(f"{store.shown(rel)}: missing")
+        return None
+    try:
+        return json.loads(store.read_text(p))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ReportError(f"{store.shown(rel)}: unreadable: {e}") from e
+
+
+# ----------------------------------------------------------------------------- loading
+
+def load_study(path) -> Study:
+    """Read a study directory. Raises ReportError (naming the path) for a path that is not a
+    study directory, a study with no results yet, or results that cannot be read."""
+    store = _Store(str(path))
+    if not store.is_dir(store.root):
+        raise ReportError(f"{store.shown()}: no such study directory")
+    if not store.is_file(store.join(STUDY_FILE)):
+        raise ReportError(f"{store.shown()}: not a study directory (no {STUDY_FILE}; "
+                          "expected <storage>/<name> as written by `study run`)")
+    try:
+        spec_text = store.read_text(store.join(STUDY_FILE))
+        spec = yaml.safe_load(spec_text)
+        if not isinstance(spec, dict):
+            raise ValueError("not a mapping")
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as e:
+        raise ReportError(f"{store.shown(STUDY_FILE)}: unreadable study spec: {e}") from e
+    provenance = _read_json(store, PROVENANCE_FILE) or {}
+    summary = _read_json(store, SUMMARY_FILE)
+    name = str(spec.get("name") or provenance.get("study") or Path(store.root).name)
+    state = _experiment_state(store)
+    sources = _sources(store)
+
+    records, epoch_rows = [], []
+    seen = set()
+    for entry, is_dir in store.listdir(store.root):
+        if not is_dir or entry == SOURCES_DIR:
+            continue
+        tdir = store.join(entry)
+        names = {n for n, _ in store.listdir(tdir)}
+        if not ({RESULT_FILE, "params.json", *ERROR_FILES} & names):
+            continue  # not a trial folder (e.g. a report written next to the trials)
+        rows = _read_results(store, entry) if RESULT_FILE in names else []
+        params = _read_json(store, f"{entry}/params.json") if "params.json" in names else None
+        trial_id = (rows[-1].get("trial_id") if rows else None) or entry.split("_", 1)[0]
+        seen.add(trial_id)
+        err = None
+        if "error.txt" in names:
+            try:
+                err = store.read_text(store.join(entry, "error.txt")).strip().splitlines()
+                err = err[-1] if err else "error"
+            except (OSError, UnicodeDecodeError):
+                err = "error (error.txt unreadable)"
+        elif "error.pkl" in names:
+            err = "error (see error.pkl)"
+        st = state.get(trial_id, {})
+        records.append(dict(trial_id=trial_id, trial_dir=entry, rows=rows,
+                            config=(rows[-1].get("config") if rows else None) or params
+                            or st.get("config") or {},
+                            error=err or st.get("error"), state=st.get("status")))
+    for trial_id, st in state.items():  # trials Tune created but that have no folder yet
+        if trial_id not in seen:
+            records.append(dict(trial_id=trial_id, trial_dir=None, rows=[],
+                                config=st.get("config") or {}, error=st.get("error"),
+                                state=st.get("status")))
+    if not records or not any(r["rows"] for r in records):
+        raise ReportError(f"{store.shown()}: empty study: no trial has reported a result yet")
+
+    target_epochs = spec.get("target_epochs")
+    if not isinstance(target_epochs, int) or target_epochs < 1:
+        target_epochs = max(int(r["rows"][-1].get(M.EPOCH, 0)) for r in records if r["rows"])
+    users = {t: k for k, info in sources.items() for t in info.get("users", [])}
+
+    trials = []
+    for r in records:
+        row = _trial_row(r, target_epochs, summary is not None, sources, users)
+        trials.append(row)
+        for e in r["rows"]:
+            epoch_rows.append({"trial_id": row["trial_id"],
+                               **{k: row[k] for k in (M.SPLIT, M.BACKBONE, M.INIT, M.FROZEN_DEPTH,
+                                                      M.LR, M.SEED, "status")},
+                               **{k: e.get(k) for k in M.PER_EPOCH if k not in (
+                                   M.TRAINABLE_PARAMS, M.TOTAL_PARAMS)}})
+    tdf = pd.DataFrame(trials)
+    _fill_source_users(tdf)
+    tdf = tdf.sort_values([M.SPLIT, M.BACKBONE, M.INIT, M.FROZEN_DEPTH, "trial_id"],
+                          na_position="last", kind="stable").reset_index(drop=True)
+    edf = pd.DataFrame(epoch_rows)
+    if len(edf):
+        edf = edf.sort_values(["trial_id", M.EPOCH], kind="stable").reset_index(drop=True)
+    return Study(path=store.display, name=name, spec=spec, spec_text=spec_text,
+                 provenance=provenance, summary=summary, sources=sources, trials=tdf,
+                 epochs=edf, target_epochs=int(target_epochs))
+
+
+def _read_results(store: _Store, entry: str) -> list[dict]:
+    rel = f"{entry}/{RESULT_FILE}"
+    try:
+        text = store.read_text(store.join(entry, RESULT_FILE))
+    except (OSError, UnicodeDecodeError) as e:
+        raise ReportError(f"{store.shown(rel)}: unreadable: {e}") from e
+    lines = text.split("\n")
+    rows = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+            if not isinstance(d, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:
+            if i == len(lines) and not text.endswith("\n"):
+                break  # a line still being written by a running trial
+            raise ReportError(f"{store.shown(rel)}: unreadable results: line {i}: {e}") from e
+        rows.append(d)
+    return rows
+
+
+def _experiment_state(store: _Store) -> dict:
+    """trial_id -> {status, error, config} from Tune's newest experiment_state-*.json, if any.
+    Best effort: the format is Tune's, so anything unexpected just yields nothing."""
+    files = sorted(n for n, d in store.listdir(store.root)
+                   if not d and n.startswith("experiment_state") and n.endswith(".json"))
+    if not files:
+        return {}
+    try:
+        raw = json.loads(store.read_text(store.join(files[-1])))
+        out = {}
+        for item in raw.get("trial_data", []):
+            meta = json.loads(item[0]) if isinstance(item[0], str) else item[0]
+            run = (json.loads(item[1]) if isinstance(item[1], str) else item[1]) if len(item) > 1 else {}
+            cfg = meta.get("config")
+            out[meta["trial_id"]] = {
+                "status": meta.get("status"),
+                "error": ("error (Tune experiment state)" if meta.get("status") == "ERROR"
+                          or (run or {}).get("error_filename") else None),
+                "config": cfg if isinstance(cfg, dict) else {}}
+        return out
+    except (ValueError, KeyError, TypeError, IndexError, OSError):
+        return {}
+
+
+def _sources(store: _Store) -> dict:
+    d = store.join(SOURCES_DIR)
+    if not store.is_dir(d):
+        return {}
+    out = {}
+    for key, is_dir in store.listdir(d):
+        if not is_dir:
+            continue
+        info = _read_json(store, f"{SOURCES_DIR}/{key}/info.json") or {}
+        users_p = store.join(SOURCES_DIR, key, "users.txt")
+        users = store.read_text(users_p).split() if store.is_file(users_p) else []
+        out[key] = {**info, "users": users}
+    return out
+
+
+def _num(x) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return math.nan
+    return v
+
+
+def _trial_row(r: dict, target_epochs: int, study_ended: bool, sources: dict,
+               users: dict) -> dict:
+    rows, cfg = r["rows"], dict(r["config"] or {})
+    last = rows[-1] if rows else {}
+    epochs = int(last.get(M.EPOCH, 0) or 0)
+    if epochs >= target_epochs:
+        status = COMPLETED
+    elif r["error"]:
+        status = ERRORED
+    elif r["state"] in ("RUNNING", "PENDING", "PAUSED"):
+        status = RUNNING
+    elif r["state"] == "TERMINATED" or (r["state"] is None and study_ended):
+        status = STOPPED
+    else:
+        status = RUNNING
+    vals = [_num(e.get(M.VAL_ACC)) for e in rows]
+    best_i = int(np.nanargmax(vals)) if rows and not all(map(math.isnan, vals)) else None
+    key = users.get(r["trial_id"])
+    src = sources.get(key, {}) if key else {}
+    row = {
+        "trial_id": r["trial_id"], "status": status,
+        M.SPLIT: cfg.get(M.SPLIT), M.BACKBONE: cfg.get(M.BACKBONE), M.INIT: cfg.get(M.INIT),
+        M.FROZEN_DEPTH: (0 if cfg.get(M.INIT) == "scratch" else cfg.get(M.FROZEN_DEPTH)),
+        M.LR: _num(cfg.get(M.LR)),
+        # the effective seed (repeats shift it), as the trial reported it
+        M.SEED: last.get(M.SEED, cfg.get(M.SEED)),
+        M.REPEAT: cfg.get(M.REPEAT, 0),
+        EPOCHS: epochs, TARGET_EPOCHS: target_epochs,
+        BEST_VAL_ACC: vals[best_i] if best_i is not None else math.nan,
+        BEST_EPOCH: rows[best_i].get(M.EPOCH) if best_i is not None else None,
+        M.VAL_ACC: _num(last.get(M.VAL_ACC)), M.VAL_LOSS: _num(last.get(M.VAL_LOSS)),
+        M.TRAIN_LOSS: _num(last.get(M.TRAIN_LOSS)),
+        M.TEST_ACC: _num(last.get(M.TEST_ACC)), M.TEST_PRECISION: _num(last.get(M.TEST_PRECISION)),
+        M.TEST_RECALL: _num(last.get(M.TEST_RECALL)), M.TEST_F1: _num(last.get(M.TEST_F1)),
+        M.TARGET_FLOPS: _num(last.get(M.TARGET_FLOPS, 0.0 if not rows else None)),
+        M.SOURCE_FLOPS: _num(last.get(M.SOURCE_FLOPS, src.get("flops", 0.0))),
+        M.SOURCE_SHARED_BY: _num(last.get(M.SOURCE_SHARED_BY)),
+        SOURCE_KEY: key, SOURCE_USERS: len(src.get("users", [])) if key else math.nan,
+        SOURCE_TRAIN_S: _num(src.get("train_s")) if key else math.nan,
+        M.SOURCE_VAL_ACC: _num(last.get(M.SOURCE_VAL_ACC)),
+        M.WALL_S: _num(last.get(M.WALL_S, 0.0 if not rows else None)),
+        M.TRAINABLE_PARAMS: last.get(M.TRAINABLE_PARAMS), M.TOTAL_PARAMS: last.get(M.TOTAL_PARAMS),
+        "error": r["error"], "trial_dir": r["trial_dir"],
+        M.TEST_CONFUSION: json.dumps(last[M.TEST_CONFUSION]) if M.TEST_CONFUSION in last else None,
+        M.TEST_PER_CLASS: json.dumps(last[M.TEST_PER_CLASS]) if M.TEST_PER_CLASS in last else None,
+    }
+    row[EPOCH_FLOPS] = row[M.TARGET_FLOPS] / epochs if epochs else math.nan
+    return row
+
+
+def _fill_source_users(t: pd.DataFrame) -> None:
+    """Amortised source cost = source FLOPs / trials that used that source model. Without the
+    sources folder (URI storage keeps it node-local), count the trials per (split, backbone,
+    seed) that report a source cost."""
+    uses_source = (t[M.INIT] == "source") & (t[M.SOURCE_FLOPS].fillna(0) > 0)
+    missing = uses_source & t[SOURCE_KEY].isna()
+    if missing.any():
+        key = (t[M.SPLIT].astype(str) + "/" + t[M.BACKBONE].astype(str) + "/s"
+               + t[M.SEED].astype(str))
+        t.loc[missing, SOURCE_KEY] = "inferred:" + key[missing]
+        counts = t.loc[uses_source].groupby(SOURCE_KEY)["trial_id"].transform("count")
+        t.loc[missing, SOURCE_USERS] = np.maximum(
+            counts[missing].astype(float), t.loc[missing, M.SOURCE_SHARED_BY].fillna(1))
+    users = t[SOURCE_USERS].where(uses_source).fillna(1).clip(lower=1)
+    t[SOURCE_FLOPS_AMORTISED] = np.where(uses_source, t[M.SOURCE_FLOPS].fillna(0) / users, 0.0)
+    t.loc[~uses_source, M.SOURCE_FLOPS] = t.loc[~uses_source, M.SOURCE_FLOPS].fillna(0.0)
+    t[TOTAL_FLOPS] = t[M.TARGET_FLOPS] + t[SOURCE_FLOPS_AMORTISED]
+    t[DEVICE_S] = t[M.WALL_S]
+    t[TOTAL_DEVICE_S] = t[M.WALL_S] + np.where(
+        uses_source, t[SOURCE_TRAIN_S].fillna(0) / users, 0.0)
+    t["incomplete"] = t["status"] == RUNNING

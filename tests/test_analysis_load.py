@@ -1,0 +1,116 @@
+"""Loading study directories (hand-written, no Ray): statuses, amortised source cost, partial and
+unreadable results, URIs."""
+import json
+from pathlib import Path
+
+import pytest
+
+from analysis.load import (COMPLETED, ERRORED, RUNNING, SOURCE_FLOPS_AMORTISED, STOPPED,
+                           TOTAL_FLOPS, ReportError, load_study)
+from trainables import metrics as M
+
+
+def _trial(sdir: Path, tid: str, cfg: dict, epochs: int, target: int = 3, src_flops=0.0,
+           error: bool = False):
+    d = sdir / f"{tid}_{cfg[M.SPLIT]}_{cfg[M.BACKBONE]}_{cfg[M.INIT]}_d{cfg[M.FROZEN_DEPTH]}"
+    d.mkdir(parents=True)
+    (d / "params.json").write_text(json.dumps(cfg))
+    lines = []
+    for e in range(1, epochs + 1):
+        r = {M.EPOCH: e, M.VAL_ACC: 0.1 * e + cfg[M.LR], M.VAL_LOSS: 1.0 / e, M.TRAIN_LOSS: 1.0,
+             M.TARGET_FLOPS: 100.0 * e, M.SOURCE_FLOPS: src_flops, M.SOURCE_SHARED_BY: 1,
+             M.SOURCE_VAL_ACC: 0.5, M.WALL_S: 2.0 * e, M.EPOCH_S: 2.0, M.TRAINABLE_PARAMS: 10,
+             M.TOTAL_PARAMS: 20, M.DONE: e == target, M.SEED: 0, "trial_id": tid, "config": cfg}
+        if e == target:
+            r.update({M.TEST_ACC: 0.5, M.TEST_CONFUSION: [[1, 0], [0, 1]],
+                      M.TEST_PER_CLASS: {"c": {"precision": 1, "recall": 1, "f1": 1, "support": 1}}})
+        lines.append(json.dumps(r))
+    (d / "result.json").write_text("".join(x + "\n" for x in lines))
+    if error:
+        (d / "error.txt").write_text("Traceback ...\nRuntimeError: boom\n")
+    return d
+
+
+def make_study(root: Path, finished: bool = True) -> Path:
+    s = root / "fake"
+    s.mkdir(parents=True)
+    (s / "study.yaml").write_text("name: fake\ntarget_epochs: 3\n")
+    (s / "provenance.json").write_text(json.dumps({"study": "fake", "created": "2026-01-01T00:00:00",
+                                                   "data": {"splits": {"x": {"target": ["c", "d"]}}}}))
+    cfg = lambda init, d, lr: {M.SPLIT: "x", M.BACKBONE: "scratch_cnn", M.INIT: init,  # noqa: E731
+                               M.FROZEN_DEPTH: d, M.LR: lr, M.SEED: 0}
+    _trial(s, "aaa", cfg("source", 1, 0.01), 3, src_flops=600.0)
+    _trial(s, "bbb", cfg("source", 2, 0.02), 1, src_flops=600.0)
+    _trial(s, "ccc", cfg("scratch", 0, 0.03), 1)
+    _trial(s, "ddd", cfg("source", 3, 0.04), 2, src_flops=600.0, error=True)
+    src = s / "sources" / "scratch_cnn-x-s0-abc"
+    src.mkdir(parents=True)
+    (src / "info.json").write_text(json.dumps({"flops": 600.0, "train_s": 30.0}))
+    (src / "users.txt").write_text("aaa\nbbb\nddd\n")
+    if finished:
+        (s / "summary.json").write_text(json.dumps({"trials": 4}))
+    return s
+
+
+def test_statuses_metrics_and_amortised_source(tmp_path):
+    s = load_study(make_study(tmp_path))
+    t = s.trials.set_index("trial_id")
+    assert t["status"].to_dict() == {"aaa": COMPLETED, "bbb": STOPPED, "ccc": STOPPED, "ddd": ERRORED}
+    assert "boom" in t.loc["ddd", "error"]
+    assert t.loc["aaa", SOURCE_FLOPS_AMORTISED] == 200.0  # 600 FLOPs / 3 users
+    assert t.loc["aaa", TOTAL_FLOPS] == 300.0 + 200.0
+    assert t.loc["ccc", SOURCE_FLOPS_AMORTISED] == 0.0 and t.loc["ccc", TOTAL_FLOPS] == 100.0
+    assert t.loc["aaa", "total_device_s"] == pytest.approx(6.0 + 10.0)
+    assert t.loc["aaa", M.TEST_ACC] == 0.5 and t.loc["bbb", M.TEST_ACC] != t.loc["bbb", M.TEST_ACC]
+    assert t.loc["aaa", "best_val_acc"] == pytest.approx(0.31) and t.loc["aaa", "best_epoch"] == 3
+    assert len(s.epochs) == 3 + 1 + 1 + 2 and set(s.epochs["status"]) == {COMPLETED, STOPPED, ERRORED}
+    assert s.target_classes("x") == ["c", "d"] and not t["incomplete"].any()
+
+
+def test_interrupted_study_marks_incomplete_and_tolerates_partial_line(tmp_path):
+    sdir = make_study(tmp_path, finished=False)
+    rj = next(sdir.glob("bbb_*")) / "result.json"
+    rj.write_text(rj.read_text() + '{"epoch": 2, "val_a')  # a line being written
+    s = load_study(sdir)
+    t = s.trials.set_index("trial_id")
+    assert t.loc["bbb", "status"] == RUNNING and t.loc["bbb", "epochs"] == 1
+    assert t.loc["aaa", "status"] == COMPLETED and t.loc["bbb", "incomplete"]
+
+
+def test_sources_folder_missing_infers_users(tmp_path):
+    sdir = make_study(tmp_path)
+    import shutil
+    shutil.rmtree(sdir / "sources")
+    t = load_study(sdir).trials.set_index("trial_id")
+    assert t.loc["aaa", SOURCE_FLOPS_AMORTISED] == 200.0  # 3 trials report that source
+
+
+def test_uri_storage(tmp_path):
+    sdir = make_study(tmp_path)
+    s = load_study(f"file://{sdir}")
+    assert len(s.trials) == 4 and s.name == "fake"
+
+
+@pytest.mark.parametrize("case", ["missing", "not_study", "empty", "bad_line", "bad_yaml"])
+def test_bad_inputs_name_the_path(tmp_path, case):
+    sdir = make_study(tmp_path)
+    target = sdir
+    if case == "missing":
+        target = tmp_path / "nope"
+    elif case == "not_study":
+        target = tmp_path / "plain"
+        target.mkdir()
+    elif case == "empty":
+        target = tmp_path / "empty"
+        target.mkdir()
+        (target / "study.yaml").write_text("name: empty\n")
+    elif case == "bad_line":
+        rj = next(sdir.glob("aaa_*")) / "result.json"
+        rj.write_text("{not json\n" + rj.read_text())
+        target = rj
+    elif case == "bad_yaml":
+        (sdir / "study.yaml").write_text("[unclosed\n")
+        target = sdir / "study.yaml"
+    with pytest.raises(ReportError) as e:
+        load_study(sdir if case in ("bad_line", "bad_yaml") else target)
+    assert str(target) in str(e.value)
