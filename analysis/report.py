@@ -558,7 +558,32 @@ def compare_sections(studies: list[Study], labels: list[str], out: Path) -> list
         "best_transfer_init": "transfer init"}), "Transfer gain (validation, all trials)")
     secs.append(g)
 
-    a = Section("6. ASHA accounting")
+    lc = Section("6. Finalists: learning curves and the best trials' test metrics")
+    rows = []
+    for i, (s, lab) in enumerate(zip(studies, labels)):
+        t, splits = s.trials, _splits(s.trials)
+        lc.fig(plots.save(plots.learning_curves(s.epochs, F.finalists(t), splits),
+                          out / f"compare_{i}_learning.png"),
+               f"Study {lab}: validation accuracy per epoch; coloured: finalists")
+        for sp in splits:
+            b = _best_trial(t[t[M.SPLIT] == sp])
+            if b is None:
+                continue
+            rows.append({"study": lab, M.SPLIT: sp, "trial": b["trial_id"],
+                         M.BACKBONE: b[M.BACKBONE], M.INIT: b[M.INIT],
+                         M.FROZEN_DEPTH: b[M.FROZEN_DEPTH], M.LR: b[M.LR],
+                         "test acc": b[M.TEST_ACC], "macro precision": b[M.TEST_PRECISION],
+                         "macro recall": b[M.TEST_RECALL], "macro f1": b[M.TEST_F1]})
+            lc.fig(plots.save(plots.confusion(b, s.target_classes(sp)),
+                              out / f"compare_{i}_confusion_{sp}.png"),
+                   f"Study {lab}, split {sp}: test confusion matrix of trial {b['trial_id']}")
+    if rows:
+        lc.table(pd.DataFrame(rows), "Best completed trial per study and split (test split)")
+    else:
+        lc.p("No study has a completed trial yet, so there are no test metrics.")
+    secs.append(lc)
+
+    a = Section("7. ASHA accounting")
     rows = []
     for s, lab in zip(studies, labels):
         acc = F.asha_accounting(s.trials, s.target_epochs)
@@ -570,7 +595,7 @@ def compare_sections(studies: list[Study], labels: list[str], out: Path) -> list
     a.table(pd.DataFrame(rows))
     secs.append(a)
 
-    p = Section("7. Provenance")
+    p = Section("8. Provenance")
     pv = [_provenance(s).set_index("item")["value"].rename(lab) for s, lab in zip(studies, labels)]
     p.table(pd.concat(pv, axis=1).reset_index())
     secs.append(p)

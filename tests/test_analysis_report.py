@@ -16,8 +16,8 @@ from study.spec import load_spec_dict
 SECTIONS = ("1. Headline", "2. Accuracy vs compute", "3. Accuracy vs frozen depth",
             "4. Transfer gain", "5. Finalists", "6. ASHA accounting", "7. Provenance")
 COMPARE_SECTIONS = ("1. Studies", "2. Best configurations per study", "3. Differences",
-                    "4. Accuracy vs compute", "5. Transfer-depth", "6. ASHA accounting",
-                    "7. Provenance")
+                    "4. Accuracy vs compute", "5. Transfer-depth", "6. Finalists",
+                    "7. ASHA accounting", "8. Provenance")
 CHROMIUM = Path("/usr/bin/chromium")
 
 
@@ -111,6 +111,8 @@ def test_compare_side_by_side(study, other_study, tmp_path, capsys):
     for s in COMPARE_SECTIONS:
         assert f"## {s}" in md, s
     assert "rep2" in md and (out / "compare_frontier_ab_cd.png").stat().st_size > 0
+    assert (out / "compare_1_learning.png").stat().st_size > 0
+    assert "Best completed trial per study and split" in md
     t = pd.read_parquet(out / "trials.parquet")
     assert set(t["study"]) == {"rep", "rep2"} and len(t) == 8
     assert "+0.0 pp" in md  # identical results: no difference in accuracy
