@@ -108,7 +108,7 @@ def write_provenance(path: str, spec: Spec, data, extra: dict | None = None) -> 
         "packages": package_versions(),
         "seed": spec.search.seed,
         "data": {"fingerprint": data.fingerprint, "classes": data.classes,
-                 "origin": getattr(data, "origin", None),
+                 "origin": data.origin,
                  "train_images": int(len(data.train_idx)), "val_images": int(len(data.val_idx)),
                  "test_images": int(len(data.test_idx)), "mean": data.mean, "std": data.std,
                  "splits": {k: {"source": [data.classes[i] for i in v[0]],
@@ -149,9 +149,7 @@ def prepare_data(spec: Spec, log=print):
                       image_size=spec.data.image_size, progress=log)
     splits = resolve_classes(spec, ds.classes)
     check_weights(spec)
-    data = build_study_data(ds, spec, splits)
-    data.origin = ds.origin
-    return data
+    return build_study_data(ds, spec, splits)
 
 
 def check_weights(spec: Spec) -> None:

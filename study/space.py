@@ -25,10 +25,10 @@ class DefineByRun:
     """Optuna define-by-run space (a picklable callable, so Tune can checkpoint the searcher)."""
 
     def __init__(self, spec_dict: dict):
-        self.spec_dict = spec_dict
+        self.spec = load_spec_dict(spec_dict)  # validated once, not per sample
 
     def __call__(self, trial):
-        spec = load_spec_dict(self.spec_dict)
+        spec = self.spec
         split = trial.suggest_categorical(M.SPLIT, [s.name for s in spec.splits])
         # Backbones with no valid init (scratch_cnn when inits is only 'imagenet') are not sampled.
         backbone = trial.suggest_categorical(

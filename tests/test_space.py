@@ -168,7 +168,7 @@ def test_define_by_run_pickles():
     spec = spec_with()
     space = DefineByRun(spec.to_dict())
     clone = pickle.loads(pickle.dumps(space))
-    assert clone.spec_dict == space.spec_dict
+    assert clone.spec == space.spec
     a = sample(space, 15, optuna.samplers.RandomSampler(seed=5))
     b = sample(clone, 15, optuna.samplers.RandomSampler(seed=5))
     assert a == b

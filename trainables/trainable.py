@@ -44,6 +44,7 @@ class StudyData:
     mean: tuple
     std: tuple
     fingerprint: str
+    origin: str = ""  # where the data came from (provenance)
 
 
 def build_study_data(ds, spec, splits: dict) -> StudyData:
@@ -53,7 +54,7 @@ def build_study_data(ds, spec, splits: dict) -> StudyData:
     test_idx = subsample(ds.test_y, d.max_test_per_class, spec.search.seed)
     mean, std = ds.channel_stats()
     return StudyData(ds.train_x, ds.train_y, ds.test_x, ds.test_y, train_idx, val_idx, test_idx,
-                     list(ds.classes), splits, mean, std, ds.fingerprint)
+                     list(ds.classes), splits, mean, std, ds.fingerprint, ds.origin)
 
 
 def _device_split(data: StudyData, which: str, classes: list[int], device) -> DeviceData:
