@@ -67,6 +67,55 @@ def cmd_resume(args) -> int:
     return _report_summary(resume_study(args.path))
 
 
+def cmd_submit(args) -> int:
+    from study import jobs
+    from study.spec import load_spec
+
+    spec = load_spec(args.spec, _overrides(args))
+    job = jobs.submit(spec, args.address)
+    if not args.wait:
+        return EXIT_OK
+    status = jobs.follow(args.address, job)
+    print(f"job {job}: {status}")
+    return EXIT_OK if status == "SUCCEEDED" else EXIT_FAIL
+
+
+def cmd_jobs(args) -> int:
+    from study import jobs
+
+    print(jobs.format_jobs(jobs.list_jobs(args.address), all_jobs=args.all))
+    return EXIT_OK
+
+
+def cmd_status(args) -> int:
+    from study import jobs
+
+    print(jobs.format_status(jobs.job_info(args.address, args.job)))
+    return EXIT_OK
+
+
+def cmd_logs(args) -> int:
+    from study import jobs
+
+    if args.follow:
+        status = jobs.follow(args.address, args.job)
+        print(f"job {args.job}: {status}")
+        return EXIT_OK if status == "SUCCEEDED" else EXIT_FAIL
+    sys.stdout.write(jobs.logs(args.address, args.job))
+    return EXIT_OK
+
+
+def cmd_stop(args) -> int:
+    from study import jobs
+
+    status = jobs.stop(args.address, args.job)
+    info = jobs.job_info(args.address, args.job)
+    results = (info.metadata or {}).get(jobs.META_RESULTS, "<study dir>")
+    print(f"job {args.job}: {status}; continue it later with `study resume {results}` "
+          f"(on the cluster)")
+    return EXIT_OK
+
+
 def cmd_report(args) -> int:
     from analysis.report import make_report
 
@@ -101,6 +150,30 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--smoke", action="store_true",
                    help="tiny data, 3 trials, 2 epochs: check that the study runs end to end")
 
+    addr_help = ("the cluster's Jobs API, http://HOST:8265 (default: $RAY_API_SERVER_ADDRESS, "
+                 "then $RAY_ADDRESS)")
+    sb = sub.add_parser("submit", help="submit a study to a Ray cluster (Ray Jobs API)")
+    sb.add_argument("spec")
+    sb.add_argument("--address", help=addr_help)
+    sb.add_argument("--data-root", help="data path on the cluster (absolute) or URI")
+    sb.add_argument("--storage", help="results: absolute path on the cluster, or s3:// gs:// URI")
+    sb.add_argument("--name", help="study name (default: the spec's name)")
+    sb.add_argument("--smoke", action="store_true", help="as for `study run`")
+    sb.add_argument("--wait", action="store_true",
+                    help="follow the job's logs; exit 0 iff the job succeeded")
+    jb = sub.add_parser("jobs", help="studies submitted to the cluster")
+    jb.add_argument("--address", help=addr_help)
+    jb.add_argument("--all", action="store_true", help="every Ray job, not only studies")
+    for name, helptext in (("status", "a submitted study's state"),
+                           ("logs", "a submitted study's output"),
+                           ("stop", "stop a submitted study (it can be resumed)")):
+        q = sub.add_parser(name, help=helptext)
+        q.add_argument("job", help="the job id printed by `study submit`")
+        q.add_argument("--address", help=addr_help)
+        if name == "logs":
+            q.add_argument("-f", "--follow", action="store_true",
+                           help="stream until the job ends; exit 0 iff it succeeded")
+
     s = sub.add_parser("resume", help="continue an interrupted study")
     s.add_argument("path", help="the study directory (<storage>/<name>)")
 
@@ -125,16 +198,22 @@ def main(argv: list[str] | None = None) -> int:
         except ReportError as e:
             print(f"error: {e}", file=sys.stderr)
             return EXIT_BAD_INPUT
+    from study.jobs import AddressError, JobError
     from study.runner import StudyExistsError
     from study.spec import SpecError
     from trainables.backbones import WeightsUnavailable
     from trainables.data import DataError
 
     try:
-        return {"validate": cmd_validate, "run": cmd_run, "resume": cmd_resume}[args.command](args)
-    except (SpecError, DataError, StudyExistsError, WeightsUnavailable) as e:
+        return {"validate": cmd_validate, "run": cmd_run, "resume": cmd_resume,
+                "submit": cmd_submit, "jobs": cmd_jobs, "status": cmd_status, "logs": cmd_logs,
+                "stop": cmd_stop}[args.command](args)
+    except (SpecError, DataError, StudyExistsError, WeightsUnavailable, AddressError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except JobError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAIL
     except KeyboardInterrupt:
         print("interrupted; continue with `study resume <study dir>`", file=sys.stderr)
         return EXIT_FAIL

@@ -78,6 +78,10 @@ def init_ray(log=print) -> None:
 # ----------------------------------------------------------------------------- provenance
 
 def code_version() -> str:
+    """git describe of this checkout; a submitted job carries its submitter's (the job runs from a
+    copy of the packages without .git)."""
+    if os.environ.get("STUDY_CODE_VERSION"):
+        return os.environ["STUDY_CODE_VERSION"]
     root = Path(__file__).resolve().parent.parent
     try:
         rev = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty"],
