@@ -254,6 +254,12 @@ def study_sections(s: Study, out: Path, prefix: str = "") -> list[Section]:
         "accuracy at the last epoch; the test split is reported, never used to select. "
         "Accuracies of different splits are not comparable (different target classes).")
     h.table(headline(t), "Best configurations")
+    err = t[t["status"] == ERRORED]
+    if not err.empty:
+        h.p(f"{len(err)} trial(s) errored (after the spec's max_failures retries); the study went "
+            "on without them. Their last error:")
+        cols = ["trial_id", M.SPLIT, M.BACKBONE, M.INIT, M.FROZEN_DEPTH, M.LR, EPOCHS, "error"]
+        h.table(err[[c for c in cols if c in err.columns]], "Errored trials")
     secs.append(h)
 
     fr = Section("2. Accuracy vs compute: Pareto frontier")

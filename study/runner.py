@@ -43,10 +43,10 @@ def study_dir(spec: Spec) -> str:
     return str(Path(base).expanduser().resolve() / spec.name)
 
 
-def sources_dir(spec: Spec) -> Path:
+def sources_dir(spec: Spec, sdir: str | None = None) -> Path:
     """Shared source models. Local storage: inside the study. URI storage: a node-local cache
     (file locks need a POSIX filesystem), keyed the same way."""
-    d = study_dir(spec)
+    d = sdir or study_dir(spec)
     if is_uri(d):
         from trainables.data import default_cache_dir
         return default_cache_dir() / "sources" / spec.name
@@ -167,13 +167,13 @@ def check_weights(spec: Spec) -> None:
                 imagenet_state_dict(b.name, spec.weights_file(b.name))
 
 
-def _trainable(spec: Spec, data):
+def _trainable(spec: Spec, data, sdir: str | None = None):
     from ray import tune
 
     from trainables.trainable import transfer_trainable
 
     fn = tune.with_parameters(transfer_trainable, spec_dict=spec.to_dict(), data=data,
-                              sources_dir=str(sources_dir(spec)))
+                              sources_dir=str(sources_dir(spec, sdir)))
     res = {"cpu": spec.resources.cpus}
     if spec.resources.gpu:
         res["gpu"] = spec.resources.gpu
@@ -201,6 +201,7 @@ def run_study(spec: Spec, log=print, callbacks: list | None = None) -> dict:
     ``callbacks``: extra Tune callbacks (e.g. to watch or disturb a study in tests)."""
     from ray import tune
 
+    from study.asha import RungState
     from study.progress import Progress
     from study.space import make_searcher
 
@@ -215,51 +216,82 @@ def run_study(spec: Spec, log=print, callbacks: list | None = None) -> dict:
     _write_text(f"{sdir}/{STUDY_FILE}", spec.to_yaml())
     write_provenance(sdir, spec, data)
     search_alg, num_samples = make_searcher(spec)
+    scheduler = _scheduler(spec)
     log(f"study {spec.name!r}: {num_samples} trials, {spec.search.algorithm} search, "
         f"{spec.scheduler.type} scheduler, up to {spec.search.max_concurrent} at once; "
         f"results in {sdir}")
     tuner = tune.Tuner(
         _trainable(spec, data),
         tune_config=tune.TuneConfig(
-            search_alg=search_alg, scheduler=_scheduler(spec), num_samples=num_samples,
+            search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
             max_concurrent_trials=spec.search.max_concurrent, time_budget_s=spec.time_budget_s,
             reuse_actors=False, trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
             name=spec.name, storage_path=str(Path(sdir).parent) if not is_uri(sdir) else spec.storage,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[Progress(spec.target_epochs), *(callbacks or [])], verbose=0),
+            # RungState: ASHA's rung records are saved with the experiment state (see asha.py)
+            callbacks=[Progress(spec.target_epochs),
+                       *([RungState(scheduler)] if spec.scheduler.type == "asha" else []),
+                       *(callbacks or [])], verbose=0),
     )
     t0 = time.time()
     grid = tuner.fit()
     return _finish(spec, grid, sdir, time.time() - t0, log)
 
 
+def normalize_study_path(path: str) -> str:
+    """A study directory as Tune wants it: an absolute local path, or a URI (s3://, gs://);
+    file:// URIs become plain paths."""
+    path = str(path)
+    if path.startswith("file://"):
+        path = path[len("file://"):]
+    return path.rstrip("/") if is_uri(path) else str(Path(path).expanduser().resolve())
+
+
+def _read_text(path: str) -> str:
+    if is_uri(path):
+        import pyarrow.fs as pafs
+
+        fs, p = pafs.FileSystem.from_uri(path)
+        with fs.open_input_stream(p) as f:
+            return f.read().decode()
+    return Path(path).read_text()
+
+
 def load_study_spec(path: str) -> Spec:
-    p = Path(path)
-    if not (p / STUDY_FILE).is_file():
-        from study.spec import SpecError
-        raise SpecError([f"study directory {str(p)!r}: no {STUDY_FILE} (not a study directory)"])
-    return load_spec(p / STUDY_FILE)
+    """The resolved spec a study was started with (``<study dir>/study.yaml``, local or URI)."""
+    import yaml
+
+    from study.spec import SpecError
+
+    f = f"{normalize_study_path(path)}/{STUDY_FILE}"
+    try:
+        text = _read_text(f)
+    except (OSError, ValueError) as e:  # missing file, bad URI, unreachable bucket
+        raise SpecError([f"study directory {str(path)!r}: cannot read {STUDY_FILE} "
+                         f"(not a study directory?): {e}"]) from e
+    return load_spec_dict(yaml.safe_load(text), source=f)
 
 
 def resume_study(path: str, log=print) -> dict:
     """Continue an interrupted study: finished trials are kept, unfinished ones resume from
-    their last checkpoint, errored ones are retried; the searcher's and ASHA's state is restored
-    from Tune's experiment checkpoint."""
+    their last checkpoint, errored ones are retried; the searcher's state, ASHA's rung records
+    (``study.asha.RungState``) and the shared source models are reused."""
     from ray import tune
 
-    spec = load_study_spec(path)
+    sdir = normalize_study_path(path)
+    spec = load_study_spec(sdir)
     data = prepare_data(spec, log)
     init_ray(log)
-    if not tune.Tuner.can_restore(str(Path(path).resolve())):
+    if not tune.Tuner.can_restore(sdir):
         raise StudyExistsError(f"{path}: no Tune experiment state to resume (it never started)")
-    log(f"resuming study {spec.name!r} from {path}")
-    tuner = tune.Tuner.restore(str(Path(path).resolve()), trainable=_trainable(spec, data),
+    log(f"resuming study {spec.name!r} from {sdir}")
+    tuner = tune.Tuner.restore(sdir, trainable=_trainable(spec, data, sdir),
                                resume_unfinished=True, resume_errored=True)
     t0 = time.time()
     grid = tuner.fit()
-    return _finish(spec, grid, str(Path(path).resolve()), time.time() - t0, log)
+    return _finish(spec, grid, sdir, time.time() - t0, log)
 
 
 def _finish(spec: Spec, grid, sdir: str, wall: float, log) -> dict:

@@ -1,0 +1,216 @@
+"""Fault tolerance with real processes: a worker node lost mid-study, the driver SIGKILLed
+mid-study, and trials that keep failing. Every Ray process stays on 127.0.0.1."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from test_study_integration import tiny_spec
+from trainables import metrics as M
+
+TESTS = Path(__file__).resolve().parent
+FAULTS = [sys.executable, str(TESTS / "faults.py")]
+STUDY = [sys.executable, "-m", "study.cli"]
+
+
+def _run(cmd, env=None, timeout=400):
+    e = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+    p = subprocess.run(cmd, capture_output=True, text=True, env=e, timeout=timeout)
+    assert p.returncode == 0, f"{cmd}\nrc={p.returncode}\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}"
+    return p
+
+
+def _trials(sdir: Path) -> dict:
+    """trial id -> list of result rows (one per reported epoch)."""
+    out = {}
+    for f in sorted(sdir.glob("*/result.json")):
+        rows = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+        if rows:
+            out[rows[0]["trial_id"]] = rows
+    return out
+
+
+def _config(row) -> tuple:
+    c = row["config"]
+    return tuple(c[k] for k in (M.SPLIT, M.BACKBONE, M.INIT, M.FROZEN_DEPTH, M.LR))
+
+
+def _alive(pid: int) -> bool:
+    """Running (a killed child not yet reaped is a zombie: dead)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _write(tmp: Path, d: dict, name: str) -> Path:
+    f = tmp / f"{name}.yaml"
+    f.write_text(yaml.safe_dump(d))
+    return f
+
+
+# ----------------------------------------------------------------------------- worker node lost
+
+@pytest.fixture(scope="module")
+def three_nodes():
+    """Head (no CPUs: it runs the drivers, never a trial) + two 1-CPU worker nodes."""
+    from ray._private import ray_constants
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    workers = [c.add_node(num_cpus=1) for _ in range(2)]
+    c.wait_for_nodes()
+    head_raylet = c.head_node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
+    yield c, head_raylet, workers
+    c.shutdown()
+
+
+def _node_spec(data, tmp, name):
+    return tiny_spec(data, tmp / "storage", tmp / "cache", name=name,
+                     backbones={"scratch_cnn": {"frozen_depth": [0, 3]}},
+                     lr={"low": 0.05, "high": 0.05, "grid": [0.05]},
+                     search={"algorithm": "grid", "max_concurrent": 2, "seed": 5},
+                     scheduler={"type": "fifo"}, max_failures=2)
+
+
+def test_worker_node_lost_mid_study(three_nodes, tiny_folder, tmp_path):
+    cluster, head_raylet, _ = three_nodes
+    env = {"RAY_ADDRESS": cluster.address}
+    _run([*FAULTS, _write(tmp_path, _node_spec(tiny_folder, tmp_path, "calm"), "calm")], env)
+    marker = tmp_path / "killed.json"
+    t0 = time.time()
+    out = _run([*FAULTS, _write(tmp_path, _node_spec(tiny_folder, tmp_path, "hit"), "hit"),
+                "--fault", "kill-node", "--epoch", "2", "--head-raylet", str(head_raylet),
+                "--marker", marker], env)
+    print(f"\nnode-loss study: {time.time() - t0:.0f}s")
+    assert marker.exists(), "the worker node was never killed:\n" + out.stdout[-3000:]
+    killed = json.loads(marker.read_text())
+    assert killed["worker"] in killed["killed"]
+    assert not any(_alive(pid) for pid in killed["killed"])  # the node is really gone
+
+    calm_s = json.loads((tmp_path / "storage/calm/summary.json").read_text())
+    hit_s = json.loads((tmp_path / "storage/hit/summary.json").read_text())
+    assert hit_s["trials"] == calm_s["trials"] == 4
+    assert hit_s["finished"] == calm_s["finished"] == 4 and hit_s["errored"] == 0  # 0 lost
+    calm, hit = _trials(tmp_path / "storage/calm"), _trials(tmp_path / "storage/hit")
+    # the killed trial resumed from its epoch-2 checkpoint in a new process: epochs 1..4 once
+    rows = hit[killed["trial_id"]]
+    assert [r[M.EPOCH] for r in rows] == [1, 2, 3, 4], [r[M.EPOCH] for r in rows]
+    assert rows[1]["pid"] == killed["worker"] and rows[2]["pid"] != killed["worker"]
+    # ... and every trial ends exactly where the undisturbed run ends (same seeds, CPU)
+    by_cfg = {_config(r[-1]): r[-1] for r in calm.values()}
+    for r in hit.values():
+        ref = by_cfg[_config(r[-1])]
+        for key in (M.VAL_ACC, M.TEST_ACC, M.TARGET_FLOPS):
+            assert r[-1][key] == ref[key], (key, _config(r[-1]))
+    print(f"node loss: trial {killed['trial_id']} resumed; trials lost: "
+          f"{calm_s['finished'] - hit_s['finished']}")
+
+
+# ----------------------------------------------------------------------------- driver killed
+
+def _ray_pids_of(session_marker: str) -> list[int]:
+    out = subprocess.run(["pgrep", "-f", session_marker], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def test_driver_killed_then_resumed(tiny_folder, tmp_path):
+    d = tiny_spec(tiny_folder, tmp_path / "storage", tmp_path / "cache", name="drv",
+                  target_epochs=4, max_failures=1)
+    d["search"].update(num_samples=10, max_concurrent=2, seed=11)
+    spec = _write(tmp_path, d, "drv")
+    sdir = tmp_path / "storage" / "drv"
+    # this driver's own Ray temp dir, to find its processes afterwards (short: socket paths)
+    temp = Path(tempfile.mkdtemp(prefix="rk-", dir="/tmp"))
+    env = dict(os.environ, PYTHONUNBUFFERED="1", RAY_TMPDIR=str(temp))
+    log = open(tmp_path / "run.log", "w")
+    driver = subprocess.Popen([*STUDY, "run", str(spec)], stdout=log, stderr=subprocess.STDOUT,
+                              env=env)
+    deadline = time.time() + 300
+    while True:  # kill once a trial has finished and more are still to come
+        trials = _trials(sdir) if sdir.exists() else {}
+        done = [t for t, rows in trials.items() if rows[-1][M.EPOCH] == 4]
+        if done and len(trials) >= 4:
+            break
+        assert driver.poll() is None, (tmp_path / "run.log").read_text()
+        assert time.time() < deadline, (tmp_path / "run.log").read_text()
+        time.sleep(0.2)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    before = _trials(sdir)
+    finished_before = {t: rows for t, rows in before.items() if rows[-1][M.EPOCH] == 4}
+    sources = {p: p.stat().st_mtime_ns for p in sdir.glob("sources/*/model.pt")}
+    assert len(sources) == 1
+    assert not (sdir / "summary.json").exists()
+
+    # nothing of the killed run's Ray may keep running
+    deadline = time.time() + 30
+    while _ray_pids_of(str(temp)) and time.time() < deadline:
+        time.sleep(1)
+    left = _ray_pids_of(str(temp))
+    for pid in left:  # clean up before failing, so later tests are not disturbed
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"Ray processes outlived the killed driver: {left}"
+
+    res = _run([*STUDY, "resume", str(sdir)])
+    print(f"\ndriver kill: {len(finished_before)} trials finished before the kill, "
+          f"{len(before)} started")
+    assert "ASHA rung records restored (epoch 1:" in res.stdout, res.stdout[-3000:]
+    assert "training source model" not in res.stdout + res.stderr  # not retrained
+    assert {p: p.stat().st_mtime_ns for p in sdir.glob("sources/*/model.pt")} == sources
+    summary = json.loads((sdir / "summary.json").read_text())
+    assert summary["trials"] == 10 and summary["errored"] == 0, summary
+    after = _trials(sdir)
+    for t, rows in finished_before.items():  # not lost, not rerun
+        assert after[t] == rows, t
+    for t, rows in after.items():  # every trial's epochs are reported once, in order
+        assert [r[M.EPOCH] for r in rows] == list(range(1, len(rows) + 1)), t
+    print(f"driver kill: trials lost 0, finished trials rerun 0, summary {summary['finished']} "
+          f"finished / {summary['stopped']} stopped")
+
+
+# ----------------------------------------------------------------------------- failing trials
+
+def test_failing_trials_are_retried_then_errored_and_reported(tiny_folder, tmp_path, capsys):
+    from analysis.load import load_study
+    from analysis.report import make_report
+
+    d = tiny_spec(tiny_folder, tmp_path / "storage", tmp_path / "cache", name="flaky",
+                  splits=[{"name": "ab_cd", "source": ["a", "b"], "target": ["c", "d"]},
+                          {"name": "cd_ab", "source": ["c", "d"], "target": ["a", "b"]}],
+                  backbones={"scratch_cnn": {"frozen_depth": [1, 2]}},
+                  lr={"low": 0.05, "high": 0.05, "grid": [0.05]},
+                  search={"algorithm": "grid", "max_concurrent": 1, "seed": 2},
+                  scheduler={"type": "fifo"}, target_epochs=2, max_failures=1)
+    marker = tmp_path / "corrupted.json"
+    _run([*FAULTS, _write(tmp_path, d, "flaky"), "--fault", "corrupt-source",
+          "--marker", marker])
+    bad = json.loads(marker.read_text())["split"]
+    sdir = tmp_path / "storage" / "flaky"
+    summary = json.loads((sdir / "summary.json").read_text())
+    rows = summary["trial_rows"]
+    assert summary["trials"] == 4
+    errored = [r for r in rows if r["status"] == "errored"]
+    assert errored and all(r[M.SPLIT] == bad for r in errored)
+    assert all(r["status"] == "finished" for r in rows if r[M.SPLIT] != bad)
+    # each errored trial was tried 1 + max_failures times (Tune's experiment state)
+    (state,) = sdir.glob("experiment_state-*.json")
+    failures = {}
+    for trial_json, meta in json.loads(state.read_text())["trial_data"]:
+        failures[json.loads(trial_json)["trial_id"]] = json.loads(meta)["num_failures"]
+    assert {failures[r["trial_id"]] for r in errored} == {2}, failures
+    # the report lists them
+    trials = load_study(sdir).trials
+    assert set(trials.loc[trials.status == "errored", "trial_id"]) == {r["trial_id"] for r in errored}
+    make_report(str(sdir), str(tmp_path / "report"))
+    md = (tmp_path / "report" / "report.md").read_text()
+    for r in errored:
+        assert r["trial_id"] in md
