@@ -1,5 +1,6 @@
 """Fault tolerance with real processes: a worker node lost mid-study, the driver SIGKILLed
-mid-study, and trials that keep failing. Every Ray process stays on 127.0.0.1."""
+mid-study, and trials that keep failing. Every Ray process stays on 127.0.0.1.
+Marked slow (about 3 min together on 2 cores); `.ci/run` runs them."""
 import json
 import os
 import signal
@@ -14,6 +15,8 @@ import yaml
 
 from test_study_integration import tiny_spec
 from trainables import metrics as M
+
+pytestmark = pytest.mark.slow
 
 TESTS = Path(__file__).resolve().parent
 FAULTS = [sys.executable, str(TESTS / "faults.py")]

@@ -100,6 +100,7 @@ def test_submit_wait_jobs_status_logs(cluster, tiny_folder, tmp_path):
     assert "done in" in study("logs", job, "--address", url, check=0).stdout
 
 
+@pytest.mark.slow
 def test_stop_then_resume_on_the_cluster(cluster, tiny_folder, tmp_path):
     c, url = cluster
     spec = write_spec(tmp_path, tiny_folder, name="stopme")
