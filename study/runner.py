@@ -173,7 +173,9 @@ def _trainable(spec: Spec, data, sdir: str | None = None):
     from trainables.trainable import transfer_trainable
 
     fn = tune.with_parameters(transfer_trainable, spec_dict=spec.to_dict(), data=data,
-                              sources_dir=str(sources_dir(spec, sdir)))
+                              sources_dir=str(sources_dir(spec, sdir)),
+                              sources_uri=f"{sdir or study_dir(spec)}/{SOURCES_DIR}"
+                              if is_uri(sdir or study_dir(spec)) else None)
     res = {"cpu": spec.resources.cpus}
     if spec.resources.gpu:
         res["gpu"] = spec.resources.gpu

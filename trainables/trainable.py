@@ -20,6 +20,7 @@ import torch
 from filelock import FileLock
 
 from trainables import metrics as M
+from trainables import remote
 from trainables.backbones import (build, count_params, freeze, imagenet_state_dict,
                                   load_imagenet)
 from trainables.data import DeviceData, class_subset, stratified_split, subsample
@@ -88,24 +89,37 @@ def source_key(spec, data: StudyData, split: str, backbone: str, stem: str, seed
 
 
 def obtain_source_model(spec, data: StudyData, split: str, backbone: str, stem: str, seed: int,
-                        sources_dir: Path, trial_id: str, log=print) -> tuple[dict, dict]:
+                        sources_dir: Path, trial_id: str, log=print,
+                        sources_uri: str | None = None) -> tuple[dict, dict]:
     """(state_dict, info) of the source model for this key: trained by the first trial that
     needs it, under a file lock, and loaded by every other (also concurrent) trial.
 
     info: {"flops", "val_acc", "train_s", "shared_by"}; ``shared_by`` counts distinct trials
-    that have used the model so far (the first included)."""
+    that have used the model so far (the first included).
+
+    ``sources_uri``: with URI storage, the study's shared copy (trainables/remote.py); the local
+    ``sources_dir`` is then this node's cache of it."""
     key = source_key(spec, data, split, backbone, stem, seed)
     d = sources_dir / key
     d.mkdir(parents=True, exist_ok=True)
     with FileLock(str(d / ".lock")):
         model_file, info_file = d / "model.pt", d / "info.json"
-        if not (model_file.exists() and info_file.exists()):
+        remote_dir = f"{sources_uri.rstrip('/')}/{key}" if sources_uri else None
+        if not (model_file.exists() and info_file.exists()) and not (
+                remote_dir and remote.fetch(remote_dir, d)):
             log(f"[{trial_id}] training source model {key}")
             state, info = _train_source(spec, data, split, backbone, stem, seed,
                                         log=lambda m: log(f"[{trial_id}] {key}: {m}"))
             info["trained_by"] = trial_id
             _atomic_torch_save(state, model_file)
             _atomic_write(info_file, json.dumps(info, indent=1))
+            if remote_dir:  # another node may have published the key meanwhile: its copy wins
+                if remote.exists(remote_dir):
+                    remote.fetch(remote_dir, d)
+                else:
+                    remote.publish(d, remote_dir)
+        if remote_dir:
+            remote.add_user(remote_dir, trial_id)
         users_file = d / "users.txt"
         users = users_file.read_text().split() if users_file.exists() else []
         if trial_id not in users:
@@ -160,7 +174,8 @@ def _atomic_torch_save(obj, path: Path) -> None:
 
 # ----------------------------------------------------------------------------- the trial
 
-def build_target_model(spec, data: StudyData, cfg: dict, sources_dir: Path, trial_id: str, log=print):
+def build_target_model(spec, data: StudyData, cfg: dict, sources_dir: Path, trial_id: str, log=print,
+                       sources_uri: str | None = None):
     """The target model before any target training, frozen per the config.
     Deterministic for a config, so a resumed trial rebuilds the same frozen part."""
     from study.spec import resolve_stem
@@ -172,7 +187,7 @@ def build_target_model(spec, data: StudyData, cfg: dict, sources_dir: Path, tria
     torch.manual_seed(cfg[M.SEED])
     if init == "source":
         state, source_info = obtain_source_model(spec, data, split, backbone, stem, cfg[M.SEED],
-                                                 sources_dir, trial_id, log)
+                                                 sources_dir, trial_id, log, sources_uri)
         model = build(backbone, len(src), stem)
         model.load_state_dict(state)
     else:
@@ -192,7 +207,8 @@ def _trainable_state(model) -> dict:
             if (i := model.stage_of_parameter(k)) is None or i >= d}
 
 
-def transfer_trainable(config: dict, *, spec_dict: dict, data: StudyData, sources_dir: str):
+def transfer_trainable(config: dict, *, spec_dict: dict, data: StudyData, sources_dir: str,
+                       sources_uri: str | None = None):
     """Ray Tune function trainable: one transfer trial, reporting every target epoch."""
     from ray import tune
 
@@ -210,7 +226,8 @@ def transfer_trainable(config: dict, *, spec_dict: dict, data: StudyData, source
     if cfg[M.INIT] == "scratch":
         cfg[M.FROZEN_DEPTH] = 0
 
-    model, source_info = build_target_model(spec, data, cfg, Path(sources_dir), trial_id)
+    model, source_info = build_target_model(spec, data, cfg, Path(sources_dir), trial_id,
+                                            sources_uri=sources_uri)
     model = prepare_model(model, device)
     _, tgt = data.splits[cfg[M.SPLIT]]
     train, val = (_device_split(data, w, tgt, device) for w in ("train", "val"))
