@@ -24,6 +24,7 @@ SCHEDULERS = ("asha", "fifo")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("cosine", "constant")
 STEMS = ("auto", "cifar", "imagenet")
+FEATURE_CACHE_MODES = ("auto", "on", "off")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")  # \Z: "$" would accept a trailing newline
 
 
@@ -106,6 +107,22 @@ class ResourcesSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class FeatureCacheSpec:
+    """Frozen-feature cache (``trainables/features.py``): the frozen prefix runs once per
+    (training image, view), the remaining stages train on its stored outputs.
+
+    ``auto`` caches when the trial has a frozen prefix, the cache fits ``max_gib`` and the
+    prefix is at least 2/3 of a training step's FLOPs (a steady-state epoch >= 3x cheaper:
+    linear probes and similar); ``on`` caches whenever there is a frozen prefix (a trial whose
+    cache exceeds ``max_gib`` fails, naming the size); ``off`` never. YAML reads a bare
+    ``on``/``off`` as true/false; both are accepted. ``feature_cache: off`` (a bare mode) is
+    shorthand for ``{mode: off}``."""
+    mode: str = "auto"
+    views: int = 2  # fixed views per training image: identity, mirror, then seeded crop+flip
+    max_gib: float = 1.0  # memory budget of one trial's cache (train views + validation), GiB
+
+
+@dataclasses.dataclass(frozen=True)
 class Spec:
     name: str
     data: DataSpec
@@ -124,6 +141,7 @@ class Spec:
     storage: str = "./studies"  # local directory or URI (s3://, gs://, file://)
     max_failures: int = 2  # retries of a failing trial before it is marked errored
     time_budget_s: float | None = None  # stop sampling new trials after this many seconds
+    feature_cache: FeatureCacheSpec = FeatureCacheSpec()  # train on cached frozen-prefix outputs
 
     def backbone(self, name: str) -> BackboneSpec:
         return next(b for b in self.backbones if b.name == name)
@@ -361,6 +379,8 @@ def load_spec_dict(raw: dict, source: str | None = None) -> Spec:
         elif not isinstance(v, str):
             c.bad(f"weights.{k}", v, "must be a file path")
 
+    feature_cache = _feature_cache(c, raw.get("feature_cache"))
+
     storage = raw.get("storage", "./studies")
     if not isinstance(storage, str) or not storage:
         c.bad("storage", storage, "must be a directory path or a URI such as s3://bucket/dir")
@@ -376,6 +396,7 @@ def load_spec_dict(raw: dict, source: str | None = None) -> Spec:
         max_failures=c.integer(raw, "max_failures", "max_failures", 2, 0, 100),
         time_budget_s=c.number(raw, "time_budget_s", "time_budget_s", None, 0, None,
                                lo_open=True, optional=True),
+        feature_cache=feature_cache,
     )
     _cross_checks(c, spec)
     if c.problems:
@@ -455,6 +476,30 @@ def _backbones(c: _Checker, raw) -> tuple[BackboneSpec, ...]:
             stem = "auto"
         out.append(BackboneSpec(name, (fd[0], fd[1]), stem))
     return tuple(out)
+
+
+def _feature_cache(c: _Checker, raw) -> FeatureCacheSpec:
+    """``feature_cache``: a mapping {mode, views, max_gib}, or just the mode. YAML 1.1 reads a
+    bare on/off (also yes/no) as a boolean, so true/false mean on/off."""
+    def mode_of(v):
+        return ("on" if v else "off") if isinstance(v, bool) else v
+
+    if raw is None:
+        return FeatureCacheSpec()
+    if isinstance(raw, (str, bool)):
+        return FeatureCacheSpec(mode=c.choice({"mode": mode_of(raw)}, "mode", "feature_cache",
+                                              "auto", FEATURE_CACHE_MODES))
+    if not isinstance(raw, dict):
+        c.bad("feature_cache", raw, f"must be {', '.join(FEATURE_CACHE_MODES)} or a mapping "
+                                    f"{{mode, views, max_gib}}")
+        return FeatureCacheSpec()
+    f = c.section(raw, "feature_cache", {fl.name: None for fl in dataclasses.fields(FeatureCacheSpec)})
+    return FeatureCacheSpec(
+        mode=c.choice({"mode": mode_of(f.get("mode", "auto"))}, "mode", "feature_cache.mode",
+                      "auto", FEATURE_CACHE_MODES),
+        views=c.integer(f, "views", "feature_cache.views", 2, 1, 64),
+        max_gib=c.number(f, "max_gib", "feature_cache.max_gib", 1.0, 0, 1024, lo_open=True),
+    )
 
 
 def _cross_checks(c: _Checker, spec: Spec) -> None:

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from study.cli import EXIT_BAD_INPUT, EXIT_OK, main
-from study.spec import (INITS, SpecError, load_spec, load_spec_dict, resolve_classes,
-                        resolve_stem)
+from study.spec import (INITS, FeatureCacheSpec, SpecError, load_spec, load_spec_dict,
+                        resolve_classes, resolve_stem)
 from trainables.backbones import REGISTRY
 
 from conftest import REPO
@@ -42,6 +42,7 @@ BASE = {
     "resources": {"cpus": 1, "gpu": 0},
     "storage": "./studies",
     "max_failures": 1,
+    "feature_cache": {"mode": "auto", "views": 2, "max_gib": 1.0},
 }
 
 
@@ -108,6 +109,18 @@ def test_minimal_spec_gets_defaults():
     assert spec.weights == () and spec.weights_file("resnet18") is None
 
 
+def test_feature_cache_defaults_shorthand_and_yaml_booleans(tmp_path):
+    assert load_spec_dict(copy.deepcopy(MINIMAL)).feature_cache == FeatureCacheSpec("auto", 2, 1.0)
+    for text, mode in [("feature_cache: off", "off"), ("feature_cache: on", "on"),
+                       ("feature_cache: auto", "auto"), ("feature_cache: {mode: on}", "on"),
+                       ("feature_cache: {mode: 'off', views: 8}", "off")]:
+        p = tmp_path / "s.yaml"  # YAML 1.1 reads bare on/off as true/false
+        p.write_text(yaml.safe_dump(MINIMAL) + text + "\n")
+        fc = load_spec(p).feature_cache
+        assert fc.mode == mode, text
+        assert fc.views == (8 if "views" in text else 2) and fc.max_gib == 1.0
+
+
 def test_base_spec_is_valid():
     spec = load_spec_dict(copy.deepcopy(BASE))
     assert spec.backbone("resnet18").frozen_depth == (1, 3)
@@ -153,8 +166,13 @@ def test_yaml_exponent_without_dot_is_a_number(tmp_path):
                                       put("inits", ["source", "imagenet", "scratch"]),
                                       put("weights", {"resnet18": "/w/r18.pt"}),
                                       put("time_budget_s", 60),
-                                      put("search.algorithm", "grid")))],
-                         ids=["minimal", "base", "quick", "imagenet-weights-grid"])
+                                      put("search.algorithm", "grid"))),
+                                  lambda: load_spec_dict(mutated(
+                                      put("feature_cache", {"mode": "on", "views": 8,
+                                                            "max_gib": 0.5}))),
+                                  lambda: load_spec_dict(mutated(put("feature_cache", False)))],
+                         ids=["minimal", "base", "quick", "imagenet-weights-grid", "feature-cache-on",
+                              "feature-cache-off"])
 def test_round_trip(make):
     spec = make()
     assert load_spec_dict(spec.to_dict()) == spec
@@ -296,6 +314,18 @@ MALFORMED = [
     (put("storage", None), "storage = None: must be a directory path or a URI"),
     (put("time_budget_s", -5), "time_budget_s = -5: must be a number > 0"),
     (put("time_budget_s", 0), "time_budget_s = 0: must be a number > 0"),
+    # frozen-feature cache
+    (put("feature_cache.mode", "always"),
+     "feature_cache.mode = 'always': must be one of auto, on, off"),
+    (put("feature_cache", "always"), "feature_cache = 'always': must be one of auto, on, off"),
+    (put("feature_cache", 3), "feature_cache = 3: must be auto, on, off or a mapping "
+                              "{mode, views, max_gib}"),
+    (put("feature_cache.views", 0), "feature_cache.views = 0: must be an integer in [1, 64]"),
+    (put("feature_cache.views", 2.5), "feature_cache.views = 2.5: must be an integer"),
+    (put("feature_cache.max_gib", 0), "feature_cache.max_gib = 0: must be a number in (0, 1024]"),
+    (put("feature_cache.max_gib", "lots"), "feature_cache.max_gib = 'lots': must be a finite number"),
+    (put("feature_cache.view", 4), "feature_cache.view = 4: unknown key; valid keys: mode, views, "
+                                   "max_gib"),
 ]
 
 

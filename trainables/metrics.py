@@ -17,6 +17,9 @@ EPOCH_S = "epoch_s"  # seconds of the last epoch (training + validation)
 TRAINABLE_PARAMS = "trainable_params"
 TOTAL_PARAMS = "total_params"
 SOURCE_VAL_ACC = "source_val_acc"  # source model's accuracy on the source validation split
+FEATURE_CACHE = "feature_cache"  # True if the trial trained on cached frozen-prefix features
+FEATURE_CACHE_VIEWS = "feature_cache_views"  # fixed views cached per training image (0: no cache)
+FEATURE_CACHE_S = "feature_cache_s"  # s spent computing cached features (in epoch_s/wall_s)
 
 # Reported once, with the last epoch of a trial that ran to max_epochs.
 TEST_ACC = "test_acc"
@@ -32,7 +35,8 @@ OBJECTIVE = VAL_ACC
 MODE = "max"
 
 PER_EPOCH = (EPOCH, VAL_ACC, VAL_LOSS, TRAIN_LOSS, TARGET_FLOPS, SOURCE_FLOPS, SOURCE_SHARED_BY,
-             WALL_S, EPOCH_S, TRAINABLE_PARAMS, TOTAL_PARAMS, SOURCE_VAL_ACC)
+             WALL_S, EPOCH_S, TRAINABLE_PARAMS, TOTAL_PARAMS, SOURCE_VAL_ACC, FEATURE_CACHE,
+             FEATURE_CACHE_VIEWS, FEATURE_CACHE_S)
 
 # Trial config keys (what the searcher samples; the same names appear in results and reports).
 SPLIT = "split"

@@ -70,6 +70,9 @@ def train_one_epoch(model, data: DeviceData, optimizer, schedule, *, batch_size:
                     generator: torch.Generator, label_smoothing: float = 0.0) -> float:
     """One pass over ``data`` (shuffled, augmented on the device). Returns the mean loss.
 
+    ``data`` is a ``DeviceData`` (images; ``model`` the whole network) or a
+    ``features.FeatureData`` (cached frozen-prefix outputs; ``model`` a ``features.Suffix``).
+
     The loss is summed on the device and read once at the end: no ``.item()`` per step, so the
     host never waits on the device inside the loop."""
     model.train()
@@ -78,7 +81,7 @@ def train_one_epoch(model, data: DeviceData, optimizer, schedule, *, batch_size:
     n = 0
     for xb, yb in data.batches(batch_size, shuffle=True, augment=True, generator=generator,
                                drop_last=True):
-        if device.type == "cuda":
+        if device.type == "cuda" and xb.dim() == 4:  # cached features may be flat vectors
             xb = xb.contiguous(memory_format=torch.channels_last)
         with autocast(device):
             loss = nn.functional.cross_entropy(model(xb), yb, label_smoothing=label_smoothing)
@@ -93,13 +96,13 @@ def train_one_epoch(model, data: DeviceData, optimizer, schedule, *, batch_size:
 
 @torch.no_grad()
 def evaluate(model, data: DeviceData, *, batch_size: int = 512):
-    """(accuracy, mean loss, predictions) on ``data``, unaugmented."""
+    """(accuracy, mean loss, predictions) on ``data`` (DeviceData or FeatureData), unaugmented."""
     model.eval()
     device = data.device
     loss_sum = torch.zeros((), device=device)
     preds = []
     for xb, yb in data.batches(batch_size, shuffle=False, augment=False):
-        if device.type == "cuda":
+        if device.type == "cuda" and xb.dim() == 4:  # cached features may be flat vectors
             xb = xb.contiguous(memory_format=torch.channels_last)
         with autocast(device):
             logits = model(xb)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from filelock import FileLock
 
+from trainables import features
 from trainables import metrics as M
 from trainables import remote
 from trainables.backbones import (build, count_params, freeze, imagenet_state_dict,
@@ -209,7 +210,13 @@ def _trainable_state(model) -> dict:
 
 def transfer_trainable(config: dict, *, spec_dict: dict, data: StudyData, sources_dir: str,
                        sources_uri: str | None = None):
-    """Ray Tune function trainable: one transfer trial, reporting every target epoch."""
+    """Ray Tune function trainable: one transfer trial, reporting every target epoch.
+
+    With the frozen-feature cache (``features.plan`` decides from the spec's ``feature_cache``)
+    the epochs train ``features.Suffix`` (the trainable stages + head, the same parameters) on
+    the frozen prefix's outputs for fixed views of the training images and for the validation
+    images, each computed the first time it is drawn and kept; the test split runs through the
+    whole model."""
     from ray import tune
 
     from study.spec import load_spec_dict
@@ -236,6 +243,13 @@ def transfer_trainable(config: dict, *, spec_dict: dict, data: StudyData, source
     trainable, total = count_params(model)
     opt = make_optimizer(model, spec.optimizer, cfg[M.LR])
     steps = len(train) // spec.batch_size or 1
+    cache = features.plan(spec.feature_cache, model, tuple(train.x.shape[1:]), n_train=len(train),
+                          n_val=len(val), images_per_epoch=steps * spec.batch_size, device=device)
+    net = model
+    if cache.use:  # train on the prefix's outputs, computed as first drawn (trainables/features.py)
+        net, train, val = features.prepare(model, train, val, cache, seed=cfg[M.SEED] + 3)
+        train_fpi = cache.suffix_train_flops
+    gen_start = gen.get_state()
     sched = make_schedule(opt, spec.optimizer, steps, spec.target_epochs)
     start_epoch, flops, wall = 0, 0.0, 0.0
 
@@ -251,21 +265,31 @@ def transfer_trainable(config: dict, *, spec_dict: dict, data: StudyData, source
         if "cuda_rng" in st and device.type == "cuda":
             torch.cuda.set_rng_state(st["cuda_rng"])
         start_epoch, flops, wall = st["epoch"], st["target_flops"], st["wall_s"]
+        if cache.use:  # the features computed before, identically; their FLOPs are counted
+            t0 = time.perf_counter()
+            features.replay(net, train, val, generator_state=gen_start, epochs=start_epoch,
+                            batch_size=spec.batch_size)
+            wall += time.perf_counter() - t0
 
     for epoch in range(start_epoch + 1, spec.target_epochs + 1):
         t0 = time.perf_counter()
-        train_loss = train_one_epoch(model, train, opt, sched, batch_size=spec.batch_size,
+        computed = train.computed if cache.use else 0
+        train_loss = train_one_epoch(net, train, opt, sched, batch_size=spec.batch_size,
                                      generator=gen, label_smoothing=spec.optimizer.label_smoothing)
-        val_acc, val_loss, _ = evaluate(model, val)
+        val_acc, val_loss, _ = evaluate(net, val)
         epoch_s = time.perf_counter() - t0
         wall += epoch_s
         flops += epoch_flops(steps * spec.batch_size, train_fpi)
+        if cache.use:  # prefix forwards of the (image, view) pairs first drawn in this epoch
+            flops += (train.computed - computed) * cache.prefix_flops
         result = {
             M.EPOCH: epoch, M.VAL_ACC: val_acc, M.VAL_LOSS: val_loss, M.TRAIN_LOSS: train_loss,
             M.TARGET_FLOPS: flops, M.SOURCE_FLOPS: source_info["flops"],
             M.SOURCE_SHARED_BY: source_info["shared_by"], M.SOURCE_VAL_ACC: source_info["val_acc"],
             M.WALL_S: wall, M.EPOCH_S: epoch_s, M.TRAINABLE_PARAMS: trainable,
             M.TOTAL_PARAMS: total, M.DONE: epoch == spec.target_epochs, M.SEED: cfg[M.SEED],
+            M.FEATURE_CACHE: cache.use, M.FEATURE_CACHE_VIEWS: cache.views if cache.use else 0,
+            M.FEATURE_CACHE_S: train.compute_s + val.compute_s if cache.use else 0.0,
         }
         if epoch == spec.target_epochs:  # the test split: once, when the trial finishes
             test = _device_split(data, "test", tgt, device)
