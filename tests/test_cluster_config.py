@@ -100,3 +100,17 @@ def test_cloud_storage_and_gpu_workers():
     assert "InstanceMarketOptions" in raw_aws  # the (commented-out) spot option
     gcp_gpu = gcp["available_node_types"]["gpu_1x"]
     assert gcp_gpu["resources"]["GPU"] == gcp_gpu["node_config"]["guestAccelerators"][0]["acceleratorCount"]
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_every_command_is_valid_shell(name):
+    """YAML ends a plain scalar at ' #', which silently cuts a command short (an unbalanced
+    quote then fails on the node, minutes into `ray up`); bash -n finds it here."""
+    import subprocess
+
+    cfg = load(name)
+    for key in ("initialization_commands", "setup_commands", "head_setup_commands",
+                "worker_setup_commands", "head_start_ray_commands", "worker_start_ray_commands"):
+        for cmd in cfg.get(key) or []:
+            p = subprocess.run(["bash", "-n", "-c", cmd], capture_output=True, text=True)
+            assert p.returncode == 0, f"{name}: {key}: {cmd!r}: {p.stderr}"
