@@ -276,6 +276,42 @@ def load_study_spec(path: str) -> Spec:
     return load_spec_dict(yaml.safe_load(text), source=f)
 
 
+def repair_dangling_checkpoints(sdir: str) -> list[str]:
+    """Tune deletes a trial's previous checkpoint (num_to_keep=1) a moment before it saves the
+    experiment state that points to the new one; a driver killed in between leaves a state that
+    points to a deleted checkpoint, and Tune would fail that trial ("does not exist on storage
+    anymore"). The newer checkpoint is on disk: put it where the state looks (local storage).
+    The trial then resumes after the newer checkpoint's epoch, as the trainable reads its epoch
+    from the checkpoint itself. Returns what was repaired."""
+    import shutil
+
+    from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
+    from ray.tune.experiment import Trial
+    from ray.tune.execution.tune_controller import _loads_with_cloudpickle
+
+    if is_uri(sdir):
+        return []
+    newest = _find_newest_experiment_checkpoint(sdir)
+    if not newest:
+        return []
+    state = _loads_with_cloudpickle(Path(newest).read_bytes())
+    fixed = []
+    for trial_json, meta in state["trial_data"]:
+        trial = Trial.from_json_state(trial_json, stub=True)
+        trial.restore_run_metadata(meta)
+        ckpt = trial.checkpoint
+        if ckpt is None or Path(ckpt.path).exists():
+            continue
+        missing = Path(ckpt.path)
+        newer = sorted(d for d in missing.parent.glob("checkpoint_*")
+                       if d.is_dir() and d.name > missing.name)
+        if newer:
+            shutil.copytree(newer[-1], missing)
+            fixed.append(f"trial {trial.trial_id}: its recorded checkpoint {missing.name} was "
+                         f"deleted before the driver stopped; resuming from {newer[-1].name}")
+    return fixed
+
+
 def resume_study(path: str, log=print) -> dict:
     """Continue an interrupted study: finished trials are kept, unfinished ones resume from
     their last checkpoint, errored ones are retried; the searcher's state, ASHA's rung records
@@ -289,6 +325,8 @@ def resume_study(path: str, log=print) -> dict:
     if not tune.Tuner.can_restore(sdir):
         raise StudyExistsError(f"{path}: no Tune experiment state to resume (it never started)")
     log(f"resuming study {spec.name!r} from {sdir}")
+    for msg in repair_dangling_checkpoints(sdir):
+        log(msg)
     tuner = tune.Tuner.restore(sdir, trainable=_trainable(spec, data, sdir),
                                resume_unfinished=True, resume_errored=True)
     t0 = time.time()
