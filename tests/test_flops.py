@@ -39,3 +39,19 @@ def test_step_flops_leaves_model_untouched():
     step_flops(m, (3, 32, 32), 3, torch.device("cpu"))
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
     assert all(p.grad is None for p in m.parameters())
+
+
+def test_depthwise_conv_backward_counted_per_group():
+    """torch's formula counts a grouped conv's weight gradient as dense (C_in x C_out);
+    step_flops' FLOP_FORMULAS divide it by groups (MobileNetV2's depthwise convs)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from trainables.train import FLOP_FORMULAS
+
+    for groups in (1, 8):
+        conv = nn.Conv2d(8, 8, 3, padding=1, groups=groups, bias=False)
+        x = torch.randn(1, 8, 4, 4, requires_grad=True)
+        per_pass = 2 * 16 * 8 * (8 // groups) * 9  # positions x C_out x C_in/groups x k*k, x2
+        with FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS) as c:
+            conv(x).sum().backward()
+        assert c.get_total_flops() == 3 * per_pass, groups  # forward, input grad, weight grad

@@ -135,6 +135,30 @@ def classification_report(pred: torch.Tensor, y: torch.Tensor, class_names: list
     }
 
 
+def _conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation,
+                         transposed, _output_padding, groups, output_mask, out_shape, **_):
+    """torch's formula for ``aten.convolution_backward``, with the weight-gradient term divided
+    by ``groups``: torch counts it as a dense C_in x C_out convolution, which overstates a
+    depthwise conv (MobileNetV2) by its channel count (960x for a 960-channel layer).
+    grad_input = conv_transpose(grad_out, weight) is already right (weight holds C_in/groups)."""
+    from torch.utils.flop_counter import conv_flop_count
+
+    def t(shape):  # swap batch and channel dims: weight grad as a conv over the batch
+        return [shape[1], shape[0], *shape[2:]]
+
+    n = 0
+    if output_mask[0]:
+        n += conv_flop_count(list(grad_out_shape), list(w_shape), list(out_shape[0]), not transposed)
+    if output_mask[1]:
+        gw = list(out_shape[1])
+        a, b = (grad_out_shape, x_shape) if transposed else (x_shape, grad_out_shape)
+        n += conv_flop_count(t(a), t(b), t(gw), transposed=False) // groups
+    return n
+
+
+FLOP_FORMULAS = {torch.ops.aten.convolution_backward: _conv_backward_flops}
+
+
 def step_flops(model: nn.Module, input_shape: tuple[int, ...], num_classes: int,
                device: torch.device) -> tuple[float, float]:
     """FLOPs per image of one training step and of one inference, counted by torch's
@@ -154,12 +178,12 @@ def step_flops(model: nn.Module, input_shape: tuple[int, ...], num_classes: int,
     b = 2
     x = torch.randn(b, *input_shape, device=device)
     y = torch.zeros(b, dtype=torch.long, device=device)
-    with FlopCounterMode(display=False) as fwd_counter:
+    with FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS) as fwd_counter:
         with torch.no_grad():
             probe.eval()
             probe(x)
     probe.train()
-    with FlopCounterMode(display=False) as train_counter:
+    with FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS) as train_counter:
         loss = nn.functional.cross_entropy(probe(x), y)
         loss.backward()
     return train_counter.get_total_flops() / b, fwd_counter.get_total_flops() / b
