@@ -56,9 +56,9 @@ is exactly that pooling (``resnet18``/cifar: 512x4x4 -> 512). Memory:
   with P the prefix's forward FLOPs per image, S / S_eval the suffix's training / inference
   FLOPs per image, I the images trained per epoch and M the validation images. 3x means the
   frozen prefix is at least 2/3 of a step's compute: linear probes (10^2-10^5x) and a frozen
-  prefix followed by one cheap stage (``scratch_cnn`` depth 3, ~150x). Depths where a large part
-  of the network still trains (``resnet18``/cifar depth 4: 2.1x, ``mobilenet_v2`` depth 6:
-  1.4x) stay uncached: the saving would be small while a large trainable part would lose its
+  prefix followed by one cheap stage (``scratch_cnn`` depth 3, ~150x; ``mobilenet_v2`` depth 6,
+  ~3.2x). Depths where a large part of the network still trains (``resnet18``/cifar depth 4:
+  2.1x, ``mobilenet_v2`` depth 5: 1.9x) stay uncached: the saving would be small while a large trainable part would lose its
   fresh crops. As the cache never costs more (above), the rule needs no epoch count.
   It uses only the spec, the model and the data sizes (not free memory), so a resumed trial
   takes the same path. FLOPs count convolutions and matmuls (``train.step_flops``); wall-clock
