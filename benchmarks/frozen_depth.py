@@ -11,13 +11,17 @@ schedule) and times ``trainables.train.train_one_epoch`` over ``--images`` synth
 32x32 images already on the device (``DeviceData``: on-device crop/flip/normalise, as in a
 trial; image content does not change the speed). Rounds alternate over the depths (0..max, then
 max..0, ...) so that load drift on a shared machine hits every depth alike; the median images/s
-per depth is reported, and the speed-up is the ratio to depth 0 measured in the same process.
+per depth is reported. The speed-up is the median over rounds of (images/s at depth d / images/s
+at depth 0 in the same round), with the range over rounds beside it: on a shared CPU the load
+changes between rounds, and a wide range means the numbers are noise-limited (more rounds help;
+so do fewer --images per round).
 
 Columns:
   GFLOP/img     training FLOPs per image (``trainables.train.step_flops``: forward through
                 every stage, backward only through the trainable part)
   FLOP x        FLOPs at depth 0 / FLOPs at depth d: the speed-up the FLOP model predicts
-  speed-up      measured images/s at depth d / images/s at depth 0
+  speed-up      median over rounds of images/s at depth d / images/s at depth 0 (same round)
+  range         min-max of that ratio over the rounds
   saved MiB     activation memory autograd keeps for the backward pass of one batch (summed
                 over ``torch.autograd.graph.saved_tensors_hooks``, each storage once, parameters
                 excluded): device-independent, shrinks as stages are frozen
@@ -150,20 +154,23 @@ def main():
         names = [s.name for s in runs[0]["model"].stage_table]
         print(f"\n{bb}/{stem}")
         print(f"{'depth':>5} {'frozen':<16}{'trainable':>11}{'GFLOP/img':>11}{'FLOP x':>8}"
-              f"{'img/s':>9}{'speed-up':>10}{'saved MiB':>11}{'peak MiB':>10}")
+              f"{'img/s':>9}{'speed-up':>10}{'range':>13}{'saved MiB':>11}{'peak MiB':>10}")
         base_f = runs[0]["flops"]
-        base_r = statistics.median(runs[0]["rates"])
         for d in depths:
             x = runs[d]
             rate = statistics.median(x["rates"])
+            ratios = [a / b for a, b in zip(x["rates"], runs[0]["rates"])]
+            sp = statistics.median(ratios)
+            rng = f"{min(ratios):.2f}-{max(ratios):.2f}"
             peak = f"{max(x['peak']):>10.0f}" if x["peak"] else f"{'n/a':>10}"
             frozen = "-" if d == 0 else (names[0] if d == 1 else f"{names[0]}..{names[d - 1]}")
             print(f"{d:>5} {frozen:<16}{x['trainable']:>11,}{x['flops'] / 1e9:>11.3f}"
-                  f"{base_f / x['flops']:>8.2f}{rate:>9.1f}{rate / base_r:>10.2f}"
+                  f"{base_f / x['flops']:>8.2f}{rate:>9.1f}{sp:>10.2f}{rng:>13}"
                   f"{x['act'] / 2**20:>11.1f}{peak}", flush=True)
             out.append({"backbone": bb, "stem": stem, "depth": d, "trainable_params": x["trainable"],
                         "train_flops_per_image": x["flops"], "flop_ratio": base_f / x["flops"],
-                        "images_per_s": rate, "rates": x["rates"], "speedup": rate / base_r,
+                        "images_per_s": rate, "rates": x["rates"], "speedup": sp,
+                        "speedup_per_round": ratios,
                         "saved_activation_bytes": x["act"],
                         "cuda_peak_mib": max(x["peak"]) if x["peak"] else None})
         del runs
