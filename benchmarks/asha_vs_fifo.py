@@ -4,7 +4,8 @@
         [--data-root ../shared/datasets/cifar10-jpg.tar.xz] [--splits 5to5] \\
         [--backbones scratch_cnn resnet18] [--lr-grid 0.01 0.03 0.1] \\
         [--max-train-per-class 300] [--val-fraction 0.2] [--target-epochs 5] \\
-        [--grace-period 1] [--reduction-factor 3] [--storage DIR] [--json OUT]
+        [--grace-period 1] [--reduction-factor 3] [--feature-cache auto|on|off] \
+        [--storage DIR] [--json OUT]
 
 Two real studies (``study.runner.run_study``, one process, one embedded Ray) built from
 ``examples/quick.yaml`` with the overrides above: the same space, seed and data, searched with
@@ -36,6 +37,8 @@ with ``analysis.load.load_study`` and the script prints, for each:
 without training.
 
 Wall times are printed for information only (the CPU is shared); the comparison is in FLOPs.
+The README's figures were measured before the frozen-feature cache existed (commit d0e65cc);
+``--feature-cache off`` runs the same trainable path today.
 Defaults (1 split, scratch_cnn + resnet18 with the ImageNet stem, 3 learning rates = 39 trials
 per study, 240 training / 60 validation images per class) take about 15-25 minutes for both
 studies on a 2-core CPU.
@@ -161,6 +164,11 @@ def print_replay(rows: list[dict], n: int, trials: int) -> None:
               f"{r['p_goal']:>8.2f}")
 
 
+def feature_cache_mode(study_dir) -> str:
+    fc = (yaml.safe_load((Path(study_dir) / "study.yaml").read_text()) or {}).get("feature_cache")
+    return fc.get("mode", "?") if isinstance(fc, dict) else "none (code before the feature cache)"
+
+
 def build_spec(args, scheduler: str, storage: Path):
     """quick.yaml with the benchmark's overrides. Lists and the backbones mapping are replaced,
     not merged (``load_spec``'s overrides merge mappings, so they could not drop a backbone)."""
@@ -187,6 +195,8 @@ def build_spec(args, scheduler: str, storage: Path):
         over["target_epochs"] = args.target_epochs
     if args.source_epochs:
         over["source"] = {**raw.get("source", {}), "epochs": args.source_epochs}
+    if args.feature_cache:
+        over["feature_cache"] = {"mode": args.feature_cache}
     over["data"] = {**raw.get("data", {}), **over["data"]}
     over["search"] = {**raw.get("search", {}), **over["search"]}
     over["scheduler"] = {**raw.get("scheduler", {}), **over["scheduler"]}
@@ -253,6 +263,8 @@ def main():
     ap.add_argument("--grace-period", type=int, default=1)
     ap.add_argument("--reduction-factor", type=float, default=3)
     ap.add_argument("--max-concurrent", type=int, default=2)
+    ap.add_argument("--feature-cache", choices=["auto", "on", "off"],
+                    help="the spec's feature_cache mode for both studies (default: the spec's)")
     ap.add_argument("--order", nargs=2, default=["fifo", "asha"], choices=["fifo", "asha"])
     ap.add_argument("--storage", help="where the two studies go (default: a new temp dir, kept)")
     ap.add_argument("--replays", type=int, default=1000,
@@ -296,7 +308,8 @@ def main():
     print(f"\nASHA vs FIFO: {f['trials']} configurations (grid), splits {args.splits}, "
           f"backbones {args.backbones}, lr {args.lr_grid}, {args.max_train_per_class} images/class "
           f"(val {args.val_fraction}), target_epochs {te}, ASHA grace {args.grace_period} "
-          f"rf {args.reduction_factor:g} (rungs at epochs {rungs})")
+          f"rf {args.reduction_factor:g} (rungs at epochs {rungs}), feature cache "
+          f"{feature_cache_mode(a['dir'])}")
     print(f"{'':<28}{'FIFO':>14}{'ASHA':>14}{'ASHA/FIFO':>12}")
 
     def row(name, x, y, fmt="{:>14.1f}", ratio=True):

@@ -4,7 +4,7 @@ checkpoint sizes.
     STUDY_CACHE_DIR=/tmp/cache python benchmarks/tune_overhead.py \\
         [--data-root ../shared/datasets/cifar10-jpg.tar.xz] [--lr-grid 0.02 0.05] \\
         [--max-train-per-class 300] [--target-epochs 3] [--source-epochs 2] \\
-        [--max-concurrent 1] [--report-rounds 8] [--json OUT]
+        [--max-concurrent 1] [--report-rounds 8] [--feature-cache auto|on|off] [--json OUT]
 
 Part 1, study overhead. A real study (``study.runner.run_study``) of 12 short scratch_cnn trials
 on a CIFAR-10 subset (split 5to5 of ``examples/quick.yaml``; init source at frozen depths 0-4 +
@@ -171,6 +171,8 @@ def study_spec(args, storage: Path):
         "scheduler": {"type": "fifo"},
         "storage": str(storage), "max_failures": 0,
     })
+    if args.feature_cache:
+        raw["feature_cache"] = {"mode": args.feature_cache}
     return load_spec_dict(raw)
 
 
@@ -369,6 +371,8 @@ def main():
     ap.add_argument("--target-epochs", type=int, default=3)
     ap.add_argument("--source-epochs", type=int, default=2)
     ap.add_argument("--max-concurrent", type=int, default=1)
+    ap.add_argument("--feature-cache", choices=["auto", "on", "off"],
+                    help="the study's feature_cache mode (default: the spec's)")
     ap.add_argument("--report-rounds", type=int, default=8)
     ap.add_argument("--stem", default="cifar", help="stem for the checkpoint-size table")
     ap.add_argument("--skip-study", action="store_true", help="parts 2 and 3 only")
@@ -385,7 +389,8 @@ def main():
         pt = s["per_trial"]
         print(f"\n1. study overhead: {s['trials']} trials (scratch_cnn, 5to5, "
               f"{args.max_train_per_class} img/class, {args.target_epochs} target + "
-              f"{args.source_epochs} source epochs, FIFO, max_concurrent {args.max_concurrent})")
+              f"{args.source_epochs} source epochs, FIFO, max_concurrent {args.max_concurrent}, "
+              f"feature cache {getattr(getattr(study_spec(args, storage), 'feature_cache', None), 'mode', 'n/a')})")
         print(f"   study wall (Tuner.fit)        {s['wall_s']:8.1f} s   (run_study incl. data "
               f"load + Ray start: {s['run_study_s']:.1f} s)")
         print(f"   sum of trial work             {s['sum_work_s']:8.1f} s   (epoch_s of every "
