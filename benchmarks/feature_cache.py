@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -65,7 +64,7 @@ from trainables import features  # noqa: E402
 from trainables import metrics as M  # noqa: E402
 from trainables.backbones import REGISTRY, build, freeze  # noqa: E402
 from trainables.data import load_dataset  # noqa: E402
-from trainables.train import (evaluate, make_optimizer, make_schedule, pick_device,  # noqa: E402
+from trainables.train import (describe_device, evaluate, make_optimizer, make_schedule, pick_device,  # noqa: E402
                               prepare_model, train_one_epoch)
 from trainables.trainable import _device_split, build_study_data, build_target_model  # noqa: E402
 
@@ -151,12 +150,7 @@ def main():
 
     torch.set_num_threads(args.threads)
     device = pick_device()
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU {cpu}, {args.threads} threads"
+    name = describe_device(device, args.threads)
     print(f"device: {name}; torch {torch.__version__}; CIFAR-10 5->5; {args.epochs} epochs, batch "
           f"{args.batch_size}, lr {args.lr}, {args.views} cached views; uncached: crop+flip per epoch",
           flush=True)

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -50,7 +49,7 @@ from torch import nn  # noqa: E402
 from study.spec import OptimizerSpec  # noqa: E402
 from trainables.backbones import REGISTRY, build, count_params, freeze  # noqa: E402
 from trainables.data import DeviceData  # noqa: E402
-from trainables.train import (autocast, make_optimizer, make_schedule, prepare_model,  # noqa: E402
+from trainables.train import (autocast, describe_device, make_optimizer, make_schedule, prepare_model,  # noqa: E402
                               step_flops, train_one_epoch)
 
 
@@ -83,14 +82,6 @@ def saved_activation_bytes(model, data: DeviceData, batch_size: int) -> int:
     return sum(seen.values())
 
 
-def cpu_name() -> str:
-    try:
-        return next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
-                    if l.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -108,7 +99,7 @@ def main():
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else "cpu" if args.device == "auto" else args.device)
     cuda = device.type == "cuda"
-    dev_name = torch.cuda.get_device_name() if cuda else f"CPU {cpu_name()}, {args.threads} threads"
+    dev_name = describe_device(torch.device("cuda" if cuda else "cpu"), args.threads)
     print(f"device: {dev_name}; torch {torch.__version__}; stem {args.stem}, 32x32, batch "
           f"{args.batch_size}, {args.images} images/epoch, {args.rounds} rounds (median)")
 

@@ -13,7 +13,6 @@ median images/s of each is reported, with ratio = trainable / bare (target >= 0.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 
@@ -24,7 +23,7 @@ from torch import nn
 from study.spec import OptimizerSpec
 from trainables.backbones import REGISTRY, build, freeze
 from trainables.data import DeviceData
-from trainables.train import (make_optimizer, make_schedule, pick_device, prepare_model,
+from trainables.train import (describe_device, make_optimizer, make_schedule, pick_device, prepare_model,
                               train_one_epoch, autocast)
 
 
@@ -54,12 +53,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = pick_device()
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU {cpu}, {args.threads} threads"
+    name = describe_device(device, args.threads)
     print(f"device: {name}; torch {torch.__version__}; {args.images} images/epoch, batch {args.batch_size}, "
           f"frozen_depth {args.frozen_depth}, stem {args.stem}")
     print(f"{'backbone':<14}{'trainable img/s':>16}{'bare img/s':>12}{'ratio':>8}")

@@ -19,6 +19,21 @@ from torch.utils.flop_counter import FlopCounterMode
 from trainables.data import DeviceData
 
 
+def describe_device(device: torch.device, threads: int) -> str:
+    """The device's name for benchmark and provenance lines: the GPU model, or the CPU model
+    (from /proc/cpuinfo) and the torch thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor() or platform.machine()
+    return f"CPU {cpu}, {threads} threads"
+
+
 def pick_device() -> torch.device:
     """The trial's device, from torch (a fake or absent Ray GPU id must not decide it)."""
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
