@@ -4,6 +4,12 @@
 compute with and without the amortised source-model cost, wall time.
 ``epochs``: one row per reported epoch (with the trial's config and status).
 
+Both carry the trial's cell (``M.CELL``: "<split>/<backbone>/<init>/d<frozen_depth>", the
+compared condition) and phase (``M.PHASE``: "tune", a learning-rate sample inside its cell, or
+"confirm", the cell's best configuration trained again with a new seed). Studies written before
+cells existed lack both keys: the cell is derived from the four config keys and the phase is
+"tune".
+
 Statuses:
   completed  reached target_epochs
   stopped    stopped early by ASHA (fewer epochs, no error, the run has ended)
@@ -211,7 +217,7 @@ def load_study(path) -> Study:
         for e in r["rows"]:
             epoch_rows.append({"trial_id": row["trial_id"],
                                **{k: row[k] for k in (M.SPLIT, M.BACKBONE, M.INIT, M.FROZEN_DEPTH,
-                                                      M.LR, M.SEED, "status")},
+                                                      M.LR, M.SEED, M.CELL, M.PHASE, "status")},
                                **{k: e.get(k) for k in M.PER_EPOCH if k not in (
                                    M.TRAINABLE_PARAMS, M.TOTAL_PARAMS)}})
     tdf = pd.DataFrame(trials)
@@ -296,6 +302,20 @@ def _num(x) -> float:
     return v
 
 
+def cell_of(split, backbone, init, frozen_depth) -> str | None:
+    """The cell name "<split>/<backbone>/<init>/d<frozen_depth>" (None if a key is missing).
+    Scratch trains every stage, so its depth is 0 whatever the config says."""
+    if any(v is None or (isinstance(v, float) and math.isnan(v))
+           for v in (split, backbone, init)):
+        return None
+    depth = 0 if init == "scratch" else frozen_depth
+    try:
+        depth = int(depth)
+    except (TypeError, ValueError):
+        return None
+    return f"{split}/{backbone}/{init}/d{depth}"
+
+
 def _trial_row(r: dict, target_epochs: int, study_ended: bool, sources: dict,
                users: dict) -> dict:
     rows, cfg = r["rows"], dict(r["config"] or {})
@@ -323,6 +343,10 @@ def _trial_row(r: dict, target_epochs: int, study_ended: bool, sources: dict,
         # the effective seed (repeats shift it), as the trial reported it
         M.SEED: last.get(M.SEED, cfg.get(M.SEED)),
         M.REPEAT: cfg.get(M.REPEAT, 0),
+        # cell and phase: from the config; derived for studies written before cells existed
+        M.CELL: cfg.get(M.CELL) or cell_of(cfg.get(M.SPLIT), cfg.get(M.BACKBONE),
+                                           cfg.get(M.INIT), cfg.get(M.FROZEN_DEPTH)),
+        M.PHASE: cfg.get(M.PHASE) or M.PHASE_TUNE,
         EPOCHS: epochs, TARGET_EPOCHS: target_epochs,
         BEST_VAL_ACC: vals[best_i] if best_i is not None else math.nan,
         BEST_EPOCH: rows[best_i].get(M.EPOCH) if best_i is not None else None,

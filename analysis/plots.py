@@ -47,8 +47,10 @@ def _pct(ax):
 
 def frontier(trials: pd.DataFrame, split: str, y: str = M.VAL_ACC) -> plt.Figure:
     """Accuracy vs compute for one split: left with the amortised source cost, right without.
-    Filled markers: completed trials; hollow: stopped / errored / running. Black steps: the
-    Pareto frontier over all backbones; dashed: per backbone."""
+    Filled markers: completed trials; hollow: stopped / errored / running (stopped trials stay
+    visible here, never in the cell statistics). With a ``cell_run`` column
+    (``analysis.cells.scatter_points``), the trials that count in the cell statistics are ringed.
+    Black steps: the Pareto frontier over all backbones; dashed: per backbone."""
     t = trials[trials[M.SPLIT] == split]
     col = colors(trials[M.BACKBONE].dropna())
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
@@ -58,6 +60,10 @@ def frontier(trials: pd.DataFrame, split: str, y: str = M.VAL_ACC) -> plt.Figure
             for done, gg in g.groupby(g["status"] == COMPLETED):
                 ax.scatter(gg[x], gg[y], marker=MARKERS.get(init, "D"), s=42, linewidths=1.3,
                            facecolors=col[b] if done else "none", edgecolors=col[b], zorder=3)
+        if "cell_run" in t:
+            r = t[t["cell_run"].astype(bool)]
+            ax.scatter(r[x], r[y], marker="o", s=110, facecolors="none", edgecolors="0.35",
+                       linewidths=0.8, zorder=2)
         for b, g in t.groupby(M.BACKBONE):
             f = pareto_front(g, x, y)
             if len(f) > 1:
@@ -75,6 +81,8 @@ def frontier(trials: pd.DataFrame, split: str, y: str = M.VAL_ACC) -> plt.Figure
                 for i in sorted(set(t[M.INIT].dropna()))]
     handles += [Line2D([], [], color="grey", marker="o", ls="", mfc="none",
                        label="stopped by ASHA / incomplete"),
+                *([Line2D([], [], color="0.35", marker="o", ms=10, ls="", mfc="none",
+                          label="counts in the cell statistics")] if "cell_run" in t else []),
                 Line2D([], [], color="black", lw=1.6, label="Pareto frontier (all backbones)"),
                 Line2D([], [], color="grey", ls="--", lw=1, label="Pareto frontier per backbone")]
     fig.tight_layout()
@@ -82,37 +90,163 @@ def frontier(trials: pd.DataFrame, split: str, y: str = M.VAL_ACC) -> plt.Figure
     return fig
 
 
-def depth_curves(trials: pd.DataFrame, splits, y: str = M.VAL_ACC) -> plt.Figure:
-    """Best accuracy vs frozen depth, one line per backbone x init, one panel per split
-    (Yosinski et al. 2014). Scratch baselines (no frozen stage) are dotted horizontal lines."""
+def _metric_label(summary: pd.DataFrame) -> str:
+    m = summary["metric"].iloc[0] if "metric" in summary and len(summary) else M.TEST_ACC
+    return {M.TEST_ACC: "test accuracy", M.VAL_ACC: "validation accuracy"}.get(m, str(m))
+
+
+def _errorbar(ax, x, g, color, marker, **kw):
+    """Means with their 95 % interval; cells with one run (no interval) get hollow markers."""
+    one = g["n"] < 2
+    ax.errorbar(x, g["mean"], yerr=g["ci"].fillna(0).values, color=color, marker="none",
+                capsize=3, lw=kw.pop("lw", 1.5), **kw)
+    ax.scatter(np.asarray(x)[~one.values], g.loc[~one, "mean"], color=color, marker=marker,
+               s=36, zorder=4)
+    ax.scatter(np.asarray(x)[one.values], g.loc[one, "mean"], facecolors="white",
+               edgecolors=[color], marker=marker, s=36, zorder=4, linewidths=1.3)
+
+
+def depth_curves(summary: pd.DataFrame, splits) -> plt.Figure:
+    """Mean accuracy of each cell's runs vs frozen depth with 95 % t intervals, one line per
+    backbone x init, one panel per split (Yosinski et al. 2014). Scratch baselines (no frozen
+    stage) are dotted horizontal lines with their interval as a band. Hollow markers: cells with
+    a single run (no interval). Only completed runs (``analysis.cells.cell_runs``) are drawn."""
     splits = list(splits)
-    col = colors(trials[M.BACKBONE].dropna())
+    col = colors(summary[M.BACKBONE].dropna()) if len(summary) else {}
     fig, axes = plt.subplots(1, len(splits), figsize=(5.5 * len(splits), 4.2), squeeze=False,
                              sharey=True)
     handles = {}
     for ax, split in zip(axes[0], splits):
-        t = trials[(trials[M.SPLIT] == split)].dropna(subset=[y])
+        t = summary[summary[M.SPLIT] == split]
         maxd = max(1, int(t[M.FROZEN_DEPTH].max())) if len(t) else 1
-        for (b, init), g in t.groupby([M.BACKBONE, M.INIT]):
+        lines = list(t.groupby([M.BACKBONE, M.INIT], sort=True))
+        for i, ((b, init), g) in enumerate(lines):
             if init == "scratch":
-                v = g[y].max()
-                ax.axhline(v, color=col[b], ls=":", lw=1.5)
+                z = g.iloc[0]
+                ax.axhline(z["mean"], color=col[b], ls=":", lw=1.5)
+                if np.isfinite(z["ci"]):
+                    ax.axhspan(z["lo"], z["hi"], color=col[b], alpha=0.1, lw=0)
                 handles[(b, init)] = Line2D([], [], color=col[b], ls=":",
-                                            label=f"{b} / scratch (baseline)")
+                                            label=f"{b} / scratch (baseline, band: 95 % CI)")
                 continue
-            best = g.groupby(M.FROZEN_DEPTH)[y].max()
-            ax.plot(best.index, best.values, color=col[b], marker=MARKERS.get(init, "D"), lw=1.5)
-            ax.scatter(g[M.FROZEN_DEPTH], g[y], color=col[b], alpha=0.25, s=14)
+            g = g.sort_values(M.FROZEN_DEPTH)
+            off = 0.06 * (i - (len(lines) - 1) / 2)  # keeps overlapping bars apart
+            _errorbar(ax, g[M.FROZEN_DEPTH].astype(float).values + off, g, col[b],
+                      MARKERS.get(init, "D"), ls="-" if init == "source" else "--")
             handles[(b, init)] = Line2D([], [], color=col[b], marker=MARKERS.get(init, "D"),
+                                        ls="-" if init == "source" else "--",
                                         label=f"{b} / init {init}")
-        ax.set_xlim(-0.3, maxd + 0.3)
+        ax.set_xlim(-0.4, maxd + 0.4)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_xlabel("frozen depth (backbone stages kept frozen)")
         ax.set_title(f"split {split}")
-    axes[0][0].set_ylabel(f"best validation accuracy ({y})")
+    axes[0][0].set_ylabel(f"{_metric_label(summary)}: mean of the cell's runs ± 95 % CI")
     _pct(axes[0][0])
     fig.tight_layout()
-    _legend_below(fig, [handles[k] for k in sorted(handles)], ncol=3)
+    hs = [handles[k] for k in sorted(handles)]
+    hs.append(Line2D([], [], color="grey", marker="o", ls="", mfc="white",
+                     label="one run (no interval)"))
+    _legend_below(fig, hs, ncol=3)
+    return fig
+
+
+def compare_depth_curves(summaries: dict, split: str) -> plt.Figure:
+    """Overlaid cell depth curves of several studies (label -> cell summary) for one split: one
+    panel per backbone, colour = study, marker = init, scratch as a dotted line (band: 95 % CI)."""
+    backbones = sorted({str(b) for s in summaries.values() if len(s)
+                        for b in s.loc[s[M.SPLIT] == split, M.BACKBONE].dropna()}) or ["–"]
+    fig, axes = plt.subplots(1, len(backbones), figsize=(5.2 * len(backbones), 4.2),
+                             squeeze=False, sharey=True)
+    cmap = plt.get_cmap("tab10")
+    handles = []
+    for j, (label, summ) in enumerate(summaries.items()):
+        c = cmap(j % 10)
+        handles.append(Line2D([], [], color=c, lw=2, label=f"study {label}"))
+        for ax, b in zip(axes[0], backbones):
+            t = summ[(summ[M.SPLIT] == split) & (summ[M.BACKBONE] == b)] if len(summ) else summ
+            for init, g in t.groupby(M.INIT, sort=True):
+                if init == "scratch":
+                    z = g.iloc[0]
+                    ax.axhline(z["mean"], color=c, ls=":", lw=1.5)
+                    if np.isfinite(z["ci"]):
+                        ax.axhspan(z["lo"], z["hi"], color=c, alpha=0.08, lw=0)
+                    continue
+                g = g.sort_values(M.FROZEN_DEPTH)
+                off = 0.08 * (j - (len(summaries) - 1) / 2)
+                _errorbar(ax, g[M.FROZEN_DEPTH].astype(float).values + off, g, c,
+                          MARKERS.get(init, "D"), ls="-" if init == "source" else "--")
+    for ax, b in zip(axes[0], backbones):
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.set_xlabel("frozen depth (backbone stages kept frozen)")
+        ax.set_title(f"split {split}: {b}")
+    first = next((s for s in summaries.values() if len(s)), pd.DataFrame())
+    axes[0][0].set_ylabel(f"{_metric_label(first)}: mean ± 95 % CI")
+    _pct(axes[0][0])
+    inits = sorted({str(i) for s in summaries.values() if len(s) for i in s[M.INIT].dropna()})
+    handles += [Line2D([], [], color="grey", marker=MARKERS.get(i, "D"),
+                       ls=":" if i == "scratch" else ("-" if i == "source" else "--"),
+                       label=f"init {i}" + (" (baseline)" if i == "scratch" else ""))
+                for i in inits]
+    fig.tight_layout()
+    _legend_below(fig, handles, ncol=4)
+    return fig
+
+
+def transfer_gain(gains: pd.DataFrame) -> plt.Figure:
+    """Transfer gain over scratch (points) with its Welch 95 % CI, one row per split x backbone x
+    init (``analysis.cells.transfer_gain_cells``); hollow: no interval (a side has one run)."""
+    g = gains.dropna(subset=["gain"]).reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(8, 0.9 + 0.42 * max(1, len(g))))
+    col = colors(g[M.BACKBONE]) if len(g) else {}
+    for i, r in g.iterrows():
+        c = col[r[M.BACKBONE]]
+        lo, hi = r["lo"], r["hi"]
+        if np.isfinite(lo):
+            ax.plot([100 * lo, 100 * hi], [i, i], color=c, lw=2)
+        ax.scatter([100 * r["gain"]], [i], color=c if np.isfinite(lo) else "white",
+                   edgecolors=[c], marker=MARKERS.get(r[M.INIT], "D"), s=48, zorder=3)
+    ax.axvline(0, color="black", lw=1)
+    ax.set_yticks(range(len(g)), [f"{r[M.SPLIT]}: {r[M.BACKBONE]} / {r[M.INIT]} d{r['depth']}"
+                                  for _, r in g.iterrows()])
+    ax.invert_yaxis()
+    ax.set_xlabel("gain over scratch (accuracy points; bar: Welch 95 % CI)")
+    ax.set_title("transfer gain: best transferred depth vs the scratch cell")
+    if g.empty:
+        ax.text(0.5, 0.5, "no cell pair with a scratch baseline", ha="center",
+                transform=ax.transAxes)
+    fig.tight_layout()
+    return fig
+
+
+def cell_frontier(summary: pd.DataFrame, frontier: pd.DataFrame, split: str,
+                  x: str = TOTAL_FLOPS) -> plt.Figure:
+    """Cells of one split: mean accuracy (± 95 % CI) vs mean compute per run (target +
+    amortised source); black steps: the cells' Pareto frontier. Hollow: cells with one run."""
+    t = summary[summary[M.SPLIT] == split]
+    col = colors(summary[M.BACKBONE].dropna()) if len(summary) else {}
+    fig, ax = plt.subplots(figsize=(8, 4.4))
+    for (b, init), g in t.groupby([M.BACKBONE, M.INIT], sort=True):
+        _errorbar(ax, g[x].values, g, col[b], MARKERS.get(init, "D"), ls="none", lw=1.2)
+        for _, r in g.iterrows():
+            ax.annotate(f"d{int(r[M.FROZEN_DEPTH])}", (r[x], r["mean"]), fontsize=7,
+                        xytext=(4, 3), textcoords="offset points", color=col[b])
+    f = frontier[frontier[M.SPLIT] == split] if len(frontier) else frontier
+    if len(f):
+        ax.step(f[x], f["mean"], where="post", color="black", lw=1.6, zorder=2)
+    ax.set_xscale("log")
+    ax.set_xlabel("mean compute per run: target + amortised source (FLOPs, log scale)")
+    ax.set_ylabel(f"{_metric_label(summary)}: mean ± 95 % CI")
+    _pct(ax)
+    ax.set_title(f"split {split}: cells (label: frozen depth) and their Pareto frontier")
+    handles = [Line2D([], [], color=c, marker="o", ls="", label=f"backbone {b}")
+               for b, c in col.items() if b in set(t[M.BACKBONE])]
+    handles += [Line2D([], [], color="grey", marker=MARKERS.get(i, "D"), ls="", label=f"init {i}")
+                for i in sorted(set(t[M.INIT].dropna()))]
+    handles += [Line2D([], [], color="grey", marker="o", ls="", mfc="white",
+                       label="one run (no interval)"),
+                Line2D([], [], color="black", lw=1.6, label="Pareto frontier of cells")]
+    fig.tight_layout()
+    _legend_below(fig, handles, ncol=4)
     return fig
 
 
@@ -192,25 +326,30 @@ def asha(acc: dict, label: str = "") -> plt.Figure:
     return fig
 
 
-def compare_frontiers(studies: dict, split: str, x: str = TOTAL_FLOPS,
-                      y: str = M.VAL_ACC) -> plt.Figure:
-    """Overlaid Pareto frontiers of several studies (label -> trials) for one split."""
+def compare_frontiers(summaries: dict, frontiers: dict, split: str,
+                      x: str = TOTAL_FLOPS) -> plt.Figure:
+    """Overlaid cell Pareto frontiers of several studies (label -> cell summary, label ->
+    ``analysis.cells.cell_frontier``) for one split; dots: every cell, with its 95 % CI."""
     fig, ax = plt.subplots(figsize=(8, 4.4))
     cmap = plt.get_cmap("tab10")
-    for i, (label, t) in enumerate(studies.items()):
-        t = t[t[M.SPLIT] == split]
+    first = pd.DataFrame()
+    for i, (label, summ) in enumerate(summaries.items()):
+        t = summ[summ[M.SPLIT] == split] if len(summ) else summ
         if t.empty:
             continue
+        first = t if first.empty else first
         c = cmap(i % 10)
-        ax.scatter(t[x], t[y], color=c, alpha=0.35, s=18)
-        f = pareto_front(t, x, y)
-        ax.step(f[x], f[y], where="post", color=c, lw=1.8, marker="o", ms=4,
-                label=f"study {label}")
+        _errorbar(ax, t[x].values, t, c, "o", ls="none", lw=1, alpha=0.5)
+        f = frontiers[label]
+        f = f[f[M.SPLIT] == split] if len(f) else f
+        if len(f):
+            ax.step(f[x], f["mean"], where="post", color=c, lw=1.8, label=f"study {label}")
     ax.set_xscale("log")
-    ax.set_xlabel("compute, target + amortised source (FLOPs, log scale)")
-    ax.set_ylabel(f"validation accuracy ({y})")
+    ax.set_xlabel("mean compute per run: target + amortised source (FLOPs, log scale)")
+    ax.set_ylabel(f"{_metric_label(first)}: mean ± 95 % CI")
     _pct(ax)
-    ax.set_title(f"split {split}: Pareto frontiers (dots: all trials)")
-    ax.legend(loc="lower right")
+    ax.set_title(f"split {split}: Pareto frontiers of cells (dots: every cell)")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right")
     fig.tight_layout()
     return fig

@@ -1,6 +1,13 @@
 """`study report` and `study compare`: report.md, a self-contained report.html (figures embedded
 as data URIs), PNG figures, trials/epochs as CSV and Parquet, and a terminal summary.
 
+The report answers the study's question first (section 1, "Answer": how many stages to freeze,
+per split x backbone x init), by the rules of ``analysis.cells``: statistics over each cell's
+completed runs of its best configuration, 95 % t intervals, Welch tests, a tolerance in accuracy
+points (``report.tolerance`` in the spec, 1.0 by default). Then coverage, depth curves, transfer
+gain, the cells' Pareto frontier, and the per-trial sections (scatter plots where stopped trials
+stay visible, learning curves, finalists, ASHA accounting, provenance).
+
 A report directory carries report.json naming the studies it was made from (name + created
 timestamp from provenance.json); writing a report of other studies there is refused unless
 ``force``.
@@ -18,10 +25,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis import cells as C
 from analysis import frontier as F
 from analysis import plots
-from analysis.load import (BEST_VAL_ACC, COMPLETED, DEVICE_S, EPOCHS, ERRORED, RUNNING,
-                           SOURCE_FLOPS_AMORTISED, STOPPED, TOTAL_DEVICE_S, TOTAL_FLOPS,
+from analysis.load import (COMPLETED, DEVICE_S, EPOCHS, ERRORED, RUNNING, STOPPED, TOTAL_FLOPS,
                            ReportError, Study, load_study)
 from trainables import metrics as M
 
@@ -152,49 +159,8 @@ def render_html(title: str, sections: list[Section]) -> str:
     return "\n".join(out)
 
 
+
 # ----------------------------------------------------------------------------- tables
-
-def _pm(mean, std) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return "–"
-    s = f"{100 * mean:.1f}%"
-    return s + (f" ± {100 * std:.1f}" if std is not None and not math.isnan(std) else "")
-
-
-def headline(trials: pd.DataFrame) -> pd.DataFrame:
-    """Best configuration per split x backbone, and per split over all backbones: highest mean
-    validation accuracy over seeds among completed trials; a split x backbone without any
-    completed trial falls back to its best trial of any status (marked in 'basis')."""
-    sums = (TOTAL_FLOPS, M.TARGET_FLOPS, SOURCE_FLOPS_AMORTISED, TOTAL_DEVICE_S,
-            M.TRAINABLE_PARAMS, EPOCHS)
-    t = trials.copy()
-    t[M.TRAINABLE_PARAMS] = pd.to_numeric(t[M.TRAINABLE_PARAMS], errors="coerce")
-    comp = F.aggregate_repeats(t[t["status"] == COMPLETED], sums=sums)
-    best = F.best_per_group(comp, [M.SPLIT, M.BACKBONE], f"{M.VAL_ACC}_mean")
-    best["basis"] = "completed"
-    have = set(zip(best[M.SPLIT], best[M.BACKBONE]))
-    anyst = F.aggregate_repeats(t, sums=sums)
-    fb = F.best_per_group(anyst, [M.SPLIT, M.BACKBONE], f"{M.VAL_ACC}_mean")
-    fb = fb[[(s, b) not in have for s, b in zip(fb[M.SPLIT], fb[M.BACKBONE])]].copy()
-    fb["basis"] = "not completed"
-    best = pd.concat([best, fb], ignore_index=True).sort_values(
-        [M.SPLIT, M.BACKBONE], key=lambda s: s.astype(str).str.replace("(all)", "~"),
-        kind="stable")
-    return pd.DataFrame({
-        "split": best[M.SPLIT], "backbone": best[M.BACKBONE], "init": best[M.INIT],
-        "frozen depth": best[M.FROZEN_DEPTH], "lr": best[M.LR], "seeds": best["n"],
-        "val acc (mean ± std)": [_pm(m, s) for m, s in zip(best[f"{M.VAL_ACC}_mean"],
-                                                            best[f"{M.VAL_ACC}_std"])],
-        "test acc (mean ± std)": [_pm(m, s) for m, s in zip(best[f"{M.TEST_ACC}_mean"],
-                                                             best[f"{M.TEST_ACC}_std"])],
-        "epochs": best[f"{EPOCHS}_mean"],
-        "FLOPs total (incl. source share)": best[f"{TOTAL_FLOPS}_mean"],
-        "FLOPs target": best[f"{M.TARGET_FLOPS}_mean"],
-        "device_s (incl. source share)": best[f"{TOTAL_DEVICE_S}_mean"],
-        "trainable params": best[f"{M.TRAINABLE_PARAMS}_mean"],
-        "basis": best["basis"], "trials": best["trial_ids"],
-    }).reset_index(drop=True)
-
 
 def _frontier_table(t: pd.DataFrame, x: str) -> pd.DataFrame:
     parts = []
@@ -235,84 +201,324 @@ def _splits(t: pd.DataFrame) -> list[str]:
     return sorted(map(str, t[M.SPLIT].dropna().unique()))
 
 
+# ----------------------------------------------------------------------------- cells
+
+METRIC = M.TEST_ACC  # what the answer compares: test accuracy of each cell's completed runs
+DEFAULT_TOLERANCE = 1.0  # accuracy points, when the spec has no report.tolerance
+
+
+def _spec_get(spec, *keys, default=None):
+    cur = spec
+    for k in keys:
+        if not isinstance(cur, dict):
+            return default
+        cur = cur.get(k)
+    return default if cur is None else cur
+
+
+def tolerance_points(spec: dict, tolerance=None) -> float:
+    """The equivalence tolerance in accuracy points: ``tolerance`` if given, else the spec's
+    ``report.tolerance``, else 1.0. A bad ``tolerance`` argument raises ReportError; a bad spec
+    value (older or hand-edited study.yaml) falls back to the default."""
+    if tolerance is not None:
+        try:
+            v = float(tolerance)
+        except (TypeError, ValueError):
+            v = math.nan
+        if not math.isfinite(v) or v < 0:
+            raise ReportError(f"tolerance: {tolerance!r} is not a number of accuracy points >= 0")
+        return v
+    try:
+        v = float(_spec_get(spec, "report", "tolerance", default=DEFAULT_TOLERANCE))
+    except (TypeError, ValueError):
+        return DEFAULT_TOLERANCE
+    return v if math.isfinite(v) and v >= 0 else DEFAULT_TOLERANCE
+
+
+@dataclasses.dataclass
+class CellView:
+    """Everything the report says about cells, computed once per study (analysis.cells)."""
+    runs: pd.DataFrame
+    summary: pd.DataFrame  # test accuracy per cell
+    val: pd.DataFrame  # validation accuracy per cell (same runs)
+    coverage: pd.DataFrame
+    answer: pd.DataFrame
+    gains: pd.DataFrame
+    frontier: pd.DataFrame
+    tol_points: float
+    seeds: int  # confirm seeds k from the spec (0: none)
+    mode: str  # "compare", "best", or "old" (a study written before cells)
+
+
+def cell_view(s: Study, tolerance=None) -> CellView:
+    tol = tolerance_points(s.spec, tolerance)
+    try:
+        seeds = max(0, int(_spec_get(s.spec, "confirm", "seeds", default=0)))
+    except (TypeError, ValueError):
+        seeds = 0
+    mode = str(_spec_get(s.spec, "search", "mode", default=""))
+    if not mode:
+        new = (s.trials[M.PHASE] == M.PHASE_CONFIRM).any() or "confirm" in s.spec
+        mode = "compare" if new else "old"
+    runs = C.cell_runs(s.trials)
+    summ = C.cell_summary(runs, METRIC)
+    return CellView(runs=runs, summary=summ, val=C.cell_summary(runs, M.VAL_ACC),
+                    coverage=C.cell_coverage(s.trials, runs),
+                    answer=C.depth_answer(summ, tolerance=tol / 100),
+                    gains=C.transfer_gain_cells(summ), frontier=C.cell_frontier(summ),
+                    tol_points=tol, seeds=seeds, mode=mode)
+
+
+def _nan(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def _mci(mean, ci, n=None) -> str:
+    """'72.0% ± 5.0 (n=3)': mean and 95 % CI half-width in points; '–' without an interval."""
+    if _nan(mean):
+        return "–"
+    s = f"{100 * mean:.1f}% ± " + ("–" if _nan(ci) else f"{100 * ci:.1f}")
+    return s + (f" (n={int(n)})" if n is not None else "")
+
+
+def _pts(x) -> str:
+    """An accuracy difference in signed points, with a real minus sign: '−1.2', '+0.4'."""
+    return "–" if _nan(x) else f"{100 * x:+.1f}".replace("-", "\u2212")
+
+
+def _ci(lo, hi) -> str:
+    return "–" if _nan(lo) or _nan(hi) else f"[{_pts(lo)}, {_pts(hi)}]"
+
+
+def _p(p) -> str:
+    return "–" if _nan(p) else (f"{p:.2g}" if p >= 0.001 else "<0.001")
+
+
+def _freeze(d: int) -> str:
+    return f"freeze {d} stage{'' if d == 1 else 's'}" + (" (fine-tune everything)" if d == 0 else "")
+
+
+def recommendation(r) -> str:
+    """One answer row as a sentence: 'freeze d stages: X % less compute, −Y points [95 % CI
+    lo, hi]' (compute: mean target FLOPs; points: cheapest minus best depth's mean)."""
+    d = int(r["cheap_depth"])
+    if d == int(r["best_depth"]):
+        why = ("no cheaper depth is equivalent" if r.get("cheaper_depths", 1)
+               else "also the cheapest depth compared")
+        return f"{_freeze(d)}: the most accurate depth ({why})"
+    save = "–" if _nan(r["saving_target"]) else f"{100 * r['saving_target']:.0f} %"
+    ci = _ci(r["delta_lo"], r["delta_hi"])
+    return (f"{_freeze(d)}: {save} less compute, {_pts(r['delta'])} points "
+            f"[95 % CI {ci.strip('[]')}]")
+
+
+def _answer_table(v: CellView) -> pd.DataFrame:
+    rows = []
+    for _, r in v.answer.iterrows():
+        rows.append({
+            "split": r[M.SPLIT], "backbone": r[M.BACKBONE], "init": r[M.INIT],
+            "depths": r["depths"], "best depth": int(r["best_depth"]),
+            "test acc at best (mean ± 95 % CI)": _mci(r["best_mean"], r["best_ci"], r["best_n"]),
+            "cheapest equivalent depth": int(r["cheap_depth"]),
+            "test acc at cheapest": _mci(r["cheap_mean"], r["cheap_ci"], r["cheap_n"]),
+            "answer": recommendation(r),
+            "total compute saved (incl. source)": "–" if _nan(r["saving_total"])
+            else f"{100 * r['saving_total']:.0f} %",
+            "one-sided p": _p(r["p_less"]), "rule": r["rule"],
+            "cells with 1 run": r["single_run"] or "none"})
+    return pd.DataFrame(rows)
+
+
+def _rule_text(v: CellView) -> str:
+    runs = (f"the k+1 = {v.seeds + 1} completed runs of each cell's best configuration (its "
+            f"best tune trial, then {v.seeds} more seeds)" if v.seeds else
+            "the completed runs of each cell's best configuration (this study has no confirm "
+            "phase: usually 1 run per cell, so no intervals)")
+    return (f"Metric: test accuracy, mean over {runs}. A cell's best configuration is the "
+            "learning rate of its completed tune trial with the best validation accuracy "
+            "(the test split never selects). A seed changes the source model (each seed trains "
+            "its own), the new head's initialisation, the data order and the augmentation draws "
+            "(ImageNet weights are the same for every seed). Only completed trials count: a "
+            "trial ASHA stopped or that errored never enters a mean, an interval, a curve or a "
+            "gain. Rule: the best depth has the highest mean; a depth is equivalent to it when "
+            f"its mean is within {v.tol_points:g} accuracy point(s) of the best depth's "
+            "(report.tolerance) AND it is not significantly lower (one-sided Welch t-test, "
+            "α = 0.05); when either side has fewer than 2 runs only the tolerance applies "
+            "(column 'rule'). The answer is the equivalent depth with the lowest mean target "
+            "FLOPs: 'X % less compute' compares mean target FLOPs per run with the best depth's, "
+            "'points' is its mean minus the best depth's, with the Welch 95 % CI of that "
+            "difference. Intervals are 95 % t intervals of the mean; '–': one run, no interval.")
+
+
+def _mode_note(v: CellView) -> str | None:
+    if v.mode == "best":
+        return ("Caution: this study used search.mode 'best' (one search for the single best "
+                "configuration, early stopping across each split): cells were not tuned "
+                "equally, and a cell's runs are whatever completed, so the comparison of "
+                "depths is indicative only.")
+    if v.mode == "old":
+        return ("Caution: this study was written before cells existed (no tune/confirm phases): "
+                "every trial is treated as a tune trial, cells were not tuned equally and "
+                "early stopping compared trials across cells, so the comparison of depths is "
+                "indicative only.")
+    return None
+
+
+def _no_run_cells(v: CellView) -> list[str]:
+    return v.coverage.loc[v.coverage["runs"] == 0, M.CELL].tolist()
+
+
+def _coverage_table(v: CellView) -> pd.DataFrame:
+    c = v.coverage
+    return pd.DataFrame({
+        "cell": c[M.CELL], "tune trials": c["tune trials"], "completed": c[f"tune {COMPLETED}"],
+        "stopped": c[f"tune {STOPPED}"], "errored": c[f"tune {ERRORED}"],
+        "running": c[f"tune {RUNNING}"],
+        "confirm runs (completed / trials)": [f"{a} / {b}" for a, b in
+                                              zip(c["confirm completed"], c["confirm trials"])],
+        "runs counted": c["runs"], "chosen lr": c[M.LR]})
+
+
+def _cell_table(v: CellView) -> pd.DataFrame:
+    s = v.summary
+    val = v.val.set_index(M.CELL)["mean"] if len(v.val) else pd.Series(dtype=float)
+    return pd.DataFrame({
+        "cell": s[M.CELL], "lr": s[M.LR], "runs": s["n"],
+        "test acc (mean ± 95 % CI)": [_mci(m, c) for m, c in zip(s["mean"], s["ci"])],
+        "std (points)": ["–" if _nan(x) else f"{100 * x:.2f}" for x in s["std"]],
+        "val acc (mean)": [val.get(c, math.nan) for c in s[M.CELL]],
+        "target FLOPs (mean)": s[M.TARGET_FLOPS],
+        "total FLOPs incl. source (mean)": s[TOTAL_FLOPS],
+        "device_s (mean)": s[DEVICE_S], "trials": s["trial_ids"]})
+
+
+def _gain_table(v: CellView) -> pd.DataFrame:
+    g = v.gains
+    return pd.DataFrame({
+        "split": g[M.SPLIT], "backbone": g[M.BACKBONE], "init": g[M.INIT], "best depth": g["depth"],
+        "transfer test acc (mean ± 95 % CI)": [_mci(m, c, n) for m, c, n in
+                                               zip(g["mean_transfer"], g["ci_transfer"],
+                                                   g["n_transfer"])],
+        "scratch test acc (mean ± 95 % CI)": [_mci(m, c, n) if n else "– (no scratch cell)"
+                                              for m, c, n in zip(g["mean_scratch"],
+                                                                 g["ci_scratch"], g["n_scratch"])],
+        "gain": g["gain"], "gain 95 % CI (points)": [_ci(a, b) for a, b in zip(g["lo"], g["hi"])],
+        "p (Welch, two-sided)": [_p(p) for p in g["p"]]})
+
+
+def _cell_frontier_table(v: CellView, split: str) -> pd.DataFrame:
+    f = v.frontier
+    f = f[f[M.SPLIT] == split] if len(f) else f
+    return pd.DataFrame({
+        "cell": f[M.CELL], "lr": f[M.LR], "runs": f["n"],
+        "test acc (mean ± 95 % CI)": [_mci(m, c) for m, c in zip(f["mean"], f["ci"])],
+        "total FLOPs incl. source (mean)": f[TOTAL_FLOPS], "target FLOPs (mean)": f[M.TARGET_FLOPS]})
+
+
 # ----------------------------------------------------------------------------- one study
 
-def study_sections(s: Study, out: Path, prefix: str = "") -> list[Section]:
+def study_sections(s: Study, out: Path, prefix: str = "", tolerance=None) -> list[Section]:
+    """The report's sections; ``tolerance`` in accuracy points (None: the spec's)."""
     t, secs = s.trials, []
     splits = _splits(t)
     n = t["status"].value_counts().to_dict()
+    v = cell_view(s, tolerance)
 
-    h = Section("1. Headline: best configurations")
+    h = Section("1. Answer: how much to freeze")
+    nocell = _no_run_cells(v)
     h.p(f"Study {s.name!r}: {len(t)} trials — " + ", ".join(
         f"{n.get(k, 0)} {k}" for k in (COMPLETED, STOPPED, ERRORED, RUNNING)) +
-        f". Target epochs (ASHA max_t): {s.target_epochs}.")
+        f". Target epochs (ASHA max_t): {s.target_epochs}. Cells: {len(v.coverage)}, "
+        f"{len(v.coverage) - len(nocell)} with a completed run; confirm seeds per cell: "
+        f"{v.seeds}.")
     if (t["status"] == RUNNING).any() or s.summary is None:
         inc = t.loc[t["status"] == RUNNING, "trial_id"].tolist()
         h.p("PARTIAL RESULTS: the study is still running or was interrupted (no summary.json); "
             f"incomplete trials: {', '.join(inc) or 'none'}.")
-    h.p("Best configuration per split and backbone (and over all backbones) by validation "
-        "accuracy at the last epoch; the test split is reported, never used to select. "
-        "Accuracies of different splits are not comparable (different target classes).")
-    h.table(headline(t), "Best configurations")
+    h.p(_rule_text(v))
+    note = _mode_note(v)
+    if note:
+        h.p(note)
+    if v.answer.empty:
+        h.p("No transferred cell (init other than scratch) has a completed run yet, so there is "
+            "no answer.")
+    else:
+        h.table(_answer_table(v), "How much to freeze, per split, backbone and init "
+                                  "(accuracies of different splits are not comparable)")
+    single = v.summary.loc[v.summary["n"] < 2, M.CELL].tolist()
+    if single:
+        h.p(f"Cells with only 1 completed run (no interval, equivalence by the tolerance only): "
+            f"{', '.join(single)}.")
+    if nocell:
+        h.p(f"Cells without any completed run (left out of the answer; see section 2): "
+            f"{', '.join(nocell)}.")
     err = t[t["status"] == ERRORED]
     if not err.empty:
         h.p(f"{len(err)} trial(s) errored (after the spec's max_failures retries); the study went "
             "on without them. Their last error:")
-        cols = ["trial_id", M.SPLIT, M.BACKBONE, M.INIT, M.FROZEN_DEPTH, M.LR, EPOCHS, "error"]
+        cols = ["trial_id", M.CELL, M.PHASE, M.LR, EPOCHS, "error"]
         h.table(err[[c for c in cols if c in err.columns]], "Errored trials")
     secs.append(h)
 
-    fr = Section("2. Accuracy vs compute: Pareto frontier")
-    fr.p("Each trial is one point: its last validation accuracy against the compute it spent. "
-         "'Total' adds the trial's share of its source model (source FLOPs / trials that used "
-         "that source model); 'target' counts the transfer stage only.")
-    for sp in splits:
-        f = plots.save(plots.frontier(t, sp), out / f"{prefix}frontier_{sp}.png")
-        fr.fig(f, f"Split {sp}: validation accuracy vs compute, with and without the amortised "
-                  "source cost")
-        st = t[t[M.SPLIT] == sp]
-        fr.table(_frontier_table(st, TOTAL_FLOPS), f"Split {sp}: frontier, total compute "
-                                                   "(target + amortised source)")
-        fr.table(_frontier_table(st, M.TARGET_FLOPS), f"Split {sp}: frontier, target compute only")
-    secs.append(fr)
+    cv = Section("2. Cells: coverage and runs")
+    cv.p("One row per cell (split/backbone/init/d<frozen depth>): its tune trials (learning-rate "
+         "samples; early stopping compares them only with trials of the same cell) and how they "
+         "ended, its confirm runs (the best configuration again with new seeds), and the runs "
+         "that count (completed trials of the chosen learning rate).")
+    cv.p("Every cell has at least one completed run." if not nocell else
+         f"{len(nocell)} cell(s) have no completed run: {', '.join(nocell)}.")
+    cv.table(_coverage_table(v), "Per-cell coverage")
+    secs.append(cv)
 
-    d = Section("3. Accuracy vs frozen depth (transfer-depth curves)")
-    d.p("Best validation accuracy per frozen depth, one curve per backbone and init, per split "
-        "(cf. Yosinski et al. 2014). Depth 0 fine-tunes everything; depth = number of frozen "
-        "backbone stages. Scratch baselines are dotted lines. Faint dots: individual trials "
-        "(including ones ASHA stopped after fewer epochs).")
-    d.fig(plots.save(plots.depth_curves(t, splits), out / f"{prefix}depth.png"),
-          "Validation accuracy vs frozen depth per split")
-    dc = F.depth_curves(t, M.VAL_ACC).rename(columns={"n": "trials"})
-    d.table(dc, "Best validation accuracy per depth")
+    d = Section("3. Accuracy vs frozen depth (cell runs, 95 % CI)")
+    d.p("Mean test accuracy of each cell's completed runs against its frozen depth, with 95 % t "
+        "intervals; one line per backbone and init, per split (cf. Yosinski et al. 2014). Depth 0 "
+        "fine-tunes everything; depth = number of frozen backbone stages. Scratch baselines are "
+        "dotted lines (band: their interval). Hollow markers: one run, no interval. Stopped "
+        "trials are not drawn (see the scatter plots of section 5).")
+    d.fig(plots.save(plots.depth_curves(v.summary, splits), out / f"{prefix}depth.png"),
+          "Test accuracy vs frozen depth per split (mean ± 95 % CI of the cells' runs)")
+    d.table(_cell_table(v), "Cells: test accuracy over their runs")
     secs.append(d)
 
-    g = Section("4. Transfer gain over training from scratch")
-    g.p("Gain = best transferred accuracy − best scratch-baseline accuracy, per split and "
-        "backbone ('(all)': over all backbones). Validation accuracy of every trial counts "
-        "(a stopped trial is a real, shorter run); the test-accuracy table uses completed "
-        "trials only. '–': a side has no trial.")
-    g.table(F.transfer_gain(t, BEST_VAL_ACC).rename(columns={
-        "best_transfer": "best transfer val acc", "best_scratch": "best scratch val acc",
-        "best_transfer_init": "transfer init"}), "Validation accuracy (all trials)")
-    g.table(F.transfer_gain(t, M.TEST_ACC, statuses=[COMPLETED]).rename(columns={
-        "best_transfer": "best transfer test acc", "best_scratch": "best scratch test acc",
-        "best_transfer_init": "transfer init"}), "Test accuracy (completed trials)")
-    budgets = F.budget_grid(t[TOTAL_FLOPS])
-    g.p("At equal compute budgets (log-spaced between the cheapest and the dearest trial): best "
-        "validation accuracy among the trials whose total compute (target + amortised source) "
-        "is within the budget.")
-    ren = {"budget": "budget FLOPs", "best_transfer": "transfer val acc",
-           "best_scratch": "scratch val acc"}
-    gb = F.gain_at_budgets(t.assign(_all=F.ALL), budgets, x=TOTAL_FLOPS, y=BEST_VAL_ACC,
-                           by=(M.SPLIT, "_all")).rename(columns={"_all": M.BACKBONE})
-    g.table(gb.rename(columns=ren), "Gain at equal compute, over all backbones")
-    gb = F.gain_at_budgets(t, budgets, x=TOTAL_FLOPS, y=BEST_VAL_ACC).dropna(subset=["gain"])
-    g.table(gb.rename(columns=ren), "Gain at equal compute per backbone (budgets where both "
-                                    "a transferred and a scratch trial fit)")
+    g = Section("4. Transfer gain over scratch")
+    g.p("Per split, backbone and transferred init: the most accurate depth's runs against the "
+        "scratch cell's runs of the same split and backbone. Both sides are completed runs, so "
+        "they trained for the same target epochs. Gain = difference of the mean test accuracies "
+        "(points), with the Welch 95 % CI and the two-sided Welch test's p; '–' where a side has "
+        "fewer than 2 runs. The depth is picked on the same metric, so its gain is slightly "
+        "optimistic.")
+    if v.gains.dropna(subset=["gain"]).empty:
+        g.p("No transferred cell has a scratch cell with completed runs to compare with.")
+    else:
+        g.fig(plots.save(plots.transfer_gain(v.gains), out / f"{prefix}gain.png"),
+              "Transfer gain over scratch with Welch 95 % CIs")
+    g.table(_gain_table(v), "Transfer gain over scratch (test accuracy, completed runs)")
     secs.append(g)
 
-    lc = Section("5. Finalists: learning curves, per-class metrics, confusion")
+    fr = Section("5. Accuracy vs compute: Pareto frontier of cells")
+    fr.p("Each cell is one point: the mean test accuracy of its runs (± 95 % CI) against their "
+         "mean compute, target plus the amortised source cost (source FLOPs / trials that used "
+         "that source model). The black steps are the Pareto frontier of cells. Below, every "
+         "trial (its last validation accuracy; hollow: stopped by ASHA or incomplete; ringed: "
+         "the runs that count in the cell statistics), with and without the source cost.")
+    sc = C.scatter_points(t, v.runs)
+    for sp in splits:
+        fr.fig(plots.save(plots.cell_frontier(v.summary, v.frontier, sp),
+                          out / f"{prefix}cell_frontier_{sp}.png"),
+               f"Split {sp}: cells' mean test accuracy vs mean total compute")
+        fr.table(_cell_frontier_table(v, sp), f"Split {sp}: Pareto frontier of cells")
+        f = plots.save(plots.frontier(sc, sp), out / f"{prefix}frontier_{sp}.png")
+        fr.fig(f, f"Split {sp}: every trial's validation accuracy vs compute, with and without "
+                  "the amortised source cost")
+        st = t[t[M.SPLIT] == sp]
+        fr.table(_frontier_table(st, TOTAL_FLOPS), f"Split {sp}: trial frontier, total compute "
+                                                   "(target + amortised source)")
+        fr.table(_frontier_table(st, M.TARGET_FLOPS), f"Split {sp}: trial frontier, target "
+                                                      "compute only")
+    secs.append(fr)
+
+    lc = Section("6. Finalists: learning curves, per-class metrics, confusion")
     fin = F.finalists(t)
     lc.fig(plots.save(plots.learning_curves(s.epochs, fin, splits), out / f"{prefix}learning.png"),
            "Validation accuracy per epoch; coloured: finalists (trials that ran to max_t)")
@@ -322,16 +528,17 @@ def study_sections(s: Study, out: Path, prefix: str = "") -> list[Section]:
             lc.p(f"Split {sp}: no completed trial, so no test metrics yet.")
             continue
         lc.p(f"Split {sp}: best trial {b['trial_id']} ({b[M.BACKBONE]}, init {b[M.INIT]}, "
-             f"frozen depth {b[M.FROZEN_DEPTH]}, lr {b[M.LR]:.3g}): test accuracy "
-             f"{100 * b[M.TEST_ACC]:.1f}%, macro precision {100 * b[M.TEST_PRECISION]:.1f}%, "
-             f"recall {100 * b[M.TEST_RECALL]:.1f}%, F1 {100 * b[M.TEST_F1]:.1f}%.")
+             f"frozen depth {b[M.FROZEN_DEPTH]}, lr {b[M.LR]:.3g}) by validation accuracy: test "
+             f"accuracy {100 * b[M.TEST_ACC]:.1f}%, macro precision "
+             f"{100 * b[M.TEST_PRECISION]:.1f}%, recall {100 * b[M.TEST_RECALL]:.1f}%, "
+             f"F1 {100 * b[M.TEST_F1]:.1f}%.")
         lc.table(_per_class(b), f"Split {sp}: per-class test metrics of trial {b['trial_id']}")
         lc.fig(plots.save(plots.confusion(b, s.target_classes(sp)),
                           out / f"{prefix}confusion_{sp}.png"),
                f"Split {sp}: test confusion matrix of trial {b['trial_id']}")
     secs.append(lc)
 
-    a = Section("6. ASHA accounting")
+    a = Section("7. ASHA accounting")
     acc = F.asha_accounting(t, s.target_epochs)
     acc_s = F.asha_accounting(t.assign(_src_s=t["source_train_s"]), s.target_epochs,
                               flops=DEVICE_S, source_flops="_src_s")
@@ -341,6 +548,12 @@ def study_sections(s: Study, out: Path, prefix: str = "") -> list[Section]:
         f"{acc['fifo']:.3g} FLOPs ({acc_s['fifo']:.0f} device-seconds): savings factor "
         f"x{acc['savings']:.2f} in FLOPs, x{acc_s['savings']:.2f} in device time. The estimate "
         "uses each trial's per-epoch cost; trials that reported no epoch count as zero.")
+    ph = t.groupby(M.PHASE)
+    a.table(pd.DataFrame({"phase": list(ph.groups), "trials": ph.size().values,
+                          "completed": ph["status"].apply(lambda x: (x == COMPLETED).sum()).values,
+                          "stopped": ph["status"].apply(lambda x: (x == STOPPED).sum()).values,
+                          "target FLOPs": ph[M.TARGET_FLOPS].sum().values}),
+            "Compute by phase (tune: learning-rate search inside the cells; confirm: new seeds)")
     at = _asha_table(acc)
     at["device_s"] = [acc_s["spent"][COMPLETED], acc_s["spent"][STOPPED],
                       acc_s["spent"][ERRORED], acc_s["spent"][RUNNING], acc_s["source"],
@@ -350,14 +563,14 @@ def study_sections(s: Study, out: Path, prefix: str = "") -> list[Section]:
           "Compute spent under ASHA vs the FIFO estimate")
     secs.append(a)
 
-    p = Section("7. Provenance")
+    p = Section("8. Provenance")
     p.table(_provenance(s), "Study")
     if s.sources:
-        p.table(pd.DataFrame([{"source model": k, "trained by": v.get("trained_by"),
-                               "users": len(v.get("users", [])), "epochs": v.get("epochs"),
-                               "source FLOPs": v.get("flops"), "source val acc": v.get("val_acc"),
-                               "source test acc": v.get("test_acc"), "train_s": v.get("train_s")}
-                              for k, v in sorted(s.sources.items())]), "Shared source models")
+        p.table(pd.DataFrame([{"source model": k, "trained by": i.get("trained_by"),
+                               "users": len(i.get("users", [])), "epochs": i.get("epochs"),
+                               "source FLOPs": i.get("flops"), "source val acc": i.get("val_acc"),
+                               "source test acc": i.get("test_acc"), "train_s": i.get("train_s")}
+                              for k, i in sorted(s.sources.items())]), "Shared source models")
     p.pre(s.spec_text)
     secs.append(p)
     return secs
@@ -440,24 +653,25 @@ def _tables(out: Path, studies: list[Study], labels: list[str] | None = None) ->
         df.to_parquet(out / f"{name}.parquet", index=False)
 
 
-def summary_text(s: Study, label: str | None = None) -> str:
-    h = headline(s.trials)
-    h = h[h["backbone"] == F.ALL]
+def summary_text(s: Study, label: str | None = None, tolerance=None,
+                 view: CellView | None = None) -> str:
+    v = view or cell_view(s, tolerance)
     acc = F.asha_accounting(s.trials, s.target_epochs)
     n = s.trials["status"].value_counts().to_dict()
     lines = [f"study {label or s.name}: {len(s.trials)} trials ("
              + ", ".join(f"{n.get(k, 0)} {k}" for k in (COMPLETED, STOPPED, ERRORED, RUNNING))
-             + ")" + ("" if s.summary else " — PARTIAL: study running or interrupted")]
-    rows = [("split", "best config", "val acc", "test acc", "FLOPs (total)")]
-    for _, r in h.iterrows():
-        cfg = next(iter(s.trials.loc[s.trials["trial_id"] == r["trials"].split(",")[0]]
-                        .itertuples()), None)
-        rows.append((str(r["split"]), f"{cfg.backbone}/{cfg.init} d{cfg.frozen_depth} "
-                     f"lr {cfg.lr:.3g}" if cfg else "?", r["val acc (mean ± std)"]
-                     + ("" if r["basis"] == "completed" else " (not completed)"),
-                     r["test acc (mean ± std)"], f"{r['FLOPs total (incl. source share)']:.3g}"))
+             + ")" + ("" if s.summary else " — PARTIAL: study running or interrupted"),
+             f"  cells: {len(v.coverage)}, {len(v.coverage) - len(_no_run_cells(v))} with a "
+             f"completed run; answer by test accuracy, tolerance {v.tol_points:g} point(s)"]
+    rows = [("split", "backbone / init", "best depth (test acc, 95 % CI)", "answer")]
+    for _, r in v.answer.iterrows():
+        rows.append((str(r[M.SPLIT]), f"{r[M.BACKBONE]} / {r[M.INIT]}",
+                     f"d{int(r['best_depth'])}: {_mci(r['best_mean'], r['best_ci'], r['best_n'])}",
+                     recommendation(r)))
+    if len(rows) == 1:
+        rows.append(("–", "–", "no transferred cell has a completed run yet", ""))
     w = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    lines += ["  " + "  ".join(str(c).ljust(w[i]) for i, c in enumerate(r)) for r in rows]
+    lines += ["  " + "  ".join(str(c).ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in rows]
     lines.append(f"  ASHA: spent {acc['total']:.3g} FLOPs vs ~{acc['fifo']:.3g} FIFO "
                  f"(savings x{acc['savings']:.2f})")
     return "\n".join(lines)
@@ -467,14 +681,18 @@ def default_out(path: str, name: str) -> Path:
     return Path(f"report-{name}") if "://" in path else Path(path).expanduser() / "report"
 
 
-def make_report(path, out=None, force: bool = False) -> tuple[Path, str]:
-    """Write the report of one study; returns (output dir, terminal summary)."""
+def make_report(path, out=None, force: bool = False, tolerance=None) -> tuple[Path, str]:
+    """Write the report of one study; returns (output dir, terminal summary). ``tolerance``: the
+    equivalence tolerance in accuracy points (None: the spec's report.tolerance, default 1.0)."""
     s = load_study(path)
+    tolerance_points(s.spec, tolerance)  # a bad tolerance fails before anything is written
     out = Path(out) if out else default_out(str(path), s.name)
     _prepare_out(out, [s], "report", force)
-    _write(out, f"Study report: {s.name}", study_sections(s, out), [s], "report")
+    _write(out, f"Study report: {s.name}", study_sections(s, out, tolerance=tolerance), [s],
+           "report")
     _tables(out, [s])
-    return out, summary_text(s) + f"\nreport: {out / 'report.html'} (and report.md, PNGs, CSV, Parquet)"
+    return out, (summary_text(s, tolerance=tolerance)
+                 + f"\nreport: {out / 'report.html'} (and report.md, PNGs, CSV, Parquet)")
 
 
 # ----------------------------------------------------------------------------- compare
@@ -484,7 +702,79 @@ def _labels(studies: list[Study]) -> list[str]:
     return [n if names.count(n) == 1 else f"{n}#{i + 1}" for i, n in enumerate(names)]
 
 
-def compare_sections(studies: list[Study], labels: list[str], out: Path) -> list[Section]:
+ANSWER_KEYS = [M.SPLIT, M.BACKBONE, M.INIT]
+
+
+def _answers_side_by_side(views: list[CellView], labels: list[str]) -> pd.DataFrame:
+    """One row per split x backbone x init, two columns per study: its best depth (mean ± CI,
+    n) and its answer."""
+    keys = sorted({tuple(r) for v in views for r in v.answer[ANSWER_KEYS].itertuples(index=False)},
+                  key=lambda k: tuple(map(str, k)))
+    rows = []
+    for k in keys:
+        row = dict(zip(["split", "backbone", "init"], k))
+        for v, lab in zip(views, labels):
+            a = v.answer
+            m = a[(a[M.SPLIT] == k[0]) & (a[M.BACKBONE] == k[1]) & (a[M.INIT] == k[2])]
+            if m.empty:
+                row[f"{lab}: best depth"] = row[f"{lab}: answer"] = "–"
+                continue
+            r = m.iloc[0]
+            row[f"{lab}: best depth"] = (f"d{int(r['best_depth'])}: "
+                                         f"{_mci(r['best_mean'], r['best_ci'], r['best_n'])}")
+            row[f"{lab}: answer"] = recommendation(r)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _differences(views: list[CellView], labels: list[str], studies: list[Study]) -> pd.DataFrame:
+    """Per split x backbone x init, each study's best depth against the first study's: the
+    difference of their mean test accuracies with its Welch 95 % CI and p."""
+    base = views[0].answer.set_index(ANSWER_KEYS) if len(views[0].answer) else None
+    bsum = views[0].summary.set_index(M.CELL)
+    rows = []
+    for v, lab in zip(views[1:], labels[1:]):
+        summ = v.summary.set_index(M.CELL)
+        for _, r in v.answer.iterrows():
+            k = tuple(r[c] for c in ANSWER_KEYS)
+            if base is None or k not in base.index:
+                continue
+            b = base.loc[k]
+            cb = bsum.loc[f"{k[0]}/{k[1]}/{k[2]}/d{int(b['best_depth'])}"]
+            cr = summ.loc[f"{k[0]}/{k[1]}/{k[2]}/d{int(r['best_depth'])}"]
+            w = C.welch(cr["mean"], cr["std"], cr["n"], cb["mean"], cb["std"], cb["n"])
+            rows.append({"study": lab, "split": k[0], "backbone": k[1], "init": k[2],
+                         "best depth": f"d{int(b['best_depth'])} → d{int(r['best_depth'])}",
+                         "Δ best-depth test acc gain": w["diff"],
+                         "Δ 95 % CI (points)": _ci(w["lo"], w["hi"]),
+                         "p (Welch, two-sided)": _p(w["p"]),
+                         "cheapest equivalent depth": f"d{int(b['cheap_depth'])} → "
+                                                      f"d{int(r['cheap_depth'])}"})
+    for s, lab in zip(studies[1:], labels[1:]):
+        a0, a1 = (F.asha_accounting(x.trials, x.target_epochs) for x in (studies[0], s))
+        rows.append({"study": lab, "split": "(whole study)",
+                     "FLOPs ratio (whole study spent)": a1["total"] / a0["total"]
+                     if a0["total"] else math.nan})
+    return pd.DataFrame(rows)
+
+
+def _stacked(views, labels, table) -> pd.DataFrame:
+    parts = []
+    for v, lab in zip(views, labels):
+        d = table(v)
+        d.insert(0, "study", lab)
+        parts.append(d)
+    d = pd.concat(parts, ignore_index=True)
+    if "cell" in d and len(d):
+        d = d.sort_values(["cell", "study"], kind="stable").reset_index(drop=True)
+    return d
+
+
+def compare_sections(studies: list[Study], labels: list[str], out: Path,
+                     tolerance=None) -> list[Section]:
+    """The comparison's sections; every study is judged by the same rules (analysis.cells),
+    each with its own spec's tolerance unless ``tolerance`` (points) is given."""
+    views = [cell_view(s, tolerance) for s in studies]
     secs = []
     st = Section("1. Studies")
     st.table(pd.DataFrame([{
@@ -493,78 +783,77 @@ def compare_sections(studies: list[Study], labels: list[str], out: Path) -> list
         "data fingerprint": str((s.provenance.get("data") or {}).get("fingerprint", ""))[:16],
         "trials": len(s.trials),
         **{k: int((s.trials["status"] == k).sum()) for k in (COMPLETED, STOPPED, ERRORED, RUNNING)},
-        "finished": "yes" if s.summary else "no (partial)"} for s, lab in zip(studies, labels)]))
+        "cells": len(v.coverage), "cells with a run": len(v.coverage) - len(_no_run_cells(v)),
+        "confirm seeds": v.seeds, "tolerance (points)": f"{v.tol_points:g}",
+        "finished": "yes" if s.summary else "no (partial)"}
+        for s, lab, v in zip(studies, labels, views)]))
     fps = {str((s.provenance.get("data") or {}).get("fingerprint")) for s in studies}
     if len(fps) > 1:
         st.p("Note: the studies use different data (fingerprints differ); accuracies may not be "
              "comparable.")
     secs.append(st)
 
-    hs = []
-    for s, lab in zip(studies, labels):
-        h = headline(s.trials)
-        h.insert(0, "study", lab)
-        hs.append(h)
-    hd = pd.concat(hs, ignore_index=True)
-    b = Section("2. Best configurations per study")
-    b.table(hd[hd["backbone"] == F.ALL].reset_index(drop=True), "Best over all backbones")
-    b.table(hd[hd["backbone"] != F.ALL].reset_index(drop=True), "Best per backbone")
+    b = Section("2. Answer per study: how much to freeze")
+    b.p(_rule_text(views[0]))
+    if len({v.tol_points for v in views}) > 1:
+        b.p("The studies' specs set different tolerances (see section 1); each study is judged "
+            "by its own. Pass one tolerance to judge them alike.")
+    for v, lab in zip(views, labels):
+        note = _mode_note(v)
+        if note:
+            b.p(f"Study {lab}: {note}")
+        single = v.summary.loc[v.summary["n"] < 2, M.CELL].tolist()
+        if single:
+            b.p(f"Study {lab}: cells with only 1 completed run (no interval): {', '.join(single)}.")
+        if _no_run_cells(v):
+            b.p(f"Study {lab}: cells without any completed run: {', '.join(_no_run_cells(v))}.")
+    b.table(_answers_side_by_side(views, labels), "How much to freeze, side by side")
+    b.table(_stacked(views, labels, _coverage_table), "Per-cell coverage")
     secs.append(b)
 
     d = Section(f"3. Differences (relative to study {labels[0]})")
-    d.p("Per split, the best configuration of each study (over all backbones) against the first "
-        "study's: accuracy differences in percentage points, compute as ratios.")
-    base = {r[M.SPLIT]: r for _, r in _best_rows(studies[0]).iterrows()}
-    rows = []
-    for s, lab in zip(studies[1:], labels[1:]):
-        for _, r in _best_rows(s).iterrows():
-            b0 = base.get(r[M.SPLIT])
-            if b0 is None:
-                continue
-            rows.append({"study": lab, "split": r[M.SPLIT],
-                         "Δ val acc gain": r[f"{M.VAL_ACC}_mean"] - b0[f"{M.VAL_ACC}_mean"],
-                         "Δ test acc gain": r[f"{M.TEST_ACC}_mean"] - b0[f"{M.TEST_ACC}_mean"],
-                         "FLOPs ratio (best config)": r[f"{TOTAL_FLOPS}_mean"]
-                         / b0[f"{TOTAL_FLOPS}_mean"]})
-    for s, lab in zip(studies[1:], labels[1:]):
-        a0, a1 = (F.asha_accounting(x.trials, x.target_epochs) for x in (studies[0], s))
-        rows.append({"study": lab, "split": "(whole study)",
-                     "FLOPs ratio (whole study spent)": a1["total"] / a0["total"]})
-    d.table(pd.DataFrame(rows))
+    d.p("Per split, backbone and init, each study's most accurate depth against the first "
+        "study's: difference of the mean test accuracies in percentage points with the Welch 95 % "
+        "CI ('–': a side has one run), and how the best and the cheapest equivalent depth moved; "
+        "compute as ratios.")
+    d.table(_differences(views, labels, studies))
     secs.append(d)
 
-    f = Section("4. Accuracy vs compute: overlaid Pareto frontiers")
     allsplits = sorted({sp for s in studies for sp in _splits(s.trials)})
+    c = Section("4. Accuracy vs frozen depth: overlaid cell curves (95 % CI)")
+    c.p("Mean test accuracy of each cell's completed runs per frozen depth with 95 % t intervals, "
+        "one colour per study, one panel per backbone; dotted: the scratch cells. Hollow: one run.")
     for sp in allsplits:
-        f.fig(plots.save(plots.compare_frontiers(
-            {lab: s.trials for s, lab in zip(studies, labels)}, sp), out / f"compare_frontier_{sp}.png"),
-            f"Split {sp}: Pareto frontiers of the studies (total compute incl. source share)")
-        parts = []
-        for s, lab in zip(studies, labels):
-            ft = _frontier_table(s.trials[s.trials[M.SPLIT] == sp], TOTAL_FLOPS)
-            ft = ft[ft["frontier of"] == "all backbones"].drop(columns="frontier of")
-            ft.insert(0, "study", lab)
-            parts.append(ft)
-        f.table(pd.concat(parts, ignore_index=True), f"Split {sp}: frontier points")
-    secs.append(f)
+        c.fig(plots.save(plots.compare_depth_curves(
+            {lab: v.summary for v, lab in zip(views, labels)}, sp), out / f"compare_depth_{sp}.png"),
+            f"Split {sp}: test accuracy vs frozen depth, studies overlaid")
+    c.table(_stacked(views, labels, _cell_table), "Cells of every study (side by side per cell)")
+    secs.append(c)
 
-    g = Section("5. Transfer-depth curves and transfer gain")
-    dcs, gs = [], []
-    for s, lab in zip(studies, labels):
-        dc = F.depth_curves(s.trials, M.VAL_ACC)
-        dc.insert(0, "study", lab)
-        dcs.append(dc)
-        tg = F.transfer_gain(s.trials, BEST_VAL_ACC)
-        tg.insert(0, "study", lab)
-        gs.append(tg)
-    g.table(pd.concat(dcs, ignore_index=True).rename(columns={"n": "trials"}),
-            "Best validation accuracy per frozen depth")
-    g.table(pd.concat(gs, ignore_index=True).rename(columns={
-        "best_transfer": "best transfer val acc", "best_scratch": "best scratch val acc",
-        "best_transfer_init": "transfer init"}), "Transfer gain (validation, all trials)")
+    g = Section("5. Transfer gain over scratch")
+    g.p("Per study, the most accurate transferred depth against the scratch cell (completed runs "
+        "only): gain in points, Welch 95 % CI and two-sided p.")
+    g.table(_stacked(views, labels, _gain_table), "Transfer gain over scratch (test accuracy)")
     secs.append(g)
 
-    lc = Section("6. Finalists: learning curves and the best trials' test metrics")
+    f = Section("6. Accuracy vs compute: overlaid Pareto frontiers of cells")
+    f.p("Cells' mean test accuracy against their mean compute per run (target + amortised source); "
+        "one frontier per study.")
+    for sp in allsplits:
+        f.fig(plots.save(plots.compare_frontiers({lab: v.summary for v, lab in zip(views, labels)},
+                                                 {lab: v.frontier for v, lab in zip(views, labels)},
+                                                 sp), out / f"compare_frontier_{sp}.png"),
+              f"Split {sp}: Pareto frontiers of cells of the studies (total compute incl. source "
+              "share)")
+        parts = []
+        for v, lab in zip(views, labels):
+            ft = _cell_frontier_table(v, sp)
+            ft.insert(0, "study", lab)
+            parts.append(ft)
+        f.table(pd.concat(parts, ignore_index=True), f"Split {sp}: frontier cells")
+    secs.append(f)
+
+    lc = Section("7. Finalists: learning curves and the best trials' test metrics")
     rows = []
     for i, (s, lab) in enumerate(zip(studies, labels)):
         t, splits = s.trials, _splits(s.trials)
@@ -572,24 +861,24 @@ def compare_sections(studies: list[Study], labels: list[str], out: Path) -> list
                           out / f"compare_{i}_learning.png"),
                f"Study {lab}: validation accuracy per epoch; coloured: finalists")
         for sp in splits:
-            b = _best_trial(t[t[M.SPLIT] == sp])
-            if b is None:
+            bt = _best_trial(t[t[M.SPLIT] == sp])
+            if bt is None:
                 continue
-            rows.append({"study": lab, M.SPLIT: sp, "trial": b["trial_id"],
-                         M.BACKBONE: b[M.BACKBONE], M.INIT: b[M.INIT],
-                         M.FROZEN_DEPTH: b[M.FROZEN_DEPTH], M.LR: b[M.LR],
-                         "test acc": b[M.TEST_ACC], "macro precision": b[M.TEST_PRECISION],
-                         "macro recall": b[M.TEST_RECALL], "macro f1": b[M.TEST_F1]})
-            lc.fig(plots.save(plots.confusion(b, s.target_classes(sp)),
+            rows.append({"study": lab, M.SPLIT: sp, "trial": bt["trial_id"],
+                         M.BACKBONE: bt[M.BACKBONE], M.INIT: bt[M.INIT],
+                         M.FROZEN_DEPTH: bt[M.FROZEN_DEPTH], M.LR: bt[M.LR],
+                         "test acc": bt[M.TEST_ACC], "macro precision": bt[M.TEST_PRECISION],
+                         "macro recall": bt[M.TEST_RECALL], "macro f1": bt[M.TEST_F1]})
+            lc.fig(plots.save(plots.confusion(bt, s.target_classes(sp)),
                               out / f"compare_{i}_confusion_{sp}.png"),
-                   f"Study {lab}, split {sp}: test confusion matrix of trial {b['trial_id']}")
+                   f"Study {lab}, split {sp}: test confusion matrix of trial {bt['trial_id']}")
     if rows:
         lc.table(pd.DataFrame(rows), "Best completed trial per study and split (test split)")
     else:
         lc.p("No study has a completed trial yet, so there are no test metrics.")
     secs.append(lc)
 
-    a = Section("7. ASHA accounting")
+    a = Section("8. ASHA accounting")
     rows = []
     for s, lab in zip(studies, labels):
         acc = F.asha_accounting(s.trials, s.target_epochs)
@@ -601,29 +890,26 @@ def compare_sections(studies: list[Study], labels: list[str], out: Path) -> list
     a.table(pd.DataFrame(rows))
     secs.append(a)
 
-    p = Section("8. Provenance")
+    p = Section("9. Provenance")
     pv = [_provenance(s).set_index("item")["value"].rename(lab) for s, lab in zip(studies, labels)]
     p.table(pd.concat(pv, axis=1).reset_index())
     secs.append(p)
     return secs
 
 
-def _best_rows(s: Study) -> pd.DataFrame:
-    comp = F.aggregate_repeats(s.trials[s.trials["status"] == COMPLETED], sums=(TOTAL_FLOPS,))
-    if comp.empty:
-        comp = F.aggregate_repeats(s.trials, sums=(TOTAL_FLOPS,))
-    return F.best_per_group(comp, [M.SPLIT], f"{M.VAL_ACC}_mean", overall=False)
-
-
-def make_compare(paths, out=None, force: bool = False) -> tuple[Path, str]:
+def make_compare(paths, out=None, force: bool = False, tolerance=None) -> tuple[Path, str]:
+    """Compare studies side by side by the same rules; ``tolerance`` in accuracy points (None:
+    each study's spec's report.tolerance, default 1.0)."""
     if len(paths) < 2:
         raise ReportError("compare needs at least two study directories")
     studies = [load_study(p) for p in paths]
+    for s in studies:
+        tolerance_points(s.spec, tolerance)
     labels = _labels(studies)
     out = Path(out) if out else Path("compare-" + "-vs-".join(labels))
     _prepare_out(out, studies, "compare", force)
     _write(out, "Study comparison: " + " vs ".join(labels),
-           compare_sections(studies, labels, out), studies, "compare")
+           compare_sections(studies, labels, out, tolerance), studies, "compare")
     _tables(out, studies, labels)
-    text = "\n".join(summary_text(s, lab) for s, lab in zip(studies, labels))
+    text = "\n".join(summary_text(s, lab, tolerance) for s, lab in zip(studies, labels))
     return out, text + f"\ncomparison: {out / 'report.html'} (and report.md, PNGs, CSV, Parquet)"

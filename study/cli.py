@@ -10,10 +10,12 @@ import sys
 
 EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
 
-# --smoke: the same study, shrunk to a minute-scale check that everything runs end to end.
+# --smoke: the same study, shrunk to a minute-scale check that everything runs end to end
+# (one trial per cell, no confirmation seeds).
 SMOKE = {"target_epochs": 2, "source": {"epochs": 1},
          "data": {"max_train_per_class": 40, "max_test_per_class": 20},
-         "search": {"num_samples": 3, "repeats": 1},
+         "search": {"num_samples": 1, "trials_per_cell": 1, "repeats": 1},
+         "confirm": {"seeds": 0},
          "scheduler": {"grace_period": 1}}
 
 
@@ -30,27 +32,59 @@ def _overrides(args) -> dict:
     return o
 
 
-def cmd_validate(args) -> int:
-    from study.spec import load_spec, resolve_classes
-    from study.space import grid_points
+def _check_classes(spec, data_root) -> str | None:
+    """Split classes against the data (loaded, or CIFAR-10's known classes when data.root is
+    null: the download's classes are known without downloading). Returns a line to print."""
+    from study.spec import CIFAR10_CLASSES, resolve_classes
 
-    spec = load_spec(args.spec, _overrides(args))
-    if args.data_root or spec.data.root:
+    if data_root or spec.data.root:
         from trainables.data import load_dataset
         ds = load_dataset(spec.data.root, cache_dir=spec.data.cache_dir,
                           image_size=spec.data.image_size)
         resolve_classes(spec, ds.classes)
-        print(f"data: {len(ds.train_y)} train / {len(ds.test_y)} test images, classes "
-              f"{', '.join(ds.classes)}")
-    n = (len(grid_points(spec)) if spec.search.algorithm == "grid" else spec.search.num_samples)
+        return (f"data: {len(ds.train_y)} train / {len(ds.test_y)} test images, classes "
+                f"{', '.join(ds.classes)}")
+    resolve_classes(spec, CIFAR10_CLASSES)
+    return None
+
+
+def cmd_validate(args) -> int:
+    from study.cells import trial_counts
+    from study.spec import load_spec
+
+    spec = load_spec(args.spec, _overrides(args))
+    line = _check_classes(spec, args.data_root)
+    if line:
+        print(line)
+    c = trial_counts(spec)
     print(f"{args.spec}: valid study {spec.name!r}: {len(spec.splits)} split(s), "
-          f"{len(spec.backbones)} backbone(s), inits {', '.join(spec.inits)}, "
-          f"{n * spec.search.repeats} trials ({spec.search.algorithm}, {spec.scheduler.type})")
+          f"{len(spec.backbones)} backbone(s), inits {', '.join(spec.inits)}, {c['cells']} cells, "
+          f"{c['total']} trials ({c['tuning']} tuning + {c['confirm']} confirmation; mode "
+          f"{spec.search.mode}, {spec.search.algorithm}, {spec.scheduler.type})")
+    return EXIT_OK
+
+
+def cmd_plan(args) -> int:
+    from study.plan import format_plan, make_plan
+    from study.spec import load_spec
+
+    spec = load_spec(args.spec, _overrides(args))
+    _check_classes(spec, args.data_root)
+    per_class = None
+    if args.data_root or spec.data.root:
+        from trainables.data import load_dataset
+        import numpy as np
+        ds = load_dataset(spec.data.root, cache_dir=spec.data.cache_dir,
+                          image_size=spec.data.image_size)
+        per_class = int(np.bincount(ds.train_y).min())
+    print(format_plan(spec, make_plan(spec, per_class, args.flops_per_s)))
     return EXIT_OK
 
 
 def _report_summary(summary: dict) -> int:
-    return EXIT_OK if summary["finished"] + summary["stopped"] > 0 else EXIT_FAIL
+    from study.layout import COMPLETED, STOPPED
+
+    return EXIT_OK if summary[COMPLETED] + summary[STOPPED] > 0 else EXIT_FAIL
 
 
 def cmd_run(args) -> int:
@@ -58,6 +92,8 @@ def cmd_run(args) -> int:
     from study.spec import load_spec
 
     spec = load_spec(args.spec, _overrides(args))
+    if not (args.data_root or spec.data.root):
+        _check_classes(spec, None)  # before anything downloads
     return _report_summary(run_study(spec))
 
 
@@ -174,6 +210,14 @@ def main(argv: list[str] | None = None) -> int:
             q.add_argument("-f", "--follow", action="store_true",
                            help="stream until the job ends; exit 0 iff it succeeded")
 
+    pl = sub.add_parser("plan", help="cells, trials, FLOPs per phase and device-hours of a "
+                        "study, before anything runs")
+    pl.add_argument("spec")
+    pl.add_argument("--data-root", help="count the data's images (default: CIFAR-10's 5000 per "
+                    "class, capped by data.max_train_per_class)")
+    pl.add_argument("--flops-per-s", type=float, help="training throughput in FLOP/s (default: "
+                    "a short probe of each backbone on this machine)")
+
     s = sub.add_parser("resume", help="continue an interrupted study")
     s.add_argument("path", help="the study directory (<storage>/<name>)")
 
@@ -205,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     from trainables.data import DataError
 
     try:
-        return {"validate": cmd_validate, "run": cmd_run, "resume": cmd_resume,
+        return {"validate": cmd_validate, "plan": cmd_plan, "run": cmd_run, "resume": cmd_resume,
                 "submit": cmd_submit, "jobs": cmd_jobs, "status": cmd_status, "logs": cmd_logs,
                 "stop": cmd_stop}[args.command](args)
     except (SpecError, DataError, StudyExistsError, WeightsUnavailable, AddressError) as e:

@@ -23,7 +23,8 @@ from pathlib import Path
 from study.spec import Spec, load_spec, load_spec_dict, resolve_classes
 from trainables import metrics as M
 
-from study.layout import PROVENANCE_FILE, SOURCES_DIR, STUDY_FILE, SUMMARY_FILE  # noqa: F401
+from study.layout import (COMPLETED, ERRORED, PROVENANCE_FILE, SOURCES_DIR, STOPPED,  # noqa: F401
+                          STUDY_FILE, SUMMARY_FILE)
 
 
 class StudyExistsError(RuntimeError):
@@ -183,13 +184,18 @@ def _trainable(spec: Spec, data, sdir: str | None = None):
 
 
 def _scheduler(spec: Spec):
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    """Early stopping inside a cell (mode best: a split), never across (study.scheduler)."""
+    from ray.tune.schedulers import FIFOScheduler
+
+    from study.cells import group_sizes
+    from study.scheduler import CellScheduler
 
     if spec.scheduler.type == "fifo":
         return FIFOScheduler()
-    return ASHAScheduler(time_attr=M.EPOCH, metric=M.OBJECTIVE, mode=M.MODE,
-                         max_t=spec.target_epochs, grace_period=spec.scheduler.grace_period,
-                         reduction_factor=spec.scheduler.reduction_factor)
+    return CellScheduler(rule=spec.scheduler.type,
+                         group_key=M.CELL if spec.search.mode == "compare" else M.SPLIT,
+                         group_sizes=group_sizes(spec), grace=spec.scheduler.grace_period,
+                         rf=spec.scheduler.reduction_factor, max_t=spec.target_epochs)
 
 
 def trial_dirname(trial) -> str:
@@ -203,9 +209,10 @@ def run_study(spec: Spec, log=print, callbacks: list | None = None) -> dict:
     ``callbacks``: extra Tune callbacks (e.g. to watch or disturb a study in tests)."""
     from ray import tune
 
-    from study.asha import RungState
+    from study.cells import trial_counts
     from study.progress import Progress
-    from study.space import make_searcher
+    from study.scheduler import RungState
+    from study.space import StudySearcher
 
     sdir = study_dir(spec)
     if not is_uri(sdir) and Path(sdir).exists() and any(Path(sdir).iterdir()):
@@ -217,11 +224,15 @@ def run_study(spec: Spec, log=print, callbacks: list | None = None) -> dict:
         Path(sdir).mkdir(parents=True, exist_ok=True)
     _write_text(f"{sdir}/{STUDY_FILE}", spec.to_yaml())
     write_provenance(sdir, spec, data)
-    search_alg, num_samples = make_searcher(spec)
+    search_alg = StudySearcher(spec.to_dict())
+    counts = trial_counts(spec)
+    num_samples = counts["total"]
     scheduler = _scheduler(spec)
-    log(f"study {spec.name!r}: {num_samples} trials, {spec.search.algorithm} search, "
-        f"{spec.scheduler.type} scheduler, up to {spec.search.max_concurrent} at once; "
-        f"results in {sdir}")
+    log(f"study {spec.name!r} (mode {spec.search.mode}): {counts['cells']} cells, "
+        f"{counts['tuning']} tuning + {counts['confirm']} confirmation trials, "
+        f"{spec.search.algorithm} sampling, {spec.scheduler.type} early stopping per "
+        f"{'cell' if spec.search.mode == 'compare' else 'split'}, up to "
+        f"{spec.search.max_concurrent} at once; results in {sdir}")
     tuner = tune.Tuner(
         _trainable(spec, data),
         tune_config=tune.TuneConfig(
@@ -233,8 +244,8 @@ def run_study(spec: Spec, log=print, callbacks: list | None = None) -> dict:
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             # RungState: ASHA's rung records are saved with the experiment state (see asha.py)
-            callbacks=[Progress(spec.target_epochs),
-                       *([RungState(scheduler)] if spec.scheduler.type == "asha" else []),
+            callbacks=[Progress(spec.target_epochs, counts["cells"]),
+                       *([RungState(scheduler)] if spec.scheduler.type != "fifo" else []),
                        *(callbacks or [])], verbose=0),
     )
     t0 = time.time()
@@ -335,28 +346,33 @@ def resume_study(path: str, log=print) -> dict:
 
 
 def _finish(spec: Spec, grid, sdir: str, wall: float, log) -> dict:
+    from study.cells import cells
+
     rows = []
     for r in grid:
         last = r.metrics or {}
-        status = ("errored" if r.error else
-                  "finished" if last.get(M.EPOCH, 0) >= spec.target_epochs else "stopped")
+        status = (ERRORED if r.error else
+                  COMPLETED if last.get(M.EPOCH, 0) >= spec.target_epochs else STOPPED)
         rows.append({"trial_id": last.get("trial_id"), "status": status,
                      **{k: r.config.get(k) for k in M.CONFIG_KEYS},
                      M.EPOCH: last.get(M.EPOCH), M.VAL_ACC: last.get(M.VAL_ACC),
                      M.TEST_ACC: last.get(M.TEST_ACC), M.TARGET_FLOPS: last.get(M.TARGET_FLOPS),
                      M.SOURCE_FLOPS: last.get(M.SOURCE_FLOPS), "error": str(r.error) if r.error else None})
-    finished = [x for x in rows if x["status"] == "finished"]
-    best = max(finished, key=lambda x: x[M.VAL_ACC], default=None)
+    completed = [x for x in rows if x["status"] == COMPLETED]
+    per_cell = {c.id: sum(x[M.CELL] == c.id for x in completed) for c in cells(spec)}
+    uncovered = [c for c, n in per_cell.items() if n == 0]
     summary = {
         "study": spec.name, "results": sdir, "wall_s": round(wall, 1), "trials": len(rows),
-        "finished": len(finished), "stopped": sum(x["status"] == "stopped" for x in rows),
-        "errored": sum(x["status"] == "errored" for x in rows), "best": best, "trial_rows": rows,
+        COMPLETED: len(completed), STOPPED: sum(x["status"] == STOPPED for x in rows),
+        ERRORED: sum(x["status"] == ERRORED for x in rows),
+        "cells": len(per_cell), "cells_completed": len(per_cell) - len(uncovered),
+        "completed_per_cell": per_cell, "trial_rows": rows,
     }
     _write_text(f"{sdir}/{SUMMARY_FILE}", json.dumps(summary, indent=1, default=str))
-    log(f"done in {wall:.0f}s: {summary['trials']} trials, {summary['finished']} finished, "
-        f"{summary['stopped']} stopped by ASHA, {summary['errored']} errored")
-    if best:
-        log(f"best (by {M.VAL_ACC}): {', '.join(f'{k}={best[k]}' for k in M.CONFIG_KEYS)} -> "
-            f"val_acc {best[M.VAL_ACC]:.4f}, test_acc {best[M.TEST_ACC]:.4f}")
-    log(f"results: {sdir}")
+    log(f"done in {wall:.0f}s: {summary['trials']} trials, {summary[COMPLETED]} completed, "
+        f"{summary[STOPPED]} stopped early, {summary[ERRORED]} errored; "
+        f"{summary['cells_completed']}/{summary['cells']} cells have a completed run")
+    if uncovered:
+        log(f"cells without a completed run: {', '.join(uncovered)}")
+    log(f"results: {sdir} (the answer: `study report {sdir}`)")
     return summary

@@ -1,109 +1,196 @@
-"""The search space: split x backbone x init x frozen depth (per backbone) x learning rate.
+"""What a study samples, and in what order: the Tune searcher.
 
-Frozen depth is conditional: each backbone has its own range (``frozen_depth__<backbone>`` in
-Optuna's parameter names, copied to ``frozen_depth`` in the trial config), and init ``scratch``
-trains every stage (depth 0, not sampled). Init ``imagenet`` is only paired with backbones that
-have ImageNet weights.
+Mode ``compare`` (default): the trials are known up front (``study.cells.tuning_configs``: each
+cell's learning rates, interleaved across cells). Mode ``best``: one Optuna search per split over
+(backbone, init, frozen depth, lr) (``DefineByRun``), so what a split's trials teach the sampler
+never steers another split. In both modes, once every tuning trial of a group (cell / split) has
+ended, the group's best configuration (highest final ``val_acc`` among its trials that reached
+``target_epochs``) is queued again with ``confirm.seeds`` new seeds.
+
+The searcher is plain data plus (mode best) Optuna's samplers: Tune saves it with every
+experiment checkpoint (``save`` / ``restore``), so a resumed study continues the same sequence.
 """
 from __future__ import annotations
 
-import itertools
 import pickle
 
 from ray.tune.search import Searcher
 
+from study import cells as C
 from study.spec import Spec, load_spec_dict
 from trainables import metrics as M
-from trainables.backbones import REGISTRY
-
-
-def valid_inits(spec: Spec, backbone: str) -> list[str]:
-    return [i for i in spec.inits if i != "imagenet" or REGISTRY[backbone].imagenet_weights]
 
 
 class DefineByRun:
-    """Optuna define-by-run space (a picklable callable, so Tune can checkpoint the searcher)."""
+    """Optuna define-by-run space of one split (mode best; a picklable callable, so Tune can
+    checkpoint the searcher). Frozen depth is conditional: ``frozen_depth__<backbone>`` per
+    backbone; init ``scratch`` trains every stage (depth 0, not sampled)."""
 
-    def __init__(self, spec_dict: dict):
+    def __init__(self, spec_dict: dict, split: str):
         self.spec = load_spec_dict(spec_dict)  # validated once, not per sample
+        self.split = split
 
     def __call__(self, trial):
         spec = self.spec
-        split = trial.suggest_categorical(M.SPLIT, [s.name for s in spec.splits])
-        # Backbones with no valid init (scratch_cnn when inits is only 'imagenet') are not sampled.
         backbone = trial.suggest_categorical(
-            M.BACKBONE, [b.name for b in spec.backbones if valid_inits(spec, b.name)])
-        inits = valid_inits(spec, backbone)
+            M.BACKBONE, [b.name for b in spec.backbones if C.valid_inits(spec, b.name)])
+        inits = C.valid_inits(spec, backbone)
         # One categorical per backbone: Optuna's distributions must not change between trials.
         init = trial.suggest_categorical(f"{M.INIT}__{backbone}", inits) if len(inits) > 1 else inits[0]
-        if init == "scratch":
-            depth = 0
-        else:
-            lo, hi = spec.backbone(backbone).frozen_depth
-            depth = trial.suggest_int(f"{M.FROZEN_DEPTH}__{backbone}", lo, hi) if hi > lo else lo
+        depth = 0
+        if init != "scratch":
+            ds = spec.backbone(backbone).depth_list()
+            depth = (trial.suggest_categorical(f"{M.FROZEN_DEPTH}__{backbone}", ds)
+                     if len(ds) > 1 else ds[0])
         trial.suggest_float(M.LR, spec.lr.low, spec.lr.high, log=True)
-        return {M.INIT: init, M.FROZEN_DEPTH: depth, M.SEED: spec.search.seed}
+        cell = C.Cell(self.split, backbone, init, depth, "")
+        return {M.SPLIT: self.split, M.INIT: init, M.FROZEN_DEPTH: depth,
+                M.SEED: spec.search.seed, M.CELL: cell.id, M.PHASE: M.PHASE_TUNE}
 
 
-def grid_points(spec: Spec) -> list[dict]:
-    """Every (split, backbone, init, depth, lr) combination, for search.algorithm 'grid'."""
-    points = []
-    for s, b in itertools.product(spec.splits, spec.backbones):
-        for init in valid_inits(spec, b.name):
-            depths = [0] if init == "scratch" else range(b.frozen_depth[0], b.frozen_depth[1] + 1)
-            for d, lr in itertools.product(depths, spec.lr.grid):
-                points.append({M.SPLIT: s.name, M.BACKBONE: b.name, M.INIT: init,
-                               M.FROZEN_DEPTH: d, M.LR: lr})
-    return points
+def _sampler(spec: Spec, seed: int):
+    import optuna
+
+    n = spec.search.num_samples
+    if spec.search.algorithm == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, n // 3)))
+    if spec.search.algorithm == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed, scramble=True)
+    return optuna.samplers.RandomSampler(seed=seed)
 
 
-class PointsSearcher(Searcher):
-    """Hands out a fixed list of configs in order (grid search over a conditional space, which
-    neither Tune's grid_search nor Optuna's GridSampler can express)."""
+class StudySearcher(Searcher):
+    """Hands out the study's tuning trials, then each group's confirmation trials.
 
-    def __init__(self, points: list[dict]):
+    ``ready(config) -> bool`` (set by the runner, not saved) may hold back a trial whose source
+    model is not trained yet; other trials go first."""
+
+    def __init__(self, spec_dict: dict):
         super().__init__(metric=M.OBJECTIVE, mode=M.MODE)
-        self.points = [dict(p) for p in points]
-        self.next_index = 0
+        spec = load_spec_dict(spec_dict)
+        self.spec_dict = spec_dict
+        self.study_mode = spec.search.mode
+        self.target_epochs = spec.target_epochs
+        self.sizes = C.group_sizes(spec)
+        self.queue: list[dict] = []  # tuning configs not handed out yet (compare, best+grid)
+        self.remaining: dict[str, int] = {}  # mode best + optuna: samples left per split
+        self.proposers: dict = {}  # mode best + optuna: split -> OptunaSearch
+        if self.study_mode == "compare":
+            self.queue = C.tuning_configs(spec)
+        elif spec.search.algorithm == "grid":
+            pts = C.best_grid(spec)
+            self.queue = [{**p, M.SEED: spec.search.seed} for r in range(spec.search.repeats)
+                          for p in pts]
+            for i, p in enumerate(self.queue):
+                p[M.REPEAT] = i // len(pts) if pts else 0
+        else:
+            from ray.tune.search.optuna import OptunaSearch
 
+            for i, s in enumerate(spec.splits):
+                self.proposers[s.name] = OptunaSearch(
+                    space=DefineByRun(spec_dict, s.name), sampler=_sampler(spec, spec.search.seed + i),
+                    metric=M.OBJECTIVE, mode=M.MODE)
+                self.remaining[s.name] = spec.search.num_samples
+        self.repeats = spec.search.repeats
+        self.pending_repeats: list[dict] = []  # mode best: further seeds of a proposal
+        self.proposal_of: dict[str, str] = {}  # trial -> proposal id (mode best, optuna)
+        self.proposal_results: dict[str, list] = {}
+        self.confirm_queue: list[dict] = []
+        self.group_of: dict[str, str] = {}  # tuning trial -> group
+        self.live: set[str] = set()
+        self.configs: dict[str, dict] = {}  # trial -> the config handed out
+        self.ended: dict[str, dict] = {}  # group -> {trial: (final val_acc or None, config)}
+        self.confirmed: set[str] = set()
+        self.ready = None
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d["ready"] = None  # a runner-side callable, set again after restore
+        return d
+
+    # ------------------------------------------------------------------ Tune's interface
     def suggest(self, trial_id: str):
-        if self.next_index >= len(self.points):
-            return Searcher.FINISHED
-        self.next_index += 1
-        return dict(self.points[self.next_index - 1])
+        cfg = self._next(trial_id)
+        if cfg is None:
+            return Searcher.FINISHED if self._finished() else None
+        self.live.add(trial_id)
+        self.configs[trial_id] = dict(cfg)
+        if cfg.get(M.PHASE) == M.PHASE_TUNE:
+            self.group_of[trial_id] = str(cfg[M.CELL] if self.study_mode == "compare" else cfg[M.SPLIT])
+        return cfg
 
-    def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
-        pass
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        self.live.discard(trial_id)
+        if trial_id in self.proposal_of:
+            pid = self.proposal_of.pop(trial_id)
+            res = self.proposal_results.setdefault(pid, [])
+            res.append(None if error or not result else result.get(M.OBJECTIVE))
+            if len(res) == self.repeats:
+                split, ptid = pid.split("|", 1)
+                vals = [v for v in res if v is not None]
+                self.proposers[split].on_trial_complete(
+                    ptid, {M.OBJECTIVE: sum(vals) / len(vals)} if vals else None, error=not vals)
+        g = self.group_of.get(trial_id)
+        if g is None:
+            return
+        done = bool(result) and not error and int(result.get(M.EPOCH, 0)) >= self.target_epochs
+        cfg = self.configs.get(trial_id) or (result or {}).get("config") or {}
+        self.ended.setdefault(g, {})[trial_id] = (result.get(M.OBJECTIVE) if done else None, cfg)
+        self._maybe_confirm(g)
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:
-            pickle.dump((self.points, self.next_index), f)
+            pickle.dump(self.__getstate__(), f)
 
     def restore(self, checkpoint_path: str) -> None:
+        ready = self.ready
         with open(checkpoint_path, "rb") as f:
-            self.points, self.next_index = pickle.load(f)
+            self.__dict__.update(pickle.load(f))
+        self.ready = ready
+        # Trials that were live when the driver stopped are resumed by Tune, not re-suggested.
 
+    # ------------------------------------------------------------------ internals
+    def _ok(self, cfg: dict) -> bool:
+        return self.ready is None or self.ready(cfg)
 
-def make_searcher(spec: Spec):
-    """(search algorithm, num_samples) for the Tuner."""
-    from ray.tune.search import Repeater
+    def _next(self, trial_id: str) -> dict | None:
+        for q in (self.confirm_queue, self.pending_repeats, self.queue):
+            for i, cfg in enumerate(q):
+                if self._ok(cfg):
+                    cfg = dict(q.pop(i))
+                    if "_proposal" in cfg:
+                        self.proposal_of[trial_id] = cfg.pop("_proposal")
+                    return cfg
+        for split, n in self.remaining.items():
+            if n <= 0:
+                continue
+            ptid = f"{trial_id}"
+            cfg = self.proposers[split].suggest(ptid)
+            if cfg is None or cfg == Searcher.FINISHED:
+                continue
+            self.remaining[split] -= 1
+            pid = f"{split}|{ptid}"
+            cfg = dict(cfg)
+            first = {**cfg, M.REPEAT: 0}
+            self.proposal_of[trial_id] = pid
+            for r in range(1, self.repeats):
+                self.pending_repeats.append({**cfg, M.REPEAT: r, "_proposal": pid})
+            return first
+        return None
 
-    if spec.search.algorithm == "grid":
-        # repeats of a point get consecutive seeds
-        points = [{**p, M.SEED: spec.search.seed + r}
-                  for r in range(spec.search.repeats) for p in grid_points(spec)]
-        return PointsSearcher(points), len(points)
+    def _maybe_confirm(self, g: str) -> None:
+        ended = self.ended.get(g, {})
+        if g in self.confirmed or len(ended) < self.sizes.get(g, 0):
+            return
+        self.confirmed.add(g)
+        done = [(v, cfg) for v, cfg in ended.values() if v is not None and cfg]
+        if not done:
+            return  # no tuning trial of this group completed (all errored): nothing to confirm
+        best = max(done, key=lambda x: x[0])[1]
+        spec = load_spec_dict(self.spec_dict)
+        self.confirm_queue.extend(C.confirm_configs(spec, best))
 
-    import optuna
-    from ray.tune.search.optuna import OptunaSearch
-
-    sampler = (optuna.samplers.TPESampler(seed=spec.search.seed, n_startup_trials=min(
-        10, max(2, spec.search.num_samples // 3))) if spec.search.algorithm == "tpe"
-        else optuna.samplers.RandomSampler(seed=spec.search.seed))
-    searcher = OptunaSearch(space=DefineByRun(spec.to_dict()), sampler=sampler,
-                            metric=M.OBJECTIVE, mode=M.MODE)
-    if spec.search.repeats > 1:
-        # Repeater runs each sampled config `repeats` times (config[REPEAT] = 0..repeats-1; the
-        # trainable's seed = search.seed + REPEAT) and reports their mean to the searcher.
-        searcher = Repeater(searcher, repeat=spec.search.repeats, set_index=True)
-    return searcher, spec.search.num_samples * spec.search.repeats
+    def _finished(self) -> bool:
+        return (not self.live and not self.queue and not self.confirm_queue
+                and not self.pending_repeats and all(n <= 0 for n in self.remaining.values())
+                and all(g in self.confirmed for g in self.sizes))

@@ -1,10 +1,16 @@
 """Study specs: YAML -> validated, frozen dataclasses (plain data, serialisable back to YAML).
 
+The schema is written once: every field is a dataclass field whose metadata holds its default,
+its unit/meaning and its rule (``_f(default, rule, doc)``); the loader reads the rules from the
+dataclasses, so a default or a valid range is never spelled twice. ``python -c "from study.spec
+import describe; print(describe())"`` prints the whole schema.
+
 Every error names the field (a dotted path), the value and the rule, e.g.::
 
     search.num_samples = -3: must be an integer in [1, 100000]
 
-All problems of a spec are collected and reported together (``SpecError.problems``).
+All problems of a spec are collected and reported together (``SpecError.problems``). This module
+imports no torch and no Ray (backbone facts come from ``trainables.catalog``).
 """
 from __future__ import annotations
 
@@ -16,15 +22,19 @@ from typing import Any
 
 import yaml
 
-from trainables.backbones import REGISTRY
+from trainables.catalog import CATALOG as REGISTRY
 
 INITS = ("source", "imagenet", "scratch")
-SEARCH_ALGORITHMS = ("tpe", "random", "grid")
-SCHEDULERS = ("asha", "fifo")
+SEARCH_MODES = ("compare", "best")
+SEARCH_ALGORITHMS = ("tpe", "random", "grid", "qmc")
+SCHEDULERS = ("halving", "asha", "fifo")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("cosine", "constant")
 STEMS = ("auto", "cifar", "imagenet")
 FEATURE_CACHE_MODES = ("auto", "on", "off")
+LOGGERS = ("tensorboard", "mlflow", "wandb")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")  # torchvision's CIFAR10.classes (data.root null)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")  # \Z: "$" would accept a trailing newline
 
 
@@ -35,16 +45,124 @@ class SpecError(ValueError):
         super().__init__(head + ":\n  " + "\n  ".join(problems))
 
 
-# ----------------------------------------------------------------------------- dataclasses
+# ----------------------------------------------------------------------------- rules
+
+def _range_rule(kind, lo, hi, lo_open=False):
+    if lo is not None and hi is not None:
+        return f"must be {kind} in {'(' if lo_open else '['}{lo}, {hi}]"
+    if lo is not None:
+        return f"must be {kind} {'>' if lo_open else '>='} {lo}"
+    return f"must be {kind} <= {hi}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Int:
+    lo: int | None = None
+    hi: int | None = None
+    optional: bool = False  # null allowed
+
+    def check(self, v):
+        """(value, None) or (None, rule text)."""
+        if v is None and self.optional:
+            return None, None
+        if isinstance(v, bool) or not isinstance(v, int):
+            return None, "must be an integer"
+        if (self.lo is not None and v < self.lo) or (self.hi is not None and v > self.hi):
+            return None, _range_rule("an integer", self.lo, self.hi)
+        return v, None
+
+    def __str__(self):
+        return ("null or " if self.optional else "") + _range_rule("an integer", self.lo, self.hi)[8:] \
+            if (self.lo, self.hi) != (None, None) else "an integer"
+
+
+@dataclasses.dataclass(frozen=True)
+class Num:
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    optional: bool = False
+
+    def check(self, v):
+        if v is None and self.optional:
+            return None, None
+        if isinstance(v, str):
+            try:
+                v = float(v)  # YAML 1.1 reads 1e-3 (no dot) as a string
+            except ValueError:
+                pass
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return None, "must be a finite number"
+        if ((self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo))
+                or (self.hi is not None and v > self.hi)):
+            return None, _range_rule("a number", self.lo, self.hi, self.lo_open)
+        return float(v), None
+
+    def __str__(self):
+        return ("null or " if self.optional else "") + _range_rule(
+            "a number", self.lo, self.hi, self.lo_open)[8:]
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    choices: tuple[str, ...]
+
+    def check(self, v):
+        if isinstance(v, bool) and {"on", "off"} <= set(self.choices):
+            v = "on" if v else "off"  # YAML 1.1 reads a bare on/off as true/false
+        if v not in self.choices:
+            return None, f"must be one of {', '.join(self.choices)}"
+        return v, None
+
+    def __str__(self):
+        return "one of " + ", ".join(self.choices)
+
+
+@dataclasses.dataclass(frozen=True)
+class Path_:
+    optional: bool = True
+    what: str = "a path or null"
+
+    def check(self, v):
+        if v is None and self.optional:
+            return None, None
+        if not isinstance(v, str) or not v:
+            return None, f"must be {self.what}"
+        return v, None
+
+    def __str__(self):
+        return self.what
+
+
+def _f(default, rule=None, doc: str = ""):
+    """A spec field: its default, its rule (None: checked by a section parser) and its meaning
+    with units. Mutable defaults (nested sections) are built by ``default_factory``."""
+    meta = {"rule": rule, "doc": doc}
+    if dataclasses.is_dataclass(default) or isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda d=default: d, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _default(cls, name: str):
+    f = next(x for x in dataclasses.fields(cls) if x.name == name)
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+
+
+# ----------------------------------------------------------------------------- the schema
 
 @dataclasses.dataclass(frozen=True)
 class DataSpec:
-    root: str | None = None  # image folder / archive / cifar-10-batches-py; None: download CIFAR-10
-    cache_dir: str | None = None  # decoded-array cache; None: $STUDY_CACHE_DIR or ~/.cache/tl-study
-    image_size: int = 32  # pixels (square); image-folder data is resized to it
-    val_fraction: float = 0.1  # share of each class's training images held out for validation
-    max_train_per_class: int | None = None  # cap on training+validation images per class
-    max_test_per_class: int | None = None  # cap on test images per class
+    root: str | None = _f(None, Path_(), "image folder / .tar[.gz|.xz] archive / "
+                          "cifar-10-batches-py; null: torchvision downloads CIFAR-10")
+    cache_dir: str | None = _f(None, Path_(), "decoded-array cache; null: $STUDY_CACHE_DIR or "
+                               "~/.cache/tl-study")
+    image_size: int = _f(32, Int(8, 512), "pixels (square); image-folder data is resized to it")
+    val_fraction: float = _f(0.1, Num(0, 0.5, lo_open=True), "share of each class's training "
+                             "images held out for validation (stratified, seeded)")
+    max_train_per_class: int | None = _f(None, Int(2, optional=True), "cap on training + "
+                                         "validation images per class (null: all)")
+    max_test_per_class: int | None = _f(None, Int(1, optional=True), "cap on test images per "
+                                        "class (null: all)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,53 +175,73 @@ class SplitSpec:
 @dataclasses.dataclass(frozen=True)
 class BackboneSpec:
     name: str
-    frozen_depth: tuple[int, int]  # inclusive range searched (init 'scratch' always uses 0)
+    frozen_depth: tuple[int, int]  # inclusive range of compared depths (init 'scratch': 0)
     stem: str = "auto"  # auto: 'imagenet' for ImageNet weights, else 'cifar'
+    depths: tuple[int, ...] = ()  # an explicit subset of depths, e.g. (0, 2, 4); (): the range
+
+    def depth_list(self) -> list[int]:
+        return list(self.depths) or list(range(self.frozen_depth[0], self.frozen_depth[1] + 1))
 
 
 @dataclasses.dataclass(frozen=True)
 class LRSpec:
-    low: float  # log-uniform lower bound (per-step learning rate of the target stage)
+    low: float  # log-uniform lower bound (per-step peak learning rate of the target stage)
     high: float
     grid: tuple[float, ...] = ()  # values used by search.algorithm 'grid'
 
 
 @dataclasses.dataclass(frozen=True)
 class SourceSpec:
-    epochs: int = 10  # source-stage epochs (init 'source')
-    lr: float = 0.05  # source-stage peak learning rate
+    epochs: int = _f(10, Int(1, 1000), "source-stage epochs (init 'source')")
+    lr: float = _f(0.05, Num(0, 10, lo_open=True), "source-stage peak learning rate")
 
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerSpec:
-    name: str = "sgd"
-    momentum: float = 0.9  # SGD (Nesterov) momentum; Adam's beta1
-    weight_decay: float = 5e-4  # L2 on trainable parameters (decoupled for adamw)
-    schedule: str = "cosine"  # per-step: cosine decay to 0 over max_epochs, after warmup
-    warmup_epochs: float = 0.5  # linear warm-up from 0, in epochs
-    label_smoothing: float = 0.0
+    name: str = _f("sgd", Choice(OPTIMIZERS), "optimiser of both stages")
+    momentum: float = _f(0.9, Num(0, 0.999), "SGD (Nesterov) momentum; Adam's beta1")
+    weight_decay: float = _f(5e-4, Num(0, 1), "L2 on trainable parameters (decoupled for adamw)")
+    schedule: str = _f("cosine", Choice(LR_SCHEDULES), "per step: cosine decay to 0 over the "
+                       "stage's maximum epochs, after warm-up; or constant")
+    warmup_epochs: float = _f(0.5, Num(0, 100), "linear warm-up from 0, in epochs")
+    label_smoothing: float = _f(0.0, Num(0, 0.5), "cross-entropy label smoothing")
 
 
 @dataclasses.dataclass(frozen=True)
 class SearchSpec:
-    algorithm: str = "tpe"
-    num_samples: int = 20  # configurations sampled (each run `repeats` times)
-    max_concurrent: int = 2  # trials running at once
-    repeats: int = 1  # seeds per configuration (seed, seed+1, ...)
-    seed: int = 0
+    algorithm: str = _f("qmc", Choice(SEARCH_ALGORITHMS), "how learning rates are drawn: qmc "
+                        "(stratified log-uniform inside each cell), random, grid (lr.grid), tpe "
+                        "(Optuna TPE; mode best only)")
+    num_samples: int = _f(20, Int(1, 100_000), "mode best: configurations sampled per split")
+    max_concurrent: int = _f(2, Int(1, 10_000), "trials running at once")
+    repeats: int = _f(1, Int(1, 100), "mode best: seeds per sampled configuration")
+    seed: int = _f(0, Int(0, 2**31 - 1), "study seed: sampling, validation split, tuning trials")
+    mode: str = _f("compare", Choice(SEARCH_MODES), "compare: every cell (split x backbone x "
+                   "init x depth) gets trials_per_cell tuning trials; best: one search per split")
+    trials_per_cell: int = _f(4, Int(1, 1000), "mode compare: learning rates tried per cell "
+                              "(grid: one per lr.grid value)")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfirmSpec:
+    seeds: int = _f(2, Int(0, 100), "extra seeds for each cell's best configuration (mode best: "
+                    "each split's), trained to target_epochs: k+1 complete runs per cell")
 
 
 @dataclasses.dataclass(frozen=True)
 class SchedulerSpec:
-    type: str = "asha"
-    grace_period: int = 1  # epochs every trial runs before it can be stopped
-    reduction_factor: float = 3  # keep the top 1/reduction_factor at each rung
+    type: str = _f("halving", Choice(SCHEDULERS), "early stopping inside a cell (mode best: a "
+                   "split): halving (successive halving, decided as results arrive), asha "
+                   "(asynchronous), fifo (none)")
+    grace_period: int = _f(1, Int(1), "epochs every trial runs before it can be stopped")
+    reduction_factor: float = _f(3, Num(1, 100, lo_open=True), "keep the top 1/reduction_factor "
+                                 "at each rung")
 
 
 @dataclasses.dataclass(frozen=True)
 class ResourcesSpec:
-    cpus: float = 1  # CPU per trial
-    gpu: float = 0  # GPU per trial; fractions pack several trials on one GPU
+    cpus: float = _f(1, Num(0, 1024, lo_open=True), "CPUs per trial (and per source training)")
+    gpu: float = _f(0, Num(0, 64), "GPUs per trial; fractions pack several trials on one GPU")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,9 +255,18 @@ class FeatureCacheSpec:
     cache exceeds ``max_gib`` fails, naming the size); ``off`` never. YAML reads a bare
     ``on``/``off`` as true/false; both are accepted. ``feature_cache: off`` (a bare mode) is
     shorthand for ``{mode: off}``."""
-    mode: str = "auto"
-    views: int = 2  # fixed views per training image: identity, mirror, then seeded crop+flip
-    max_gib: float = 1.0  # memory budget of one trial's cache (train views + validation), GiB
+    mode: str = _f("auto", Choice(FEATURE_CACHE_MODES), "auto, on or off")
+    views: int = _f(2, Int(1, 64), "fixed views per training image: identity, mirror, then "
+                    "seeded crop+flip")
+    max_gib: float = _f(1.0, Num(0, 1024, lo_open=True), "memory budget of one trial's cache "
+                        "(train views + validation), GiB")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportSpec:
+    tolerance: float = _f(1.0, Num(0, 100), "Answer: a cheaper depth is as good when its mean "
+                          "accuracy is within this many points of the best depth's and not "
+                          "significantly lower")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,18 +277,23 @@ class Spec:
     backbones: tuple[BackboneSpec, ...]
     inits: tuple[str, ...]
     lr: LRSpec
-    batch_size: int = 128  # images per step, both stages
-    target_epochs: int = 10  # max_epochs of the target stage (ASHA's max_t)
-    source: SourceSpec = SourceSpec()
-    optimizer: OptimizerSpec = OptimizerSpec()
-    search: SearchSpec = SearchSpec()
-    scheduler: SchedulerSpec = SchedulerSpec()
-    resources: ResourcesSpec = ResourcesSpec()
+    batch_size: int = _f(128, Int(1, 65536), "images per step, both stages")
+    target_epochs: int = _f(10, Int(1, 1000), "epochs of the target stage (every completed run)")
+    source: SourceSpec = _f(SourceSpec())
+    optimizer: OptimizerSpec = _f(OptimizerSpec())
+    search: SearchSpec = _f(SearchSpec())
+    scheduler: SchedulerSpec = _f(SchedulerSpec())
+    resources: ResourcesSpec = _f(ResourcesSpec())
     weights: tuple[tuple[str, str], ...] = ()  # (backbone, local ImageNet weights file)
-    storage: str = "./studies"  # local directory or URI (s3://, gs://, file://)
-    max_failures: int = 2  # retries of a failing trial before it is marked errored
-    time_budget_s: float | None = None  # stop sampling new trials after this many seconds
-    feature_cache: FeatureCacheSpec = FeatureCacheSpec()  # train on cached frozen-prefix outputs
+    storage: str = _f("./studies", Path_(False, "a directory path or a URI such as "
+                                           "s3://bucket/dir"), "where results go")
+    max_failures: int = _f(2, Int(0, 100), "retries of a failing trial before it is errored")
+    time_budget_s: float | None = _f(None, Num(0, None, lo_open=True, optional=True),
+                                     "stop starting new trials after this many seconds")
+    feature_cache: FeatureCacheSpec = _f(FeatureCacheSpec())
+    confirm: ConfirmSpec = _f(ConfirmSpec())
+    report: ReportSpec = _f(ReportSpec())
+    loggers: tuple[str, ...] = ()  # experiment trackers: tensorboard, mlflow, wandb
 
     def backbone(self, name: str) -> BackboneSpec:
         return next(b for b in self.backbones if b.name == name)
@@ -157,15 +309,35 @@ class Spec:
         d = dataclasses.asdict(self)
         d["splits"] = [{"name": s.name, "source": list(s.source), "target": list(s.target)}
                        for s in self.splits]
-        d["backbones"] = {b.name: {"frozen_depth": list(b.frozen_depth), "stem": b.stem}
+        d["backbones"] = {b.name: {**({"depths": list(b.depths)} if b.depths else
+                                      {"frozen_depth": list(b.frozen_depth)}), "stem": b.stem}
                           for b in self.backbones}
         d["inits"] = list(self.inits)
         d["lr"] = {"low": self.lr.low, "high": self.lr.high, "grid": list(self.lr.grid)}
         d["weights"] = dict(self.weights)
+        d["loggers"] = list(self.loggers)
         return d
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def describe() -> str:
+    """Every scalar field of the schema: dotted name, default, rule, meaning."""
+    lines = []
+
+    def walk(cls, prefix):
+        for f in dataclasses.fields(cls):
+            default = (f.default if f.default is not dataclasses.MISSING else
+                       f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+            if dataclasses.is_dataclass(default):
+                walk(type(default), f"{prefix}{f.name}.")
+            elif f.metadata.get("rule") is not None:
+                lines.append(f"{prefix}{f.name}: default {default!r}; {f.metadata['rule']}; "
+                             f"{f.metadata['doc']}")
+    walk(DataSpec, "data.")
+    walk(Spec, "")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -177,7 +349,7 @@ class _Checker:
     def bad(self, field: str, value: Any, rule: str):
         self.problems.append(f"{field} = {value!r}: {rule}")
 
-    def section(self, raw: Any, field: str, allowed: dict[str, Any]) -> dict:
+    def mapping(self, raw: Any, field: str, allowed) -> dict:
         """A mapping with only known keys; returns {} (after reporting) if it is not one."""
         if raw is None:
             return {}
@@ -190,53 +362,30 @@ class _Checker:
                          f"unknown key; valid keys: {', '.join(allowed)}")
         return raw
 
-    def integer(self, raw: dict, key: str, field: str, default, lo=None, hi=None, optional=False):
-        v = raw.get(key, default)
-        if v is None and optional:
-            return None
-        if isinstance(v, bool) or not isinstance(v, int):
-            self.bad(field, v, "must be an integer")
-            return default
-        if (lo is not None and v < lo) or (hi is not None and v > hi):
-            self.bad(field, v, _range_rule("an integer", lo, hi))
-            return default
-        return v
+    def fields(self, cls, raw: dict, prefix: str) -> dict:
+        """Every field of ``cls`` that has a rule: the raw value (or the field's default) checked
+        against its rule; a bad value is reported and replaced by the default."""
+        out = {}
+        for f in dataclasses.fields(cls):
+            rule = f.metadata.get("rule")
+            if rule is None:
+                continue
+            default = _default(cls, f.name)
+            v = raw.get(f.name, default)
+            value, err = rule.check(v)
+            if err:
+                self.bad(f"{prefix}{f.name}", v, err)
+                value = default
+            out[f.name] = value
+        return out
 
-    def number(self, raw: dict, key: str, field: str, default, lo=None, hi=None, *,
-               lo_open=False, optional=False):
-        v = raw.get(key, default)
-        if v is None and optional:
-            return None
-        if isinstance(v, str):
-            try:
-                v = float(v)  # YAML reads 1e-3 (no dot) as a string
-            except ValueError:
-                pass
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            self.bad(field, v, "must be a finite number")
-            return default
-        if (lo is not None and (v <= lo if lo_open else v < lo)) or (hi is not None and v > hi):
-            self.bad(field, v, _range_rule("a number", lo, hi, lo_open))
-            return default
-        return float(v)
-
-    def choice(self, raw: dict, key: str, field: str, default, choices):
-        v = raw.get(key, default)
-        if v not in choices:
-            self.bad(field, v, f"must be one of {', '.join(choices)}")
-            return default
-        return v
+    def section(self, cls, raw: Any, field: str):
+        """A nested section (all of its fields have rules) as its dataclass."""
+        d = self.mapping(raw, field, [f.name for f in dataclasses.fields(cls)])
+        return cls(**self.fields(cls, d, f"{field}."))
 
 
-def _range_rule(kind, lo, hi, lo_open=False):
-    if lo is not None and hi is not None:
-        return f"must be {kind} in {'(' if lo_open else '['}{lo}, {hi}]"
-    if lo is not None:
-        return f"must be {kind} {'>' if lo_open else '>='} {lo}"
-    return f"must be {kind} <= {hi}"
-
-
-_TOP = {f.name: None for f in dataclasses.fields(Spec)}
+_TOP = [f.name for f in dataclasses.fields(Spec)]
 
 
 def load_spec(path: str | Path, overrides: dict | None = None) -> Spec:
@@ -267,51 +416,65 @@ def load_spec_dict(raw: dict, source: str | None = None) -> Spec:
     c = _Checker()
     if not isinstance(raw, dict):
         raise SpecError([f"spec = {raw!r}: top level must be a mapping"], source)
-    c.section(raw, "", _TOP)
+    c.mapping(raw, "", _TOP)
 
     name = raw.get("name")
     if not isinstance(name, str) or not _NAME.match(name):
         c.bad("name", name, "must be 1-64 letters, digits, '_', '-' or '.', starting with a "
                             "letter or digit")
         name = "invalid"
-
-    d = c.section(raw.get("data"), "data", {f.name: None for f in dataclasses.fields(DataSpec)})
-    root = d.get("root")
-    if root is not None and not isinstance(root, str):
-        c.bad("data.root", root, "must be a path or null (null: download CIFAR-10)")
-    cache_dir = d.get("cache_dir")
-    if cache_dir is not None and not isinstance(cache_dir, str):
-        c.bad("data.cache_dir", cache_dir, "must be a path or null")
-    data = DataSpec(
-        root=root if isinstance(root, str) else None,
-        cache_dir=cache_dir if isinstance(cache_dir, str) else None,
-        image_size=c.integer(d, "image_size", "data.image_size", 32, 8, 512),
-        val_fraction=c.number(d, "val_fraction", "data.val_fraction", 0.1, 0, 0.5, lo_open=True),
-        max_train_per_class=c.integer(d, "max_train_per_class", "data.max_train_per_class",
-                                      None, 2, optional=True),
-        max_test_per_class=c.integer(d, "max_test_per_class", "data.max_test_per_class",
-                                     None, 1, optional=True),
-    )
-
+    data = c.section(DataSpec, raw.get("data"), "data")
     splits = _splits(c, raw.get("splits"))
     backbones = _backbones(c, raw.get("backbones"))
+    inits = _inits(c, raw.get("inits", ["source"]))
+    lr = _lr(c, raw)
+    search = c.section(SearchSpec, raw.get("search"), "search")
+    scheduler = c.section(SchedulerSpec, raw.get("scheduler"), "scheduler")
+    top = c.fields(Spec, raw, "")
+    spec = Spec(
+        name=name, data=data, splits=splits, backbones=backbones, inits=inits, lr=lr,
+        source=c.section(SourceSpec, raw.get("source"), "source"),
+        optimizer=c.section(OptimizerSpec, raw.get("optimizer"), "optimizer"),
+        search=search, scheduler=scheduler,
+        resources=c.section(ResourcesSpec, raw.get("resources"), "resources"),
+        weights=_weights(c, raw.get("weights")),
+        feature_cache=_feature_cache(c, raw.get("feature_cache")),
+        confirm=c.section(ConfirmSpec, raw.get("confirm"), "confirm"),
+        report=c.section(ReportSpec, raw.get("report"), "report"),
+        loggers=_loggers(c, raw.get("loggers")),
+        **top,
+    )
+    _cross_checks(c, spec)
+    if c.problems:
+        raise SpecError(c.problems, source)
+    return spec
 
-    inits = raw.get("inits", ["source"])
+
+def _inits(c: _Checker, inits) -> tuple[str, ...]:
     if not isinstance(inits, list) or not inits:
         c.bad("inits", inits, f"must be a non-empty list of {', '.join(INITS)}")
-        inits = ["source"]
+        return ("source",)
     for i, v in enumerate(inits):
         if v not in INITS:
             c.bad(f"inits[{i}]", v, f"must be one of {', '.join(INITS)}")
     if len(set(map(str, inits))) != len(inits):
         c.bad("inits", inits, "must not repeat a value")
-    inits = tuple(v for v in inits if v in INITS) or ("source",)
+    return tuple(v for v in inits if v in INITS) or ("source",)
 
-    lr_raw = c.section(raw.get("lr"), "lr", {"low": None, "high": None, "grid": None})
+
+def _lr(c: _Checker, raw: dict) -> LRSpec:
+    lr_raw = c.mapping(raw.get("lr"), "lr", ["low", "high", "grid"])
     if "lr" not in raw:
         c.bad("lr", None, "is required: {low: L, high: H} (log-uniform bounds)")
-    lo = c.number(lr_raw, "low", "lr.low", 1e-3, 0, 10, lo_open=True)
-    hi = c.number(lr_raw, "high", "lr.high", 1e-1, 0, 10, lo_open=True)
+    rule = Num(0, 10, lo_open=True)
+    bounds = []
+    for k, fallback in (("low", 1e-3), ("high", 1e-1)):
+        v, err = rule.check(lr_raw.get(k, fallback))
+        if err:
+            c.bad(f"lr.{k}", lr_raw.get(k), err)
+            v = fallback
+        bounds.append(v)
+    lo, hi = bounds
     if lo > hi:
         c.bad("lr", {"low": lo, "high": hi}, "low must be <= high")
     grid = lr_raw.get("grid")
@@ -320,88 +483,43 @@ def load_spec_dict(raw: dict, source: str | None = None) -> Spec:
         c.bad("lr.grid", grid, "must be a list of positive numbers")
         grid = []
     gvals = []
-    for i, _ in enumerate(grid):
-        gvals.append(c.number({"v": grid[i]}, "v", f"lr.grid[{i}]", 1e-2, 0, 10, lo_open=True))
-    lr = LRSpec(lo, hi, tuple(gvals))
+    for i, g in enumerate(grid):
+        v, err = rule.check(g)
+        if err:
+            c.bad(f"lr.grid[{i}]", g, err)
+        else:
+            gvals.append(v)
+    return LRSpec(lo, hi, tuple(gvals))
 
-    src = c.section(raw.get("source"), "source", {"epochs": None, "lr": None})
-    source_spec = SourceSpec(epochs=c.integer(src, "epochs", "source.epochs", 10, 1, 1000),
-                             lr=c.number(src, "lr", "source.lr", 0.05, 0, 10, lo_open=True))
 
-    o = c.section(raw.get("optimizer"), "optimizer",
-                  {f.name: None for f in dataclasses.fields(OptimizerSpec)})
-    optimizer = OptimizerSpec(
-        name=c.choice(o, "name", "optimizer.name", "sgd", OPTIMIZERS),
-        momentum=c.number(o, "momentum", "optimizer.momentum", 0.9, 0, 0.999),
-        weight_decay=c.number(o, "weight_decay", "optimizer.weight_decay", 5e-4, 0, 1),
-        schedule=c.choice(o, "schedule", "optimizer.schedule", "cosine", LR_SCHEDULES),
-        warmup_epochs=c.number(o, "warmup_epochs", "optimizer.warmup_epochs", 0.5, 0, 100),
-        label_smoothing=c.number(o, "label_smoothing", "optimizer.label_smoothing", 0.0, 0, 0.5),
-    )
-
-    s = c.section(raw.get("search"), "search", {f.name: None for f in dataclasses.fields(SearchSpec)})
-    search = SearchSpec(
-        algorithm=c.choice(s, "algorithm", "search.algorithm", "tpe", SEARCH_ALGORITHMS),
-        num_samples=c.integer(s, "num_samples", "search.num_samples", 20, 1, 100_000),
-        max_concurrent=c.integer(s, "max_concurrent", "search.max_concurrent", 2, 1, 10_000),
-        repeats=c.integer(s, "repeats", "search.repeats", 1, 1, 100),
-        seed=c.integer(s, "seed", "search.seed", 0, 0, 2**31 - 1),
-    )
-    if search.algorithm == "grid" and not lr.grid:
-        c.bad("lr.grid", list(lr.grid), "must list the learning rates when search.algorithm is 'grid'")
-
-    target_epochs = c.integer(raw, "target_epochs", "target_epochs", 10, 1, 1000)
-    sc = c.section(raw.get("scheduler"), "scheduler",
-                   {f.name: None for f in dataclasses.fields(SchedulerSpec)})
-    scheduler = SchedulerSpec(
-        type=c.choice(sc, "type", "scheduler.type", "asha", SCHEDULERS),
-        grace_period=c.integer(sc, "grace_period", "scheduler.grace_period", 1, 1),
-        reduction_factor=c.number(sc, "reduction_factor", "scheduler.reduction_factor", 3, 1,
-                                  100, lo_open=True),
-    )
-    if scheduler.type == "asha" and scheduler.grace_period > target_epochs:
-        c.bad("scheduler.grace_period", scheduler.grace_period,
-              f"must be <= target_epochs ({target_epochs})")
-
-    r = c.section(raw.get("resources"), "resources", {"cpus": None, "gpu": None})
-    resources = ResourcesSpec(cpus=c.number(r, "cpus", "resources.cpus", 1, 0, 1024, lo_open=True),
-                              gpu=c.number(r, "gpu", "resources.gpu", 0, 0, 64))
-
-    w = raw.get("weights")
+def _weights(c: _Checker, w) -> tuple[tuple[str, str], ...]:
     w = {} if w is None else w
     if not isinstance(w, dict):
         c.bad("weights", w, "must map a backbone name to a local ImageNet weights file")
-        w = {}
+        return ()
     for k, v in w.items():
         if k not in REGISTRY or REGISTRY[k].imagenet_weights is None:
             valid = [n for n, i in REGISTRY.items() if i.imagenet_weights]
             c.bad(f"weights.{k}", v, f"unknown key: ImageNet weights exist for {', '.join(valid)}")
         elif not isinstance(v, str):
             c.bad(f"weights.{k}", v, "must be a file path")
+    return tuple(sorted((k, v) for k, v in w.items() if isinstance(v, str) and k in REGISTRY))
 
-    feature_cache = _feature_cache(c, raw.get("feature_cache"))
 
-    storage = raw.get("storage", "./studies")
-    if not isinstance(storage, str) or not storage:
-        c.bad("storage", storage, "must be a directory path or a URI such as s3://bucket/dir")
-        storage = "./studies"
-
-    spec = Spec(
-        name=name, data=data, splits=splits, backbones=backbones, inits=inits, lr=lr,
-        batch_size=c.integer(raw, "batch_size", "batch_size", 128, 1, 65536),
-        target_epochs=target_epochs, source=source_spec, optimizer=optimizer, search=search,
-        scheduler=scheduler, resources=resources,
-        weights=tuple(sorted((k, v) for k, v in w.items() if isinstance(v, str))),
-        storage=storage,
-        max_failures=c.integer(raw, "max_failures", "max_failures", 2, 0, 100),
-        time_budget_s=c.number(raw, "time_budget_s", "time_budget_s", None, 0, None,
-                               lo_open=True, optional=True),
-        feature_cache=feature_cache,
-    )
-    _cross_checks(c, spec)
-    if c.problems:
-        raise SpecError(c.problems, source)
-    return spec
+def _loggers(c: _Checker, raw) -> tuple[str, ...]:
+    raw = [] if raw is None else raw
+    if not isinstance(raw, list):
+        c.bad("loggers", raw, f"must be a list of {', '.join(LOGGERS)}")
+        return ()
+    out = []
+    for i, v in enumerate(raw):
+        if v not in LOGGERS:
+            c.bad(f"loggers[{i}]", v, f"must be one of {', '.join(LOGGERS)}")
+        elif v in out:
+            c.bad("loggers", raw, "must not repeat a value")
+        else:
+            out.append(v)
+    return tuple(out)
 
 
 def _splits(c: _Checker, raw) -> tuple[SplitSpec, ...]:
@@ -414,7 +532,7 @@ def _splits(c: _Checker, raw) -> tuple[SplitSpec, ...]:
         if not isinstance(s, dict):
             c.bad(f, s, "must be a mapping with name, source and target")
             continue
-        c.section(s, f, {"name": None, "source": None, "target": None})
+        c.mapping(s, f, ["name", "source", "target"])
         name = s.get("name")
         if not isinstance(name, str) or not _NAME.match(name):
             c.bad(f"{f}.name", name, "must be a name of letters, digits, '_', '-', '.'")
@@ -444,12 +562,17 @@ def _splits(c: _Checker, raw) -> tuple[SplitSpec, ...]:
     return tuple(out)
 
 
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
 def _backbones(c: _Checker, raw) -> tuple[BackboneSpec, ...]:
     if isinstance(raw, list):  # shorthand: [resnet18, scratch_cnn] = every depth, auto stem
         raw = {b: {} for b in raw} if all(isinstance(b, str) for b in raw) else raw
     if not isinstance(raw, dict) or not raw:
         c.bad("backbones", raw, f"must map backbone names ({', '.join(REGISTRY)}) to "
-                                f"{{frozen_depth: [lo, hi], stem: auto|cifar|imagenet}}")
+                                f"{{frozen_depth: [lo, hi], stem: auto|cifar|imagenet, "
+                                f"depths: [d, ...]}}")
         return ()
     out = []
     for name, opts in raw.items():
@@ -457,57 +580,80 @@ def _backbones(c: _Checker, raw) -> tuple[BackboneSpec, ...]:
         if name not in REGISTRY:
             c.bad("backbones", name, f"unknown backbone; valid backbones: {', '.join(REGISTRY)}")
             continue
-        opts = c.section(opts or {}, f, {"frozen_depth": None, "stem": None})
+        opts = c.mapping(opts or {}, f, ["frozen_depth", "stem", "depths"])
         n = REGISTRY[name].num_stages
         fd = opts.get("frozen_depth", [0, n])
-        if isinstance(fd, int) and not isinstance(fd, bool):
+        if _is_int(fd):
             fd = [fd, fd]
-        if (not isinstance(fd, list) or len(fd) != 2
-                or not all(isinstance(x, int) and not isinstance(x, bool) for x in fd)):
+        if not isinstance(fd, list) or len(fd) != 2 or not all(map(_is_int, fd)):
             c.bad(f"{f}.frozen_depth", fd, f"must be [lo, hi] integers within [0, {n}]")
             fd = [0, n]
         elif not 0 <= fd[0] <= fd[1] <= n:
             c.bad(f"{f}.frozen_depth", fd,
                   f"must satisfy 0 <= lo <= hi <= {n} ({name} has {n} stages)")
             fd = [0, n]
-        stem = c.choice(opts, "stem", f"{f}.stem", "auto", STEMS)
-        if stem != "auto" and stem not in REGISTRY[name].stems:
-            c.bad(f"{f}.stem", stem, f"must be auto or one of {', '.join(REGISTRY[name].stems)}")
-            stem = "auto"
-        out.append(BackboneSpec(name, (fd[0], fd[1]), stem))
+        depths = opts.get("depths")
+        if depths is not None:
+            if "frozen_depth" in opts:
+                c.bad(f"{f}.depths", depths, "must not be given together with frozen_depth "
+                                             "(depths lists the depths, frozen_depth a range)")
+            if (not isinstance(depths, list) or not depths or not all(map(_is_int, depths))
+                    or not all(0 <= d <= n for d in depths) or len(set(depths)) != len(depths)):
+                c.bad(f"{f}.depths", depths, f"must be a non-empty list of distinct integers "
+                                             f"within [0, {n}] ({name} has {n} stages)")
+                depths = None
+        stem_v, err = Choice(STEMS).check(opts.get("stem", "auto"))
+        if err:
+            c.bad(f"{f}.stem", opts.get("stem"), err)
+            stem_v = "auto"
+        if stem_v != "auto" and stem_v not in REGISTRY[name].stems:
+            c.bad(f"{f}.stem", stem_v, f"must be auto or one of {', '.join(REGISTRY[name].stems)}")
+            stem_v = "auto"
+        if depths:
+            ds = tuple(sorted(depths))
+            out.append(BackboneSpec(name, (ds[0], ds[-1]), stem_v, ds))
+        else:
+            out.append(BackboneSpec(name, (fd[0], fd[1]), stem_v))
     return tuple(out)
 
 
 def _feature_cache(c: _Checker, raw) -> FeatureCacheSpec:
     """``feature_cache``: a mapping {mode, views, max_gib}, or just the mode. YAML 1.1 reads a
     bare on/off (also yes/no) as a boolean, so true/false mean on/off."""
-    def mode_of(v):
-        return ("on" if v else "off") if isinstance(v, bool) else v
-
     if raw is None:
         return FeatureCacheSpec()
     if isinstance(raw, (str, bool)):
-        return FeatureCacheSpec(mode=c.choice({"mode": mode_of(raw)}, "mode", "feature_cache",
-                                              "auto", FEATURE_CACHE_MODES))
+        mode, err = Choice(FEATURE_CACHE_MODES).check(raw)
+        if err:
+            c.bad("feature_cache", raw, err)
+            return FeatureCacheSpec()
+        return FeatureCacheSpec(mode=mode)
     if not isinstance(raw, dict):
         c.bad("feature_cache", raw, f"must be {', '.join(FEATURE_CACHE_MODES)} or a mapping "
                                     f"{{mode, views, max_gib}}")
         return FeatureCacheSpec()
-    f = c.section(raw, "feature_cache", {fl.name: None for fl in dataclasses.fields(FeatureCacheSpec)})
-    return FeatureCacheSpec(
-        mode=c.choice({"mode": mode_of(f.get("mode", "auto"))}, "mode", "feature_cache.mode",
-                      "auto", FEATURE_CACHE_MODES),
-        views=c.integer(f, "views", "feature_cache.views", 2, 1, 64),
-        max_gib=c.number(f, "max_gib", "feature_cache.max_gib", 1.0, 0, 1024, lo_open=True),
-    )
+    return c.section(FeatureCacheSpec, raw, "feature_cache")
 
 
 def _cross_checks(c: _Checker, spec: Spec) -> None:
+    s = spec.search
+    if s.algorithm == "grid" and not spec.lr.grid:
+        c.bad("lr.grid", list(spec.lr.grid),
+              "must list the learning rates when search.algorithm is 'grid'")
+    if s.mode == "compare" and s.algorithm == "tpe":
+        c.bad("search.algorithm", "tpe", "must be qmc, random or grid when search.mode is "
+              "'compare' (a cell's few trials are below TPE's random start-up; use mode best)")
+    if s.mode == "compare" and s.repeats != 1:
+        c.bad("search.repeats", s.repeats, "must be 1 when search.mode is 'compare' (confirm.seeds "
+              "retrains each cell's best configuration with more seeds)")
+    if spec.scheduler.type != "fifo" and spec.scheduler.grace_period > spec.target_epochs:
+        c.bad("scheduler.grace_period", spec.scheduler.grace_period,
+              f"must be <= target_epochs ({spec.target_epochs})")
     if "imagenet" in spec.inits:
         for b in spec.backbones:
             info = REGISTRY[b.name]
             if info.imagenet_weights is None:
-                continue  # such trials are simply not sampled (see study.space)
+                continue  # such cells simply do not exist (see study.cells)
             if info.imagenet_stem_required and b.stem == "cifar":
                 c.bad(f"backbones.{b.name}.stem", b.stem,
                       "must be 'auto' or 'imagenet' when inits has 'imagenet' (ImageNet weights "
@@ -524,9 +670,11 @@ def resolve_stem(spec: Spec, backbone: str, init: str) -> str:
     return "cifar" if backbone == "scratch_cnn" else stem
 
 
-def resolve_classes(spec: Spec, classes: list[str]) -> dict[str, tuple[list[int], list[int]]]:
-    """Split name -> (source indices, target indices) against the data's class names.
+def resolve_classes(spec: Spec, classes) -> dict[str, tuple[list[int], list[int]]]:
+    """Split name -> (source indices, target indices) against the data's class names
+    (``CIFAR10_CLASSES`` when data.root is null: the download's classes are known).
     Raises SpecError naming the split field, the value and the valid classes."""
+    classes = list(classes)
     c = _Checker()
     out = {}
     for i, s in enumerate(spec.splits):

@@ -11,18 +11,19 @@ from trainables import metrics as M
 
 
 def _trial(sdir: Path, tid: str, cfg: dict, epochs: int, target: int = 3, src_flops=0.0,
-           error: bool = False):
+           error: bool = False, test_acc: float = 0.5, epoch_flops: float = 100.0):
     d = sdir / f"{tid}_{cfg[M.SPLIT]}_{cfg[M.BACKBONE]}_{cfg[M.INIT]}_d{cfg[M.FROZEN_DEPTH]}"
     d.mkdir(parents=True)
     (d / "params.json").write_text(json.dumps(cfg))
     lines = []
     for e in range(1, epochs + 1):
         r = {M.EPOCH: e, M.VAL_ACC: 0.1 * e + cfg[M.LR], M.VAL_LOSS: 1.0 / e, M.TRAIN_LOSS: 1.0,
-             M.TARGET_FLOPS: 100.0 * e, M.SOURCE_FLOPS: src_flops, M.SOURCE_SHARED_BY: 1,
+             M.TARGET_FLOPS: epoch_flops * e, M.SOURCE_FLOPS: src_flops, M.SOURCE_SHARED_BY: 1,
              M.SOURCE_VAL_ACC: 0.5, M.WALL_S: 2.0 * e, M.EPOCH_S: 2.0, M.TRAINABLE_PARAMS: 10,
-             M.TOTAL_PARAMS: 20, M.DONE: e == target, M.SEED: 0, "trial_id": tid, "config": cfg}
+             M.TOTAL_PARAMS: 20, M.DONE: e == target, M.SEED: cfg.get(M.SEED, 0),
+             "trial_id": tid, "config": cfg}
         if e == target:
-            r.update({M.TEST_ACC: 0.5, M.TEST_CONFUSION: [[1, 0], [0, 1]],
+            r.update({M.TEST_ACC: test_acc, M.TEST_CONFUSION: [[1, 0], [0, 1]],
                       M.TEST_PER_CLASS: {"c": {"precision": 1, "recall": 1, "f1": 1, "support": 1}}})
         lines.append(json.dumps(r))
     (d / "result.json").write_text("".join(x + "\n" for x in lines))
@@ -65,6 +66,65 @@ def test_statuses_metrics_and_amortised_source(tmp_path):
     assert t.loc["aaa", "best_val_acc"] == pytest.approx(0.31) and t.loc["aaa", "best_epoch"] == 3
     assert len(s.epochs) == 3 + 1 + 1 + 2 and set(s.epochs["status"]) == {COMPLETED, STOPPED, ERRORED}
     assert s.target_classes("x") == ["c", "d"] and not t["incomplete"].any()
+
+
+def test_old_study_derives_cell_and_phase(tmp_path):
+    s = load_study(make_study(tmp_path))
+    t = s.trials.set_index("trial_id")
+    assert t.loc["aaa", M.CELL] == "x/scratch_cnn/source/d1"
+    assert t.loc["ccc", M.CELL] == "x/scratch_cnn/scratch/d0"
+    assert set(t[M.PHASE]) == {M.PHASE_TUNE} and set(s.epochs[M.PHASE]) == {M.PHASE_TUNE}
+    e = s.epochs[s.epochs["trial_id"] == "ddd"]
+    assert set(e[M.CELL]) == {"x/scratch_cnn/source/d3"}
+
+
+def make_cell_study(root: Path) -> Path:
+    """A study with cells: per cell, lr tuned (tune), then the best lr again with new seeds
+    (confirm). The scratch config carries a frozen_depth it does not use."""
+    s = root / "cells"
+    s.mkdir(parents=True)
+    (s / "study.yaml").write_text("name: cells\ntarget_epochs: 3\nsearch: {mode: compare, "
+                                  "trials_per_cell: 2}\nconfirm: {seeds: 2}\n"
+                                  "report: {tolerance: 1.0}\n")
+    (s / "provenance.json").write_text(json.dumps({"study": "cells", "created": "2026-02-01"}))
+
+    def cfg(init, d, lr, seed, phase):
+        dd = 0 if init == "scratch" else d
+        return {M.SPLIT: "x", M.BACKBONE: "resnet18", M.INIT: init, M.FROZEN_DEPTH: d, M.LR: lr,
+                M.SEED: seed, M.CELL: f"x/resnet18/{init}/d{dd}", M.PHASE: phase}
+    tune, conf = M.PHASE_TUNE, M.PHASE_CONFIRM
+    _trial(s, "t01", cfg("imagenet", 2, 0.01, 0, tune), 3, test_acc=0.70)
+    _trial(s, "t02", cfg("imagenet", 2, 0.3, 0, tune), 1)  # stopped inside its cell
+    _trial(s, "c01", cfg("imagenet", 2, 0.01, 1, conf), 3, test_acc=0.72)
+    _trial(s, "c02", cfg("imagenet", 2, 0.01, 2, conf), 3, test_acc=0.74)
+    _trial(s, "t03", cfg("scratch", 3, 0.1, 0, tune), 3, test_acc=0.60)
+    _trial(s, "c03", cfg("scratch", 3, 0.1, 1, conf), 2)  # a confirm run that did not finish
+    (s / "summary.json").write_text(json.dumps({"trials": 6}))
+    return s
+
+
+def test_cells_and_phases_in_trials_and_epochs(tmp_path):
+    from analysis import cells as C
+
+    s = load_study(make_cell_study(tmp_path))
+    t = s.trials.set_index("trial_id")
+    assert t.loc["t01", M.CELL] == t.loc["c02", M.CELL] == "x/resnet18/imagenet/d2"
+    assert t.loc["t03", M.CELL] == "x/resnet18/scratch/d0" and t.loc["t03", M.FROZEN_DEPTH] == 0
+    assert t[M.PHASE].to_dict() == {"t01": M.PHASE_TUNE, "t02": M.PHASE_TUNE,
+                                    "c01": M.PHASE_CONFIRM, "c02": M.PHASE_CONFIRM,
+                                    "t03": M.PHASE_TUNE, "c03": M.PHASE_CONFIRM}
+    assert t.loc["c02", M.SEED] == 2 and t.loc["t02", "status"] == STOPPED
+    e = s.epochs
+    assert {M.CELL, M.PHASE} <= set(e.columns) and len(e) == 3 + 1 + 3 + 3 + 3 + 2
+    assert set(e.loc[e["trial_id"] == "c01", M.PHASE]) == {M.PHASE_CONFIRM}
+    assert set(e.loc[e["trial_id"] == "t03", M.CELL]) == {"x/resnet18/scratch/d0"}
+    # the loaded frame feeds the cell statistics directly
+    runs = C.cell_runs(s.trials)
+    assert sorted(runs["trial_id"]) == ["c01", "c02", "t01", "t03"]
+    summ = C.cell_summary(runs).set_index(M.CELL)
+    assert summ.loc["x/resnet18/imagenet/d2", "n"] == 3
+    assert summ.loc["x/resnet18/imagenet/d2", "mean"] == pytest.approx(0.72)
+    assert summ.loc["x/resnet18/scratch/d0", "n"] == 1
 
 
 def test_interrupted_study_marks_incomplete_and_tolerates_partial_line(tmp_path):

@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-STEMS = ("cifar", "imagenet")
+from trainables.catalog import CATALOG, STEMS  # noqa: F401
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,12 +209,12 @@ class BackboneInfo:
     imagenet_stem_required: bool  # ImageNet weights only fit the ImageNet stem
 
 
+_BUILDERS = {"scratch_cnn": build_scratch_cnn, "mobilenet_v2": build_mobilenet_v2,
+             "resnet18": build_resnet18}
+# The facts (stage counts, stems, weights) live in trainables.catalog (torch-free, read by specs).
 REGISTRY: dict[str, BackboneInfo] = {
-    "scratch_cnn": BackboneInfo(build_scratch_cnn, 4, ("cifar",), None, False),
-    "mobilenet_v2": BackboneInfo(build_mobilenet_v2, 7, STEMS,
-                                 "MobileNet_V2_Weights.IMAGENET1K_V1", False),
-    "resnet18": BackboneInfo(build_resnet18, 5, STEMS, "ResNet18_Weights.IMAGENET1K_V1", True),
-}
+    n: BackboneInfo(_BUILDERS[n], f.num_stages, f.stems, f.imagenet_weights,
+                    f.imagenet_stem_required) for n, f in CATALOG.items()}
 
 
 def backbone_info(name: str) -> BackboneInfo:

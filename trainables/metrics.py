@@ -11,6 +11,7 @@ VAL_LOSS = "val_loss"  # mean cross-entropy on the validation split (nats)
 TRAIN_LOSS = "train_loss"  # mean cross-entropy over the epoch's training batches (nats)
 TARGET_FLOPS = "target_flops"  # cumulative FLOPs of the target stage's training steps
 SOURCE_FLOPS = "source_flops"  # FLOPs spent training the (shared) source model; 0 if none
+SOURCE_KEY = "source_key"  # identity of the source model the trial used ("" for none)
 SOURCE_SHARED_BY = "source_shared_by"  # trials that have used this source model so far
 WALL_S = "wall_s"  # cumulative seconds of target-stage work in this trial (resumes included)
 EPOCH_S = "epoch_s"  # seconds of the last epoch (training + validation)
@@ -34,7 +35,7 @@ DONE = "finished"  # True on the final report of a trial that ran to max_epochs
 OBJECTIVE = VAL_ACC
 MODE = "max"
 
-PER_EPOCH = (EPOCH, VAL_ACC, VAL_LOSS, TRAIN_LOSS, TARGET_FLOPS, SOURCE_FLOPS, SOURCE_SHARED_BY,
+PER_EPOCH = (EPOCH, VAL_ACC, VAL_LOSS, TRAIN_LOSS, TARGET_FLOPS, SOURCE_FLOPS, SOURCE_KEY, SOURCE_SHARED_BY,
              WALL_S, EPOCH_S, TRAINABLE_PARAMS, TOTAL_PARAMS, SOURCE_VAL_ACC, FEATURE_CACHE,
              FEATURE_CACHE_VIEWS, FEATURE_CACHE_S)
 

@@ -184,7 +184,7 @@ def build_target_model(spec, data: StudyData, cfg: dict, sources_dir: Path, tria
     split, backbone, init = cfg[M.SPLIT], cfg[M.BACKBONE], cfg[M.INIT]
     src, tgt = data.splits[split]
     stem = resolve_stem(spec, backbone, init)
-    source_info = {"flops": 0.0, "shared_by": 0, "val_acc": float("nan")}
+    source_info = {"flops": 0.0, "shared_by": 0, "val_acc": float("nan"), "key": ""}
     torch.manual_seed(cfg[M.SEED])
     if init == "source":
         state, source_info = obtain_source_model(spec, data, split, backbone, stem, cfg[M.SEED],
@@ -285,6 +285,7 @@ def transfer_trainable(config: dict, *, spec_dict: dict, data: StudyData, source
         result = {
             M.EPOCH: epoch, M.VAL_ACC: val_acc, M.VAL_LOSS: val_loss, M.TRAIN_LOSS: train_loss,
             M.TARGET_FLOPS: flops, M.SOURCE_FLOPS: source_info["flops"],
+            M.SOURCE_KEY: source_info["key"],
             M.SOURCE_SHARED_BY: source_info["shared_by"], M.SOURCE_VAL_ACC: source_info["val_acc"],
             M.WALL_S: wall, M.EPOCH_S: epoch_s, M.TRAINABLE_PARAMS: trainable,
             M.TOTAL_PARAMS: total, M.DONE: epoch == spec.target_epochs, M.SEED: cfg[M.SEED],

@@ -1,0 +1,339 @@
+"""Cells compared fairly: pure functions on the trials frame (no I/O, no Ray), tested on hand-made
+rows in tests/test_analysis_cells.py.
+
+A *cell* is one (split, backbone, init, frozen_depth) combination (``M.CELL``). Inside a cell
+only the learning rate is tuned (phase "tune"); the cell's best configuration is then trained
+again with k more seeds (phase "confirm"). A cell's *runs* are the completed trials of its chosen
+configuration (``cell_runs``); every statistic here is computed over those runs only. Trials that
+ASHA stopped, that errored or that are still running never count: they did not train for the
+same number of epochs, so their accuracies are not comparable. They stay visible in the per-trial
+scatter data (``scatter_points``).
+
+Statistics, for a cell with runs x_1..x_n of the metric (accuracy in [0, 1]):
+  mean  m = sum(x_i) / n
+  std   s = sqrt(sum((x_i - m)^2) / (n - 1))                  (NaN for n = 1)
+  95 % confidence half-width  h = t(0.975, n - 1) * s / sqrt(n)   (NaN for n = 1)
+Two cells a, b (Welch, unequal variances):
+  difference d = m_a - m_b, standard error se = sqrt(s_a^2/n_a + s_b^2/n_b),
+  degrees of freedom  df = se^4 / ((s_a^2/n_a)^2/(n_a-1) + (s_b^2/n_b)^2/(n_b-1))
+  95 % CI  d ± t(0.975, df) * se,  statistic T = d / se,
+  p (two-sided) = 2 * P(t_df > |T|),  p (one-sided, H1: m_a < m_b) = P(t_df < T).
+Both need n >= 2 on each side; otherwise they are NaN.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from analysis.frontier import pareto_front
+from analysis.load import COMPLETED, DEVICE_S, ERRORED, RUNNING, STOPPED, TOTAL_FLOPS, cell_of
+from trainables import metrics as M
+
+CELL_KEYS = (M.SPLIT, M.BACKBONE, M.INIT, M.FROZEN_DEPTH)
+SCRATCH = "scratch"
+LEVEL = 0.95  # confidence level of every interval
+ROLE = "role"  # in cell_runs: "selected" (the tune trial that chose the lr), "tune" or "confirm"
+TOLERANCE_ONLY = "tolerance only (n<2)"
+WELCH_AND_TOLERANCE = "tolerance + Welch"
+
+
+# ----------------------------------------------------------------------------- statistics
+
+def ci_halfwidth(std: float, n: int, level: float = LEVEL) -> float:
+    """Half-width of the t confidence interval of a mean: t((1+level)/2, n-1) * std / sqrt(n).
+    NaN for n < 2 (one run says nothing about the spread)."""
+    if n is None or n < 2 or std is None or not np.isfinite(std):
+        return math.nan
+    return float(stats.t.ppf((1 + level) / 2, n - 1) * std / math.sqrt(n))
+
+
+def welch(mean_a, std_a, n_a, mean_b, std_b, n_b, level: float = LEVEL) -> dict:
+    """Welch's comparison of two means from summary statistics (a minus b), see the module
+    docstring: diff, se, df, lo, hi (CI of the difference at ``level``), t, p (two-sided),
+    p_less (one-sided, H1: mean_a < mean_b). All but diff are NaN when n_a < 2 or n_b < 2.
+    With se = 0 (no spread on either side) the CI is [diff, diff] and the p-values are 0 or 1."""
+    diff = float(mean_a - mean_b)
+    out = dict(diff=diff, se=math.nan, df=math.nan, lo=math.nan, hi=math.nan, t=math.nan,
+               p=math.nan, p_less=math.nan)
+    if n_a is None or n_b is None or n_a < 2 or n_b < 2 or not np.isfinite(diff):
+        return out
+    va, vb = std_a ** 2 / n_a, std_b ** 2 / n_b
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return dict(out, se=0.0, lo=diff, hi=diff,
+                    t=math.copysign(math.inf, diff) if diff else 0.0,
+                    p=1.0 if diff == 0 else 0.0, p_less=0.0 if diff < 0 else 1.0)
+    df = (va + vb) ** 2 / (va ** 2 / (n_a - 1) + vb ** 2 / (n_b - 1))
+    tq = stats.t.ppf((1 + level) / 2, df)
+    t = diff / se
+    return dict(diff=diff, se=se, df=float(df), lo=diff - tq * se, hi=diff + tq * se, t=t,
+                p=float(2 * stats.t.sf(abs(t), df)), p_less=float(stats.t.cdf(t, df)))
+
+
+# ----------------------------------------------------------------------------- runs
+
+def with_cells(trials: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``trials`` with ``M.CELL`` and ``M.PHASE`` filled in where missing (frames of
+    old studies, or hand-made ones): cell from the four keys, phase "tune"."""
+    t = trials.copy()
+    if M.CELL not in t:
+        t[M.CELL] = None
+    if M.PHASE not in t:
+        t[M.PHASE] = None
+    miss = t[M.CELL].isna()
+    if miss.any():
+        t.loc[miss, M.CELL] = [cell_of(*k) for k in
+                               t.loc[miss, list(CELL_KEYS)].itertuples(index=False)]
+    t[M.PHASE] = t[M.PHASE].fillna(M.PHASE_TUNE)
+    return t
+
+
+def _same_lr(a: pd.Series, lr: float) -> pd.Series:
+    return pd.Series(np.isclose(a.astype(float), lr, rtol=1e-9, atol=0.0), index=a.index)
+
+
+def cell_runs(trials: pd.DataFrame, select: str = M.VAL_ACC) -> pd.DataFrame:
+    """The runs that count, per cell: completed trials of the cell's chosen configuration.
+
+    Chosen learning rate: the lr of the cell's completed confirm trials if it has any (the most
+    frequent one, should they differ); otherwise the lr of the completed tune trials with the
+    best mean ``select`` (validation accuracy at the last epoch; with one tune trial per lr, the
+    single best tune trial). The runs are the completed trials of the cell with that lr: the
+    tune trial(s) that selected it and the completed confirm trials. Stopped, errored and
+    running trials never count; a cell without a completed trial has no runs.
+
+    Returns those rows of ``trials`` (all columns, cell and phase filled in) plus ``role``:
+    "selected" (tune trial with the chosen lr) or "confirm"."""
+    t = with_cells(trials)
+    done = t[(t["status"] == COMPLETED) & t[M.CELL].notna() & t[M.LR].notna()]
+    parts = []
+    for _, g in done.groupby(M.CELL, sort=True):
+        conf = g[g[M.PHASE] == M.PHASE_CONFIRM]
+        if len(conf):
+            lr = float(conf[M.LR].astype(float).value_counts(sort=True).index[0])
+        else:
+            by_lr = g.groupby(M.LR, sort=True)[select].mean().dropna()
+            if by_lr.empty:
+                continue
+            lr = float(by_lr.idxmax())
+        r = g[_same_lr(g[M.LR], lr)].copy()
+        r[ROLE] = np.where(r[M.PHASE] == M.PHASE_CONFIRM, M.PHASE_CONFIRM, "selected")
+        parts.append(r)
+    if not parts:
+        return t.iloc[0:0].assign(**{ROLE: pd.Series(dtype=object)})
+    out = pd.concat(parts)
+    order = (out[ROLE] == M.PHASE_CONFIRM).astype(int)  # the selecting tune trial first
+    return (out.assign(_o=order).sort_values([M.CELL, "_o", "trial_id"], kind="stable")
+            .drop(columns="_o"))
+
+
+def cell_summary(runs: pd.DataFrame, metric: str = M.TEST_ACC,
+                 level: float = LEVEL) -> pd.DataFrame:
+    """One row per cell of ``runs`` (from ``cell_runs``): the cell keys, cell, lr, n (runs with
+    a value of ``metric``), mean, std (ddof=1; NaN for n=1), ci (the t interval's half-width at
+    ``level``, see ``ci_halfwidth``; NaN for n=1), lo / hi (mean ∓ ci), and the means over the
+    runs of target_flops, total_flops (target + amortised source) and device_s; trial_ids joined
+    by ','. ``metric`` names the metric. Cells where no run has the metric are left out."""
+    cols = (list(CELL_KEYS) + [M.CELL, M.LR, "n", "mean", "std", "ci", "lo", "hi",
+                                M.TARGET_FLOPS, TOTAL_FLOPS, DEVICE_S, "trial_ids", "metric"])
+    rows = []
+    for cell, g in runs.groupby(M.CELL, sort=True):
+        v = g[metric].astype(float).dropna()
+        if v.empty:
+            continue
+        n, mean = len(v), float(v.mean())
+        std = float(v.std(ddof=1)) if n > 1 else math.nan
+        ci = ci_halfwidth(std, n, level)
+        first = g.iloc[0]
+        rows.append({**{k: first[k] for k in CELL_KEYS}, M.CELL: cell, M.LR: float(first[M.LR]),
+                     "n": n, "mean": mean, "std": std, "ci": ci, "lo": mean - ci,
+                     "hi": mean + ci,
+                     **{c: float(g[c].astype(float).mean()) if c in g else math.nan
+                        for c in (M.TARGET_FLOPS, TOTAL_FLOPS, DEVICE_S)},
+                     "trial_ids": ",".join(map(str, g["trial_id"])) if "trial_id" in g else "",
+                     "metric": metric})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def cell_coverage(trials: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per cell: tune trials and how they ended (completed / stopped / errored / running),
+    confirm trials and how many completed, the runs that count (``cell_runs``) and the chosen
+    lr. A cell with 0 runs has no completed trial of its chosen configuration."""
+    t = with_cells(trials)
+    runs = cell_runs(t) if runs is None else runs
+    nrun = runs.groupby(M.CELL).size() if len(runs) else pd.Series(dtype=int)
+    lr = runs.groupby(M.CELL)[M.LR].first() if len(runs) else pd.Series(dtype=float)
+    rows = []
+    for cell, g in t[t[M.CELL].notna()].groupby(M.CELL, sort=True):
+        tune, conf = g[g[M.PHASE] != M.PHASE_CONFIRM], g[g[M.PHASE] == M.PHASE_CONFIRM]
+        first = g.iloc[0]
+        rows.append({**{k: first[k] for k in CELL_KEYS}, M.CELL: cell, "tune trials": len(tune),
+                     **{f"tune {s}": int((tune["status"] == s).sum())
+                        for s in (COMPLETED, STOPPED, ERRORED, RUNNING)},
+                     "confirm trials": len(conf),
+                     "confirm completed": int((conf["status"] == COMPLETED).sum()),
+                     "runs": int(nrun.get(cell, 0)), M.LR: lr.get(cell, math.nan)})
+    cols = (list(CELL_KEYS) + [M.CELL, "tune trials"]
+            + [f"tune {s}" for s in (COMPLETED, STOPPED, ERRORED, RUNNING)]
+            + ["confirm trials", "confirm completed", "runs", M.LR])
+    return pd.DataFrame(rows, columns=cols)
+
+
+def scatter_points(trials: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every trial for the accuracy-vs-compute scatter plots, whatever its status (a stopped
+    trial is a real, cheaper run and stays visible there), with ``cell_run``: True for the
+    trials that count in the cell statistics."""
+    t = with_cells(trials)
+    runs = cell_runs(t) if runs is None else runs
+    t["cell_run"] = t["trial_id"].isin(set(runs["trial_id"])) if len(runs) else False
+    return t
+
+
+def _as_summary(summary_or_runs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    if "mean" in summary_or_runs and "n" in summary_or_runs:
+        return summary_or_runs
+    return cell_summary(summary_or_runs, metric)
+
+
+# ----------------------------------------------------------------------------- answers
+
+def _best(g: pd.DataFrame) -> pd.Series:
+    """Highest mean; ties: fewer target FLOPs, then the shallower depth."""
+    return g.sort_values(["mean", M.TARGET_FLOPS, M.FROZEN_DEPTH],
+                         ascending=[False, True, True], kind="stable").iloc[0]
+
+
+def depth_answer(summary: pd.DataFrame, tolerance: float = 0.01,
+                 alpha: float = 0.05) -> pd.DataFrame:
+    """How much to freeze, per split x backbone x init (init != scratch), from ``cell_summary``.
+
+    Rule:
+      * best depth: the depth with the highest mean (ties: fewer target FLOPs, shallower).
+      * a depth d is *equivalent* to the best depth b when
+          (1) mean_d >= mean_b - tolerance   (``tolerance`` in accuracy: 0.01 = 1 point), and
+          (2) it is not significantly lower: the one-sided Welch test of H1: mean_d < mean_b
+              has p_less >= alpha.
+        When d or b has fewer than 2 runs the test cannot be made and only (1) applies
+        (column ``rule``: "tolerance only (n<2)").
+      * cheapest equivalent depth: the equivalent depth with the lowest mean target FLOPs
+        (ties: higher mean). The best depth is always equivalent to itself.
+
+    Columns: split, backbone, init, depths (compared), cheaper_depths (depths with fewer mean
+    target FLOPs than the best one: the candidates for a cheaper answer), best_depth, best_mean, best_ci, best_n,
+    cheap_depth, cheap_mean, cheap_ci, cheap_n, delta (= cheap_mean - best_mean, <= 0),
+    delta_lo, delta_hi (Welch CI of that difference; NaN if a side has n<2 or if the cheapest
+    is the best), p_less (the one-sided p), saving_target / saving_total (1 - cheap/best mean
+    target / total FLOPs: the fraction of compute saved), best_/cheap_ target_flops and
+    total_flops, rule (how the other depths were judged: "tolerance + Welch", "tolerance
+    only (n<2)", or which depths were judged by the tolerance alone), single_run (cells of the group with n=1, as "d<depth>" joined by ',').
+    "freeze <cheap_depth> stages: <100 * saving_target> % less compute, <100 * delta> points
+    [<100 * delta_lo>, <100 * delta_hi>]" reads straight off a row."""
+    keys = [M.SPLIT, M.BACKBONE, M.INIT]
+    cols = keys + ["depths", "cheaper_depths", "best_depth", "best_mean", "best_ci", "best_n", "cheap_depth",
+                   "cheap_mean", "cheap_ci", "cheap_n", "delta", "delta_lo", "delta_hi",
+                   "p_less", "saving_target", "saving_total", "best_target_flops",
+                   "cheap_target_flops", "best_total_flops", "cheap_total_flops", "rule",
+                   "single_run", "tolerance", "alpha"]
+    s = summary[(summary[M.INIT] != SCRATCH) & summary["mean"].notna()]
+    rows = []
+    for k, g in s.groupby(keys, sort=True):
+        b = _best(g)
+        eq, untested, tested = [], [], 0
+        for _, r in g.iterrows():
+            if r[M.CELL] == b[M.CELL]:
+                eq.append((r, welch(r["mean"], r["std"], r["n"], b["mean"], b["std"], b["n"])))
+                continue
+            w = welch(r["mean"], r["std"], r["n"], b["mean"], b["std"], b["n"])
+            testable = r["n"] >= 2 and b["n"] >= 2
+            if testable:
+                tested += 1
+            else:
+                untested.append(f"d{int(r[M.FROZEN_DEPTH])}")
+            within = r["mean"] >= b["mean"] - tolerance - 1e-12  # 1e-12: float noise
+            lower = testable and w["p_less"] < alpha
+            if within and not lower:
+                eq.append((r, w))
+        c, w = min(eq, key=lambda rw: (_finite(rw[0][M.TARGET_FLOPS]), -rw[0]["mean"]))
+        same = c[M.CELL] == b[M.CELL]
+        if not untested:
+            rule = WELCH_AND_TOLERANCE
+        elif not tested:
+            rule = TOLERANCE_ONLY
+        else:
+            rule = f"{TOLERANCE_ONLY} for {', '.join(untested)}; {WELCH_AND_TOLERANCE} otherwise"
+        cheaper = int((g[M.TARGET_FLOPS] < b[M.TARGET_FLOPS]).sum())
+        rows.append({**dict(zip(keys, k)), "depths": len(g), "cheaper_depths": cheaper,
+                     "best_depth": int(b[M.FROZEN_DEPTH]), "best_mean": b["mean"],
+                     "best_ci": b["ci"], "best_n": int(b["n"]),
+                     "cheap_depth": int(c[M.FROZEN_DEPTH]), "cheap_mean": c["mean"],
+                     "cheap_ci": c["ci"], "cheap_n": int(c["n"]),
+                     "delta": 0.0 if same else w["diff"],
+                     "delta_lo": math.nan if same else w["lo"],
+                     "delta_hi": math.nan if same else w["hi"],
+                     "p_less": math.nan if same else w["p_less"],
+                     "saving_target": _saving(c[M.TARGET_FLOPS], b[M.TARGET_FLOPS]),
+                     "saving_total": _saving(c[TOTAL_FLOPS], b[TOTAL_FLOPS]),
+                     "best_target_flops": b[M.TARGET_FLOPS], "cheap_target_flops": c[M.TARGET_FLOPS],
+                     "best_total_flops": b[TOTAL_FLOPS], "cheap_total_flops": c[TOTAL_FLOPS],
+                     "rule": rule,
+                     "single_run": ",".join(f"d{int(d)}" for d in g.loc[g["n"] < 2, M.FROZEN_DEPTH]),
+                     "tolerance": tolerance, "alpha": alpha})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _finite(x) -> float:
+    return float(x) if x is not None and np.isfinite(x) else math.inf
+
+
+def _saving(cheap: float, best: float) -> float:
+    if not (np.isfinite(cheap) and np.isfinite(best)) or best <= 0:
+        return math.nan
+    return float(1 - cheap / best)
+
+
+def transfer_gain_cells(summary_or_runs: pd.DataFrame, metric: str = M.TEST_ACC,
+                        level: float = LEVEL) -> pd.DataFrame:
+    """Transfer gain over training from scratch, per split x backbone x transferred init:
+    the best transferred depth (highest mean ``metric``; ties: fewer target FLOPs) against the
+    scratch cell of the same split and backbone. Every run is a completed trial, so both sides
+    trained for the same target epochs. Accepts ``cell_summary`` or ``cell_runs`` output.
+
+    gain = mean_transfer - mean_scratch; lo / hi: Welch CI at ``level``; p: two-sided Welch
+    test; NaN where a side has n < 2, and gain too where there is no scratch cell. The best depth
+    is picked on the same metric, so the gain of that depth is slightly optimistic (the
+    maximum of several means). Columns: split, backbone, init, depth, n_transfer,
+    mean_transfer, ci_transfer, n_scratch, mean_scratch, ci_scratch, gain, lo, hi, p, df."""
+    s = _as_summary(summary_or_runs, metric)
+    keys = [M.SPLIT, M.BACKBONE, M.INIT]
+    cols = keys + ["depth", "n_transfer", "mean_transfer", "ci_transfer", "n_scratch",
+                   "mean_scratch", "ci_scratch", "gain", "lo", "hi", "p", "df"]
+    s = s[s["mean"].notna()]
+    rows = []
+    for k, g in s[s[M.INIT] != SCRATCH].groupby(keys, sort=True):
+        b = _best(g)
+        sc = s[(s[M.SPLIT] == k[0]) & (s[M.BACKBONE] == k[1]) & (s[M.INIT] == SCRATCH)]
+        row = {**dict(zip(keys, k)), "depth": int(b[M.FROZEN_DEPTH]), "n_transfer": int(b["n"]),
+               "mean_transfer": b["mean"], "ci_transfer": b["ci"], "n_scratch": 0,
+               "mean_scratch": math.nan, "ci_scratch": math.nan, "gain": math.nan,
+               "lo": math.nan, "hi": math.nan, "p": math.nan, "df": math.nan}
+        if len(sc):
+            z = sc.iloc[0]
+            w = welch(b["mean"], b["std"], b["n"], z["mean"], z["std"], z["n"], level)
+            row.update(n_scratch=int(z["n"]), mean_scratch=z["mean"], ci_scratch=z["ci"],
+                       gain=w["diff"], lo=w["lo"], hi=w["hi"], p=w["p"], df=w["df"])
+        rows.append(row)
+    return pd.DataFrame(rows, columns=cols)
+
+
+def cell_frontier(summary: pd.DataFrame, x: str = TOTAL_FLOPS) -> pd.DataFrame:
+    """Pareto frontier of cells per split: maximise the cell's mean metric, minimise its mean
+    compute ``x`` (default: total, i.e. target + amortised source FLOPs). Uses
+    ``analysis.frontier.pareto_front``; rows sorted by split, then compute."""
+    parts = [pareto_front(g, x, "mean") for _, g in summary.groupby(M.SPLIT, sort=True)]
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return summary.iloc[0:0].copy()
+    return pd.concat(parts).reset_index(drop=True)

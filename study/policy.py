@@ -1,0 +1,114 @@
+"""Early-stopping policy as pure functions on plain data (no Ray): rungs, the two stopping rules,
+and a small simulator that replays a rule on known learning curves (``benchmarks/cell_scheduling.py``
+and the tests use it; ``study.scheduler`` applies the same functions inside Tune).
+
+Rungs are at ``grace * rf**k`` epochs below ``max_t`` (as in Tune's ASHA). A trial's score at a
+rung is its metric at the first report at or after the rung's epoch. Records are kept *per group*
+(a cell, or a split in mode best), so no trial is ever compared with another group's trials.
+
+* ``halving`` (successive halving, decided as results arrive): a group of n trials keeps
+  ``keep[0] = max(1, n // rf)`` at the first rung, ``keep[i+1] = max(1, keep[i] // rf)`` after;
+  a trial is stopped as soon as ``keep[i]`` trials of its group have a strictly better score at a
+  rung it reached. The decisions are those of synchronous successive halving (which trials are
+  never stopped does not depend on the arrival order), without pausing anyone: a trial runs on
+  until the results that rule it out exist. The best trial at every rung is never stopped, so
+  every group completes at least one run.
+* ``asha`` (asynchronous successive halving, Li et al. 2020, Tune's rule): a trial reaching a
+  rung is stopped if its score is below the (1 - 1/rf) quantile of the scores recorded there
+  *before* it. The first arrival is always promoted: with few trials per group the outcome
+  depends on the arrival order.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def milestones(grace: int, rf: float, max_t: int) -> list[int]:
+    out, m = [], float(grace)
+    while m < max_t:
+        out.append(int(math.ceil(m - 1e-9)))
+        m *= rf
+    return sorted(set(out))
+
+
+def keep_counts(n: int, rf: float, rungs: int) -> list[int]:
+    out, k = [], n
+    for _ in range(rungs):
+        k = max(1, int(k // rf))
+        out.append(k)
+    return out
+
+
+def record(rungs: dict, trial_id: str, epoch: int, score: float, ms: list[int]) -> None:
+    """Record ``score`` at every rung of ``ms`` that ``epoch`` has reached and ``trial_id`` has no
+    score at yet. ``rungs``: {milestone: {trial_id: score}} of one group (mutated)."""
+    for m in ms:
+        if epoch >= m and trial_id not in rungs.setdefault(m, {}):
+            rungs[m][trial_id] = score
+
+
+def halving_stops(rungs: dict, trial_id: str, keep: list[int], ms: list[int]) -> bool:
+    """True if ``keep[i]`` trials have a strictly better score than ``trial_id`` at a rung i that
+    it has reached (it can then never be among the kept ones)."""
+    for i, m in enumerate(ms):
+        rec = rungs.get(m, {})
+        if trial_id not in rec:
+            break
+        mine = rec[trial_id]
+        if sum(1 for t, s in rec.items() if t != trial_id and s > mine) >= keep[i]:
+            return True
+    return False
+
+
+def asha_stops(recorded_before: dict, score: float, rf: float) -> bool:
+    """Tune's ASHA cutoff: below the (1 - 1/rf) quantile of the scores already at the rung."""
+    if not recorded_before:
+        return False
+    cutoff = np.nanpercentile(list(recorded_before.values()), (1 - 1 / rf) * 100)
+    return bool(score < cutoff)
+
+
+def simulate(curves: dict, order: list, *, rule: str, grace: int, rf: float, max_t: int,
+             concurrency: int, groups: dict | None = None) -> dict:
+    """Replay a rule on known learning curves: trials start in ``order`` as slots free up, each
+    epoch takes one time unit, results arrive epoch by epoch. ``curves``: trial -> scores per
+    epoch (len max_t); ``groups``: trial -> group (None: one group); rule 'halving', 'asha' or
+    'fifo'. Returns {trial: epochs run}."""
+    groups = groups or {t: 0 for t in curves}
+    ms = milestones(grace, rf, max_t)
+    sizes: dict = {}
+    for t in order:
+        sizes[groups[t]] = sizes.get(groups[t], 0) + 1
+    keep = {g: keep_counts(n, rf, len(ms)) for g, n in sizes.items()}
+    rungs: dict = {g: {} for g in sizes}
+    epochs = {t: 0 for t in order}
+    stopped: set = set()
+    queue, running = list(order), []
+    while queue or running:
+        while queue and len(running) < concurrency:
+            running.append(queue.pop(0))
+        for t in list(running):  # one epoch each, in start order
+            if t in stopped:
+                continue
+            epochs[t] += 1
+            e, g = epochs[t], groups[t]
+            score = curves[t][e - 1]
+            if rule == "asha":
+                for m in ms:
+                    if e == m:
+                        before = dict(rungs[g].get(m, {}))
+                        rungs[g].setdefault(m, {})[t] = score
+                        if asha_stops(before, score, rf):
+                            stopped.add(t)
+            elif rule == "halving":
+                record(rungs[g], t, e, score, ms)
+            if rule == "halving":  # results can rule out any running trial of the group
+                for u in running:
+                    if groups[u] == g and halving_stops(rungs[g], u, keep[g], ms):
+                        stopped.add(u)
+            if e >= max_t:
+                stopped.add(t)
+        running = [t for t in running if t not in stopped]
+    return epochs
