@@ -38,6 +38,7 @@ LEVEL = 0.95  # confidence level of every interval
 ROLE = "role"  # in cell_runs: "selected" (the tune trial that chose the lr), "tune" or "confirm"
 TOLERANCE_ONLY = "tolerance only (n<2)"
 WELCH_AND_TOLERANCE = "tolerance + Welch"
+ONE_DEPTH = "one depth only (nothing to compare)"
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -228,7 +229,8 @@ def depth_answer(summary: pd.DataFrame, tolerance: float = 0.01,
     is the best), p_less (the one-sided p), saving_target / saving_total (1 - cheap/best mean
     target / total FLOPs: the fraction of compute saved), best_/cheap_ target_flops and
     total_flops, rule (how the other depths were judged: "tolerance + Welch", "tolerance
-    only (n<2)", or which depths were judged by the tolerance alone), single_run (cells of the group with n=1, as "d<depth>" joined by ',').
+    only (n<2)", which depths were judged by the tolerance alone, or "one depth only"),
+    single_run (cells of the group with n=1, as "d<depth>" joined by ',').
     "freeze <cheap_depth> stages: <100 * saving_target> % less compute, <100 * delta> points
     [<100 * delta_lo>, <100 * delta_hi>]" reads straight off a row."""
     keys = [M.SPLIT, M.BACKBONE, M.INIT]
@@ -258,7 +260,9 @@ def depth_answer(summary: pd.DataFrame, tolerance: float = 0.01,
                 eq.append((r, w))
         c, w = min(eq, key=lambda rw: (_finite(rw[0][M.TARGET_FLOPS]), -rw[0]["mean"]))
         same = c[M.CELL] == b[M.CELL]
-        if not untested:
+        if len(g) == 1:
+            rule = ONE_DEPTH
+        elif not untested:
             rule = WELCH_AND_TOLERANCE
         elif not tested:
             rule = TOLERANCE_ONLY

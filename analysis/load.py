@@ -31,11 +31,10 @@ import yaml
 from trainables import metrics as M
 
 from study.layout import PROVENANCE_FILE, SOURCES_DIR, STUDY_FILE, SUMMARY_FILE  # noqa: F401
+# the one status vocabulary of runner, progress lines, summary.json and reports
+from study.layout import COMPLETED, ERRORED, RUNNING, STATUSES, STOPPED  # noqa: F401
 RESULT_FILE = "result.json"
 ERROR_FILES = ("error.txt", "error.pkl")
-
-COMPLETED, STOPPED, ERRORED, RUNNING = "completed", "stopped", "errored", "running"
-STATUSES = (COMPLETED, STOPPED, ERRORED, RUNNING)
 
 # Derived trial columns (the config and metric names come from trainables.metrics).
 BEST_VAL_ACC = "best_val_acc"

@@ -664,12 +664,15 @@ def summary_text(s: Study, label: str | None = None, tolerance=None,
              f"  cells: {len(v.coverage)}, {len(v.coverage) - len(_no_run_cells(v))} with a "
              f"completed run; answer by test accuracy, tolerance {v.tol_points:g} point(s)"]
     rows = [("split", "backbone / init", "best depth (test acc, 95 % CI)", "answer")]
-    for _, r in v.answer.iterrows():
-        rows.append((str(r[M.SPLIT]), f"{r[M.BACKBONE]} / {r[M.INIT]}",
-                     f"d{int(r['best_depth'])}: {_mci(r['best_mean'], r['best_ci'], r['best_n'])}",
-                     recommendation(r)))
-    if len(rows) == 1:
-        rows.append(("–", "–", "no transferred cell has a completed run yet", ""))
+    for sp in _splits(s.trials):
+        a = v.answer[v.answer[M.SPLIT].astype(str) == sp]
+        if a.empty:
+            rows.append((sp, "–", "no transferred cell has a completed run yet", ""))
+        for _, r in a.iterrows():
+            rows.append((sp, f"{r[M.BACKBONE]} / {r[M.INIT]}",
+                         f"d{int(r['best_depth'])}: "
+                         f"{_mci(r['best_mean'], r['best_ci'], r['best_n'])}",
+                         recommendation(r)))
     w = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     lines += ["  " + "  ".join(str(c).ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in rows]
     lines.append(f"  ASHA: spent {acc['total']:.3g} FLOPs vs ~{acc['fifo']:.3g} FIFO "

@@ -155,7 +155,7 @@ def cmd_stop(args) -> int:
 def cmd_report(args) -> int:
     from analysis.report import make_report
 
-    _, text = make_report(args.path, args.out, force=args.force)
+    _, text = make_report(args.path, args.out, force=args.force, tolerance=args.tolerance)
     print(text)
     return EXIT_OK
 
@@ -163,7 +163,7 @@ def cmd_report(args) -> int:
 def cmd_compare(args) -> int:
     from analysis.report import make_compare
 
-    _, text = make_compare(args.paths, args.out, force=args.force)
+    _, text = make_compare(args.paths, args.out, force=args.force, tolerance=args.tolerance)
     print(text)
     return EXIT_OK
 
@@ -227,13 +227,21 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("--force", action="store_true",
                     help="overwrite a report of another study in the output directory")
 
+    tol_help = ("Answer: a cheaper depth counts as good as the best when its mean accuracy is "
+                "within this many points and not significantly lower (default: the spec's "
+                "report.tolerance, 1 point)")
+    rp.add_argument("--tolerance", type=float, metavar="POINTS", help=tol_help)
     cp = sub.add_parser("compare", help="compare two or more studies side by side")
     cp.add_argument("paths", nargs="+", metavar="STUDY_DIR")
     cp.add_argument("-o", "--out", help="output directory (default: ./compare-A-vs-B)")
     cp.add_argument("--force", action="store_true",
                     help="overwrite a report of other studies in the output directory")
+    cp.add_argument("--tolerance", type=float, metavar="POINTS", help=tol_help)
 
     args = p.parse_args(argv)
+    from study.terminal import configure_output
+
+    configure_output()  # no ANSI colour codes from Ray when output is not a terminal
     if args.command in ("report", "compare"):  # no Ray/torch imports needed for reports
         from analysis.load import ReportError
 
@@ -245,14 +253,20 @@ def main(argv: list[str] | None = None) -> int:
     from study.jobs import AddressError, JobError
     from study.runner import StudyExistsError
     from study.spec import SpecError
-    from trainables.backbones import WeightsUnavailable
-    from trainables.data import DataError
+    from trainables.errors import DataError, WeightsUnavailable
 
     try:
         return {"validate": cmd_validate, "plan": cmd_plan, "run": cmd_run, "resume": cmd_resume,
                 "submit": cmd_submit, "jobs": cmd_jobs, "status": cmd_status, "logs": cmd_logs,
                 "stop": cmd_stop}[args.command](args)
     except (SpecError, DataError, StudyExistsError, WeightsUnavailable, AddressError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ImportError as e:
+        from study.trackers import TrackerUnavailable  # imports Ray: only on this path
+
+        if not isinstance(e, TrackerUnavailable):
+            raise
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except JobError as e:

@@ -8,11 +8,12 @@ rung is its metric at the first report at or after the rung's epoch. Records are
 
 * ``halving`` (successive halving, decided as results arrive): a group of n trials keeps
   ``keep[0] = max(1, n // rf)`` at the first rung, ``keep[i+1] = max(1, keep[i] // rf)`` after;
-  a trial is stopped as soon as ``keep[i]`` trials of its group have a strictly better score at a
-  rung it reached. The decisions are those of synchronous successive halving (which trials are
-  never stopped does not depend on the arrival order), without pausing anyone: a trial runs on
-  until the results that rule it out exist. The best trial at every rung is never stopped, so
-  every group completes at least one run.
+  a trial is stopped as soon as ``keep[i]`` trials of its group that are sure to survive the
+  earlier rungs have a strictly better score at a rung it reached (``halving_stops``). Every
+  trial it stops would be stopped by synchronous successive halving, so the survivors of
+  synchronous halving (in particular its final winner) are never stopped: every group completes
+  at least one run, whatever the arrival order. Nobody is paused: a trial runs on until the
+  results that rule it out exist, so it spends between synchronous halving and FIFO.
 * ``asha`` (asynchronous successive halving, Li et al. 2020, Tune's rule): a trial reaching a
   rung is stopped if its score is below the (1 - 1/rf) quantile of the scores recorded there
   *before* it. The first arrival is always promoted: with few trials per group the outcome
@@ -49,15 +50,36 @@ def record(rungs: dict, trial_id: str, epoch: int, score: float, ms: list[int]) 
             rungs[m][trial_id] = score
 
 
-def halving_stops(rungs: dict, trial_id: str, keep: list[int], ms: list[int]) -> bool:
-    """True if ``keep[i]`` trials have a strictly better score than ``trial_id`` at a rung i that
-    it has reached (it can then never be among the kept ones)."""
+def certain_survivors(rungs: dict, keep: list[int], ms: list[int], n: int) -> list[set]:
+    """Per rung i, the trials sure to be among synchronous halving's survivors of rungs 0..i,
+    whatever the results still to come: at every rung up to i, the trials already better plus
+    the ``n - recorded`` that have not reported there yet are fewer than ``keep``."""
+    out, prev = [], None
+    for i, m in enumerate(ms):
+        rec = rungs.get(m, {})
+        missing = max(0, n - len(rec))
+        sure = {t for t, s in rec.items()
+                if (prev is None or t in prev)
+                and sum(1 for u, v in rec.items() if u != t and v > s) + missing < keep[i]}
+        out.append(sure)
+        prev = sure
+    return out
+
+
+def halving_stops(rungs: dict, trial_id: str, keep: list[int], ms: list[int], n: int) -> bool:
+    """True if, at a rung i that ``trial_id`` reached, ``keep[i]`` trials that are sure to
+    survive rungs 0..i-1 (``certain_survivors``; at rung 0: any trial) have a strictly better
+    score: synchronous successive halving would stop it there, whatever arrives later. Counting
+    only sure survivors matters when curves cross: a trial that leads at epoch 3 but will be cut
+    at epoch 1 must not rule anyone out at epoch 3."""
+    sure = certain_survivors(rungs, keep, ms, n)
     for i, m in enumerate(ms):
         rec = rungs.get(m, {})
         if trial_id not in rec:
             break
         mine = rec[trial_id]
-        if sum(1 for t, s in rec.items() if t != trial_id and s > mine) >= keep[i]:
+        rivals = rec if i == 0 else {t: s for t, s in rec.items() if t in sure[i - 1]}
+        if sum(1 for t, s in rivals.items() if t != trial_id and s > mine) >= keep[i]:
             return True
     return False
 
@@ -106,7 +128,7 @@ def simulate(curves: dict, order: list, *, rule: str, grace: int, rf: float, max
                 record(rungs[g], t, e, score, ms)
             if rule == "halving":  # results can rule out any running trial of the group
                 for u in running:
-                    if groups[u] == g and halving_stops(rungs[g], u, keep[g], ms):
+                    if groups[u] == g and halving_stops(rungs[g], u, keep[g], ms, sizes[g]):
                         stopped.add(u)
             if e >= max_t:
                 stopped.add(t)

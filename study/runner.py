@@ -59,6 +59,7 @@ def sources_dir(spec: Spec, sdir: str | None = None) -> Path:
 def init_ray(log=print) -> None:
     """Connect to RAY_ADDRESS if set, else start an embedded Ray bound to 127.0.0.1."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     # One checkpoint per epoch with num_to_keep=1 makes Tune warn about snapshot frequency.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
@@ -213,11 +214,13 @@ def run_study(spec: Spec, log=print, callbacks: list | None = None) -> dict:
     from study.progress import Progress
     from study.scheduler import RungState
     from study.space import StudySearcher
+    from study.trackers import check_trackers, tracker_callbacks
 
     sdir = study_dir(spec)
     if not is_uri(sdir) and Path(sdir).exists() and any(Path(sdir).iterdir()):
         raise StudyExistsError(f"study directory {sdir} already exists; continue it with "
                                f"`study resume {sdir}`, or choose another --name/--storage")
+    check_trackers(spec.loggers)  # a missing tracker package fails before anything is written
     data = prepare_data(spec, log)  # bad data / unknown classes fail before anything is written
     init_ray(log)
     if not is_uri(sdir):
@@ -245,6 +248,7 @@ def run_study(spec: Spec, log=print, callbacks: list | None = None) -> dict:
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             # RungState: ASHA's rung records are saved with the experiment state (see asha.py)
             callbacks=[Progress(spec.target_epochs, counts["cells"]),
+                       *tracker_callbacks(spec.loggers, sdir, spec.name),
                        *([RungState(scheduler)] if spec.scheduler.type != "fifo" else []),
                        *(callbacks or [])], verbose=0),
     )

@@ -28,6 +28,7 @@ class CellScheduler(FIFOScheduler):
         self.rule, self.group_key, self.rf = rule, group_key, rf
         self.score_metric, self.time_attr = metric, time_attr
         self.ms = policy.milestones(grace, rf, max_t)
+        self.sizes = dict(group_sizes)
         self.keep = {g: policy.keep_counts(n, rf, len(self.ms)) for g, n in group_sizes.items()}
         self.rungs: dict[str, dict[int, dict[str, float]]] = {}
         self.num_stopped = 0
@@ -49,8 +50,9 @@ class CellScheduler(FIFOScheduler):
                     stop = stop or policy.asha_stops(before, score, self.rf)
         else:
             policy.record(rungs, tid, t, score, self.ms)
+            n = self.sizes.get(g, 1)
             stop = policy.halving_stops(rungs, tid, self.keep.get(g) or policy.keep_counts(
-                1, self.rf, len(self.ms)), self.ms)
+                n, self.rf, len(self.ms)), self.ms, n)
         if stop:
             self.num_stopped += 1
             return TrialScheduler.STOP

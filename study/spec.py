@@ -637,13 +637,14 @@ def _feature_cache(c: _Checker, raw) -> FeatureCacheSpec:
 
 def _cross_checks(c: _Checker, spec: Spec) -> None:
     s = spec.search
+    mode_ok = not any(p.startswith("search.mode ") for p in c.problems)  # no cascade
     if s.algorithm == "grid" and not spec.lr.grid:
         c.bad("lr.grid", list(spec.lr.grid),
               "must list the learning rates when search.algorithm is 'grid'")
-    if s.mode == "compare" and s.algorithm == "tpe":
+    if mode_ok and s.mode == "compare" and s.algorithm == "tpe":
         c.bad("search.algorithm", "tpe", "must be qmc, random or grid when search.mode is "
               "'compare' (a cell's few trials are below TPE's random start-up; use mode best)")
-    if s.mode == "compare" and s.repeats != 1:
+    if mode_ok and s.mode == "compare" and s.repeats != 1:
         c.bad("search.repeats", s.repeats, "must be 1 when search.mode is 'compare' (confirm.seeds "
               "retrains each cell's best configuration with more seeds)")
     if spec.scheduler.type != "fifo" and spec.scheduler.grace_period > spec.target_epochs:

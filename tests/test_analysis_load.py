@@ -174,3 +174,33 @@ def test_bad_inputs_name_the_path(tmp_path, case):
     with pytest.raises(ReportError) as e:
         load_study(sdir if case in ("bad_line", "bad_yaml") else target)
     assert str(target) in str(e.value)
+
+
+def test_reports_render_from_fake_studies_without_ray(tmp_path):
+    """make_report / make_compare on hand-written study folders: a cell study with confirm runs
+    and an old one (no cells, n=1, errored trial); sections in order, tolerance from the spec."""
+    from analysis.report import make_compare, make_report, tolerance_points
+
+    cells, old = make_cell_study(tmp_path / "a"), make_study(tmp_path / "b")
+    out, text = make_report(cells, tmp_path / "r1")
+    md = (out / "report.md").read_text()
+    heads = [line[3:] for line in md.splitlines() if line.startswith("## ")]
+    assert [h.split(".")[0] for h in heads] == [str(i) for i in range(1, 9)]
+    assert heads[0].startswith("1. Answer") and heads[1].startswith("2. Cells")
+    assert "72.0% ± 5.0 (n=3)" in md  # imagenet d2: test [.70, .72, .74]
+    assert "x/resnet18/imagenet/d2 | 2 | 1 | 1 | 0 | 0 | 2 / 2 | 3" in md  # coverage row
+    assert "within 1 accuracy point" in md and "tolerance 1 point" in text
+    for f in ("depth.png", "gain.png", "cell_frontier_x.png", "frontier_x.png", "asha.png"):
+        assert (out / f).stat().st_size > 0, f
+    out, _ = make_report(old, tmp_path / "r2", tolerance=0.5)
+    md = (out / "report.md").read_text()
+    assert "50.0% ± – (n=1)" in md and "ddd" in md and "written before cells" in md
+    assert "within 0.5 accuracy point" in md
+    out, _ = make_compare([cells, old], tmp_path / "c")
+    md = (out / "report.md").read_text()
+    assert "## 2. Answer per study" in md and (out / "compare_depth_x.png").stat().st_size > 0
+    assert tolerance_points({"report": {"tolerance": 2.5}}) == 2.5
+    assert tolerance_points({}) == tolerance_points({"report": {"tolerance": "x"}}) == 1.0
+    with pytest.raises(ReportError):
+        make_report(cells, tmp_path / "r3", tolerance=-1)
+    assert not (tmp_path / "r3").exists()

@@ -13,11 +13,14 @@ from study.cli import main
 from study.runner import run_study
 from study.spec import load_spec_dict
 
-SECTIONS = ("1. Headline", "2. Accuracy vs compute", "3. Accuracy vs frozen depth",
-            "4. Transfer gain", "5. Finalists", "6. ASHA accounting", "7. Provenance")
-COMPARE_SECTIONS = ("1. Studies", "2. Best configurations per study", "3. Differences",
-                    "4. Accuracy vs compute", "5. Transfer-depth", "6. Finalists",
-                    "7. ASHA accounting", "8. Provenance")
+SECTIONS = ("1. Answer: how much to freeze", "2. Cells: coverage and runs",
+            "3. Accuracy vs frozen depth", "4. Transfer gain over scratch",
+            "5. Accuracy vs compute: Pareto frontier of cells", "6. Finalists", "7. ASHA accounting",
+            "8. Provenance")
+COMPARE_SECTIONS = ("1. Studies", "2. Answer per study", "3. Differences",
+                    "4. Accuracy vs frozen depth", "5. Transfer gain over scratch",
+                    "6. Accuracy vs compute", "7. Finalists", "8. ASHA accounting",
+                    "9. Provenance")
 CHROMIUM = Path("/usr/bin/chromium")
 
 

@@ -1,242 +1,164 @@
-"""The search space: grid points, the Optuna define-by-run space, and make_searcher."""
+"""Cells, the samples inside them, and the study searcher (tuning, then confirmation seeds),
+driven by hand without Ray."""
 import copy
-import itertools
+import math
 import pickle
-from collections import Counter
 
 import optuna
 import pytest
+from ray.tune.search import Searcher
 
-from study.space import DefineByRun, PointsSearcher, grid_points, make_searcher, valid_inits
+from study import cells as C
+from study.space import DefineByRun, StudySearcher
 from study.spec import load_spec_dict
 from trainables import metrics as M
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-LR_GRID = [0.003, 0.03, 0.3]
 SPACE = {
     "name": "space",
     "splits": [{"name": "ab", "source": ["a", "b"], "target": ["c"]},
                {"name": "ba", "source": ["c"], "target": ["a", "b"]}],
     "backbones": {"scratch_cnn": {"frozen_depth": [0, 4]},
-                  "resnet18": {"frozen_depth": [1, 3]},
+                  "resnet18": {"depths": [1, 3]},
                   "mobilenet_v2": {"frozen_depth": [2, 2]}},
     "inits": ["source", "imagenet", "scratch"],
-    "lr": {"low": 0.003, "high": 0.3, "grid": LR_GRID},
-    "search": {"algorithm": "tpe", "num_samples": 7, "seed": 3},
+    "lr": {"low": 0.003, "high": 0.3, "grid": [0.003, 0.03, 0.3]},
+    "target_epochs": 3,
+    "search": {"trials_per_cell": 4, "seed": 3},
+    "confirm": {"seeds": 2},
 }
 
 
 def spec_with(**changes):
     d = copy.deepcopy(SPACE)
     for k, v in changes.items():
-        if isinstance(v, dict) and isinstance(d.get(k), dict):
-            d[k] = {**d[k], **v}
-        else:
-            d[k] = v
+        d[k] = {**d[k], **v} if k in ("search", "confirm") else v  # sections merge, rest replaced
     return load_spec_dict(d)
 
 
-# ----------------------------------------------------------------------------- grid points
-
-def test_valid_inits_drop_imagenet_without_weights():
+def test_cells_are_every_valid_combination():
     spec = spec_with()
-    assert valid_inits(spec, "scratch_cnn") == ["source", "scratch"]
-    assert valid_inits(spec, "resnet18") == ["source", "imagenet", "scratch"]
+    ids = [c.id for c in C.cells(spec)]
+    # per split: scratch_cnn 5 source depths + scratch (no ImageNet weights); resnet18 2 source +
+    # 2 imagenet depths + scratch; mobilenet_v2 1 + 1 + scratch
+    assert len(ids) == 2 * ((5 + 1) + (2 + 2 + 1) + (1 + 1 + 1)) == len(set(ids))
+    assert "ab/scratch_cnn/scratch/d0" in ids and "ab/scratch_cnn/imagenet/d0" not in ids
+    assert "ba/resnet18/imagenet/d3" in ids and "ba/resnet18/source/d2" not in ids
+    assert all(c.depth == 0 for c in C.cells(spec) if c.init == "scratch")
+    stems = {(c.backbone, c.init): c.stem for c in C.cells(spec)}
+    assert stems[("resnet18", "imagenet")] == "imagenet" and stems[("resnet18", "source")] == "cifar"
 
 
-def test_grid_point_count_is_the_product():
-    points = grid_points(spec_with())
-    # per split: scratch_cnn (5 source depths + 1 scratch; no ImageNet weights)
-    #          + resnet18 (3 source + 3 imagenet depths + 1 scratch)
-    #          + mobilenet_v2 (1 source + 1 imagenet + 1 scratch)
-    per_split = (5 + 1) + (3 + 3 + 1) + (1 + 1 + 1)
-    assert len(points) == 2 * per_split * len(LR_GRID) == 96
-    assert len({tuple(sorted(p.items())) for p in points}) == len(points)  # no duplicates
-
-
-def test_grid_point_count_without_scratch_or_imagenet():
-    points = grid_points(spec_with(inits=["source"]))
-    assert len(points) == 2 * (5 + 3 + 1) * len(LR_GRID)
-    assert {p[M.INIT] for p in points} == {"source"}
-
-
-def test_grid_points_respect_the_space():
+def test_qmc_samples_cover_the_log_range_deterministically():
     spec = spec_with()
-    points = grid_points(spec)
-    assert all(set(p) == {M.SPLIT, M.BACKBONE, M.INIT, M.FROZEN_DEPTH, M.LR} for p in points)
-    for p in points:
-        lo, hi = spec.backbone(p[M.BACKBONE]).frozen_depth
-        if p[M.INIT] == "scratch":
-            assert p[M.FROZEN_DEPTH] == 0
-        else:
-            assert lo <= p[M.FROZEN_DEPTH] <= hi
-    assert not any(p[M.BACKBONE] == "scratch_cnn" and p[M.INIT] == "imagenet" for p in points)
-    assert Counter(p[M.LR] for p in points) == {lr: 32 for lr in LR_GRID}
-    assert {p[M.SPLIT] for p in points} == {"ab", "ba"}
-    r18 = {(p[M.INIT], p[M.FROZEN_DEPTH]) for p in points if p[M.BACKBONE] == "resnet18"}
-    assert r18 == {("source", 1), ("source", 2), ("source", 3), ("imagenet", 1),
-                   ("imagenet", 2), ("imagenet", 3), ("scratch", 0)}
+    lrs = C.lr_samples(spec, "ab/resnet18/source/d1", 4)
+    assert lrs == C.lr_samples(spec_with(), "ab/resnet18/source/d1", 4)  # seeded
+    assert lrs != C.lr_samples(spec, "ab/resnet18/source/d3", 4)  # per cell
+    u = sorted((math.log(x) - math.log(0.003)) / (math.log(0.3) - math.log(0.003)) for x in lrs)
+    assert [int(x * 4) for x in u] == [0, 1, 2, 3]  # one sample in each quarter of the range
+    assert C.lr_samples(spec_with(search={"algorithm": "grid"}), "x", 4) == [0.003, 0.03, 0.3]
 
 
-def test_grid_points_empty_without_lr_grid():
-    assert grid_points(spec_with(lr={"grid": []})) == []
-
-
-# ----------------------------------------------------------------------------- define-by-run
-
-def sample(space: DefineByRun, n: int, sampler) -> list[tuple[dict, dict]]:
-    """(trial params, returned constants) for n trials of a real Optuna study."""
-    study = optuna.create_study(direction="maximize", sampler=sampler)
-    out = []
-    for i in range(n):
-        trial = study.ask()
-        consts = space(trial)
-        out.append((dict(trial.params), consts))
-        study.tell(trial, (i % 7) / 7)
-    return out
-
-
-@pytest.fixture(scope="module")
-def random_samples():
+def test_tuning_configs_interleave_cells_and_carry_cell_and_phase():
     spec = spec_with()
-    return spec, sample(DefineByRun(spec.to_dict()), 200, optuna.samplers.RandomSampler(seed=0))
+    cfgs = C.tuning_configs(spec)
+    n_cells = len(C.cells(spec))
+    assert len(cfgs) == 4 * n_cells
+    assert len({c[M.CELL] for c in cfgs[:n_cells]}) == n_cells  # every cell once, then again
+    for c in cfgs:
+        assert c[M.PHASE] == M.PHASE_TUNE and c[M.SEED] == 3
+        assert c[M.CELL] == C.cell_id(c[M.SPLIT], c[M.BACKBONE], c[M.INIT], c[M.FROZEN_DEPTH])
+    assert C.trial_counts(spec) == {"cells": n_cells, "groups": n_cells, "tuning": 4 * n_cells,
+                                    "confirm": 2 * n_cells, "total": 6 * n_cells}
 
 
-def test_define_by_run_samples_stay_in_the_space(random_samples):
-    spec, samples = random_samples
-    for params, consts in samples:
-        assert set(consts) == {M.INIT, M.FROZEN_DEPTH, M.SEED}
-        assert consts[M.SEED] == spec.search.seed == 3
-        backbone, init, depth = params[M.BACKBONE], consts[M.INIT], consts[M.FROZEN_DEPTH]
-        assert init in valid_inits(spec, backbone)
-        if init == "scratch":
-            assert depth == 0
-        else:
-            lo, hi = spec.backbone(backbone).frozen_depth
-            assert lo <= depth <= hi
-            if hi > lo:  # sampled under the backbone's own name, copied to frozen_depth
-                assert params[f"{M.FROZEN_DEPTH}__{backbone}"] == depth
-        assert spec.lr.low <= params[M.LR] <= spec.lr.high
-        # only this backbone's conditional parameters are in the trial
-        others = [b.name for b in spec.backbones if b.name != backbone]
-        assert not any(k.endswith(f"__{o}") for k in params for o in others)
+def _drive(searcher, score, order=None, stop_at=None):
+    """Run a searcher to the end: every suggested trial completes at once (or is 'stopped' at
+    epoch 1 when stop_at(cfg)), scored by score(cfg). Returns the configs in suggestion order."""
+    out, i = [], 0
+    while True:
+        tid = f"t{i}"
+        cfg = searcher.suggest(tid)
+        if cfg is Searcher.FINISHED:
+            return out
+        assert cfg is not None, "nothing live, yet the searcher waits"
+        i += 1
+        out.append(cfg)
+        epochs = 1 if stop_at and stop_at(cfg) else 3
+        searcher.on_trial_complete(tid, {M.EPOCH: epochs, M.VAL_ACC: score(cfg), "config": cfg})
 
 
-def test_define_by_run_covers_the_space(random_samples):
-    spec, samples = random_samples
-    assert {p[M.SPLIT] for p, _ in samples} == {"ab", "ba"}
-    assert {p[M.BACKBONE] for p, _ in samples} == {"scratch_cnn", "resnet18", "mobilenet_v2"}
-    combos = {(p[M.BACKBONE], c[M.INIT]) for p, c in samples}
-    assert combos == {("scratch_cnn", "source"), ("scratch_cnn", "scratch"),
-                      ("resnet18", "source"), ("resnet18", "imagenet"), ("resnet18", "scratch"),
-                      ("mobilenet_v2", "source"), ("mobilenet_v2", "imagenet"),
-                      ("mobilenet_v2", "scratch")}
-    depths = {(p[M.BACKBONE], c[M.FROZEN_DEPTH]) for p, c in samples if c[M.INIT] != "scratch"}
-    assert {d for b, d in depths if b == "scratch_cnn"} == {0, 1, 2, 3, 4}
-    assert {d for b, d in depths if b == "resnet18"} == {1, 2, 3}
-    assert {d for b, d in depths if b == "mobilenet_v2"} == {2}
-    # mobilenet_v2's single depth is a constant, not a parameter
-    assert not any(f"{M.FROZEN_DEPTH}__mobilenet_v2" in p for p, _ in samples)
-    lrs = [p[M.LR] for p, _ in samples]
-    assert min(lrs) < 0.01 and max(lrs) > 0.1  # log-uniform reaches both decades
+def test_searcher_tunes_every_cell_then_confirms_its_best_lr():
+    spec = spec_with(backbones={"scratch_cnn": {"depths": [0, 4]}}, inits=["source"],
+                     splits=[SPACE["splits"][0]])
+    s = StudySearcher(spec.to_dict())
+    # the best lr of a cell is the one closest to 0.03; stopped trials never count
+    score = lambda c: -abs(math.log(c[M.LR] / 0.03))  # noqa: E731
+    cfgs = _drive(s, score, stop_at=lambda c: c[M.LR] > 0.2)
+    tune = [c for c in cfgs if c[M.PHASE] == M.PHASE_TUNE]
+    confirm = [c for c in cfgs if c[M.PHASE] == M.PHASE_CONFIRM]
+    assert len(tune) == 8 and len(confirm) == 4
+    for cell in ("ab/scratch_cnn/source/d0", "ab/scratch_cnn/source/d4"):
+        completed = [c for c in tune if c[M.CELL] == cell and c[M.LR] <= 0.2]
+        best = max(completed, key=score)
+        got = [c for c in confirm if c[M.CELL] == cell]
+        assert [c[M.SEED] for c in got] == [4, 5] and {c[M.LR] for c in got} == {best[M.LR]}
 
 
-def test_define_by_run_with_tpe():
-    # TPE models each parameter's distribution across trials: the conditional space must keep
-    # them fixed (one categorical/int per backbone) or Optuna raises.
-    spec = spec_with()
-    sampler = optuna.samplers.TPESampler(seed=0, n_startup_trials=5)
-    samples = sample(DefineByRun(spec.to_dict()), 40, sampler)
-    for params, consts in samples:
-        assert consts[M.INIT] in valid_inits(spec, params[M.BACKBONE])
-        if consts[M.INIT] == "scratch":
-            assert consts[M.FROZEN_DEPTH] == 0
+def test_searcher_waits_while_a_cell_is_still_tuning_and_resumes_from_its_state(tmp_path):
+    spec = spec_with(backbones={"scratch_cnn": {"depths": [2]}}, inits=["source"],
+                     splits=[SPACE["splits"][0]], search={"trials_per_cell": 2})
+    s = StudySearcher(spec.to_dict())
+    a, b = s.suggest("a"), s.suggest("b")
+    assert a[M.PHASE] == b[M.PHASE] == M.PHASE_TUNE
+    assert s.suggest("c") is None  # confirmation needs the cell's tuning to end
+    s.on_trial_complete("a", {M.EPOCH: 3, M.VAL_ACC: 0.9})
+    assert s.suggest("c") is None
+    s.on_trial_complete("b", {M.EPOCH: 3, M.VAL_ACC: 0.5})
+    s.save(str(tmp_path / "searcher.pkl"))
+    resumed = StudySearcher(spec.to_dict())
+    resumed.restore(str(tmp_path / "searcher.pkl"))
+    for x in (s, resumed):
+        c1 = x.suggest("c1")
+        assert c1[M.PHASE] == M.PHASE_CONFIRM and c1[M.LR] == a[M.LR]
+    assert pickle.loads(pickle.dumps(resumed)).confirm_queue == resumed.confirm_queue
 
 
-def test_define_by_run_never_picks_a_backbone_without_valid_inits():
-    # inits only 'imagenet': scratch_cnn (no ImageNet weights) must not be sampled at all
-    spec = spec_with(inits=["imagenet"])
-    assert valid_inits(spec, "scratch_cnn") == []
-    samples = sample(DefineByRun(spec.to_dict()), 60, optuna.samplers.RandomSampler(seed=1))
-    assert {p[M.BACKBONE] for p, _ in samples} == {"resnet18", "mobilenet_v2"}
-    assert {c[M.INIT] for _, c in samples} == {"imagenet"}
-    assert not any(p[M.BACKBONE] == "scratch_cnn" for p in grid_points(spec))
+def test_searcher_holds_back_trials_whose_source_is_not_ready():
+    spec = spec_with(backbones={"scratch_cnn": {"depths": [0]}}, splits=[SPACE["splits"][0]],
+                     inits=["source", "scratch"], search={"trials_per_cell": 1})
+    s = StudySearcher(spec.to_dict())
+    s.ready = lambda cfg: cfg[M.INIT] != "source"
+    assert s.suggest("x")[M.INIT] == "scratch"
+    assert s.suggest("y") is None
+    s.ready = lambda cfg: True
+    assert s.suggest("y")[M.INIT] == "source"
 
 
-def test_define_by_run_pickles():
-    spec = spec_with()
-    space = DefineByRun(spec.to_dict())
-    clone = pickle.loads(pickle.dumps(space))
-    assert clone.spec == space.spec
-    a = sample(space, 15, optuna.samplers.RandomSampler(seed=5))
-    b = sample(clone, 15, optuna.samplers.RandomSampler(seed=5))
-    assert a == b
+def test_mode_best_searches_each_split_separately():
+    spec = spec_with(search={"mode": "best", "algorithm": "tpe", "num_samples": 5},
+                     confirm={"seeds": 1})
+    s = StudySearcher(spec.to_dict())
+    # split 'ba' scores far higher; 'ab' still gets its 5 samples and its own confirmation
+    cfgs = _drive(s, lambda c: (0.9 if c[M.SPLIT] == "ba" else 0.2) + c[M.LR])
+    tune = [c for c in cfgs if c[M.PHASE] == M.PHASE_TUNE]
+    assert sorted(c[M.SPLIT] for c in tune) == ["ab"] * 5 + ["ba"] * 5
+    confirm = [c for c in cfgs if c[M.PHASE] == M.PHASE_CONFIRM]
+    assert sorted(c[M.SPLIT] for c in confirm) == ["ab", "ba"]
+    for c in tune:
+        assert c[M.CELL] == C.cell_id(c[M.SPLIT], c[M.BACKBONE], c[M.INIT], c[M.FROZEN_DEPTH])
 
 
-# ----------------------------------------------------------------------------- make_searcher
-
-def test_make_searcher_tpe():
-    from ray.tune.search.optuna import OptunaSearch
-
-    searcher, n = make_searcher(spec_with())
-    assert isinstance(searcher, OptunaSearch)
-    assert n == 7
-    assert searcher.metric == M.OBJECTIVE and searcher.mode == M.MODE
-    cfg = searcher.suggest("t0")
-    assert cfg[M.SPLIT] in ("ab", "ba") and cfg[M.SEED] == 3
-    assert cfg[M.INIT] in valid_inits(spec_with(), cfg[M.BACKBONE])
-
-
-def test_make_searcher_random_with_repeats():
-    from ray.tune.search import Repeater
-
-    searcher, n = make_searcher(spec_with(search={"algorithm": "random", "repeats": 3}))
-    assert isinstance(searcher, Repeater)
-    assert n == 7 * 3
-    cfgs = [searcher.suggest(f"t{i}") for i in range(6)]
-    assert [c[M.REPEAT] for c in cfgs] == [0, 1, 2, 0, 1, 2]
-    strip = [{k: v for k, v in c.items() if k != M.REPEAT} for c in cfgs]
-    assert strip[0] == strip[1] == strip[2]  # one sampled config, three repeats
-    assert strip[3] == strip[4] == strip[5]
-
-
-def test_make_searcher_tpe_repeats_multiplies_num_samples():
-    searcher, n = make_searcher(spec_with(search={"num_samples": 4, "repeats": 5}))
-    assert n == 20
-
-
-@pytest.mark.parametrize("repeats", [1, 3])
-def test_make_searcher_grid_seeds_consecutive_per_repeat(repeats):
-    spec = spec_with(search={"algorithm": "grid", "repeats": repeats, "seed": 7})
-    searcher, n = make_searcher(spec)
-    assert isinstance(searcher, PointsSearcher)
-    base = grid_points(spec)
-    assert n == len(base) * repeats == 96 * repeats
-    assert len(searcher.points) == n
-    for r in range(repeats):
-        block = searcher.points[r * len(base):(r + 1) * len(base)]
-        assert {p[M.SEED] for p in block} == {7 + r}
-        assert [{k: v for k, v in p.items() if k != M.SEED} for p in block] == base
-
-
-def test_points_searcher_hands_out_points_then_finishes(tmp_path):
-    from ray.tune.search import Searcher
-
-    spec = spec_with(inits=["source"], lr={"grid": [0.01]},
-                     search={"algorithm": "grid", "repeats": 2})
-    searcher, n = make_searcher(spec)
-    assert n == 2 * (5 + 3 + 1) * 2
-    got = [searcher.suggest(f"t{i}") for i in range(3)]
-    assert got == searcher.points[:3]
-    got[0][M.LR] = 99  # callers own their copy
-    assert searcher.points[0][M.LR] == 0.01
-
-    ckpt = tmp_path / "searcher.pkl"
-    searcher.save(str(ckpt))
-    restored, _ = make_searcher(spec)
-    restored.restore(str(ckpt))
-    rest = list(itertools.takewhile(lambda c: c != Searcher.FINISHED,
-                                    (restored.suggest(f"r{i}") for i in range(n + 5))))
-    assert rest == searcher.points[3:]
-    assert restored.suggest("again") == Searcher.FINISHED
+def test_define_by_run_respects_each_backbones_depths():
+    spec = spec_with(search={"mode": "best", "algorithm": "random"})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    space = DefineByRun(spec.to_dict(), "ab")
+    for _ in range(60):
+        t = study.ask()
+        fixed = space(t)
+        b = t.params[M.BACKBONE]
+        if fixed[M.INIT] != "scratch":
+            assert fixed[M.FROZEN_DEPTH] in spec.backbone(b).depth_list()
+        assert fixed[M.SPLIT] == "ab" and fixed[M.INIT] in C.valid_inits(spec, b)
+        study.tell(t, 0.0)

@@ -37,7 +37,8 @@ BASE = {
     "target_epochs": 4,
     "source": {"epochs": 2, "lr": 0.05},
     "optimizer": {"name": "sgd", "momentum": 0.9},
-    "search": {"algorithm": "tpe", "num_samples": 5, "max_concurrent": 2, "repeats": 1, "seed": 0},
+    "search": {"algorithm": "tpe", "num_samples": 5, "max_concurrent": 2, "repeats": 1, "seed": 0,
+               "mode": "best"},
     "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
     "resources": {"cpus": 1, "gpu": 0},
     "storage": "./studies",
@@ -104,7 +105,8 @@ def test_minimal_spec_gets_defaults():
     assert spec.backbones[0].stem == "auto"
     assert spec.splits[0].source == (0, 1) and spec.splits[0].target == (2,)
     assert (spec.lr.low, spec.lr.high, spec.lr.grid) == (0.01, 0.1, ())
-    assert spec.search.algorithm == "tpe" and spec.scheduler.type == "asha"
+    assert spec.search.algorithm == "qmc" and spec.scheduler.type == "halving"
+    assert spec.search.mode == "compare" and spec.confirm.seeds == 2
     assert spec.data.root is None and spec.time_budget_s is None
     assert spec.weights == () and spec.weights_file("resnet18") is None
 
@@ -131,24 +133,24 @@ def test_base_spec_is_valid():
 def test_quick_example_loads():
     spec = load_spec(QUICK)
     assert spec.name == "quick"
-    assert [s.name for s in spec.splits] == ["5to5", "7to3"]
+    assert [s.name for s in spec.splits] == ["5to5"]
     assert spec.split("5to5").source == ("airplane", "automobile", "bird", "cat", "deer")
-    assert {b.name: (b.frozen_depth, b.stem) for b in spec.backbones} == {
-        "scratch_cnn": ((0, 4), "auto"),
-        "mobilenet_v2": ((0, 7), "imagenet"),
-        "resnet18": ((0, 5), "imagenet"),
+    assert {b.name: (b.depth_list(), b.stem) for b in spec.backbones} == {
+        "scratch_cnn": ([0, 1, 2, 3, 4], "auto"),
+        "resnet18": ([0, 3, 5], "imagenet"),
     }
     assert spec.inits == ("source", "scratch")
-    assert (spec.lr.low, spec.lr.high) == (0.003, 0.3)
-    assert spec.data.root is None and spec.data.max_train_per_class == 500
-    assert spec.target_epochs == 5 and spec.max_failures == 1
+    assert (spec.lr.low, spec.lr.high) == (0.005, 0.2)
+    assert spec.data.root is None and spec.data.max_train_per_class == 400
+    assert spec.target_epochs == 4 and spec.max_failures == 1
 
 
 def test_load_spec_overrides_merge_into_sections():
     spec = load_spec(QUICK, {"data": {"root": "/some/where"}, "search": {"num_samples": 3}})
     assert spec.data.root == "/some/where"
-    assert spec.data.max_train_per_class == 500  # the rest of the section is kept
+    assert spec.data.max_train_per_class == 400  # the rest of the section is kept
     assert spec.search.num_samples == 3 and spec.search.max_concurrent == 2
+    assert spec.search.trials_per_cell == 3  # the rest of the section is kept
 
 
 def test_yaml_exponent_without_dot_is_a_number(tmp_path):
@@ -201,7 +203,14 @@ MALFORMED = [
     (put("search.algo", "tpe"), "search.algo = 'tpe': unknown key; valid keys: algorithm, "
                                 "num_samples"),
     (put("backbones.resnet18.depth", 2),
-     "backbones.resnet18.depth = 2: unknown key; valid keys: frozen_depth, stem"),
+     "backbones.resnet18.depth = 2: unknown key; valid keys: frozen_depth, stem, depths"),
+    (put("backbones.scratch_cnn", {"depths": [0, 5]}),
+     "backbones.scratch_cnn.depths = [0, 5]: must be a non-empty list of distinct integers within "
+     "[0, 4]"),
+    (put("backbones.scratch_cnn", {"depths": [1, 1]}), "backbones.scratch_cnn.depths = [1, 1]: "
+                                                        "must be a non-empty list of distinct"),
+    (put("backbones.scratch_cnn.depths", [0, 2]),
+     "backbones.scratch_cnn.depths = [0, 2]: must not be given together with frozen_depth"),
     (put("splits.0.sources", ["a"]), "splits[0].sources = ['a']: unknown key"),
     (put("data", "cifar"), "data = 'cifar': must be a mapping"),
     # name
@@ -285,7 +294,20 @@ MALFORMED = [
     (put("scheduler.grace_period", 5), "scheduler.grace_period = 5: must be <= target_epochs (4)"),
     (put("scheduler.reduction_factor", 1), "scheduler.reduction_factor = 1: must be a number in "
                                            "(1, 100]"),
-    (put("scheduler.type", "hyperband"), "scheduler.type = 'hyperband': must be one of asha, fifo"),
+    (put("scheduler.type", "hyperband"), "scheduler.type = 'hyperband': must be one of halving, "
+                                         "asha, fifo"),
+    (put("search.mode", "all"), "search.mode = 'all': must be one of compare, best"),
+    (put("search.mode", "compare"), "search.algorithm = 'tpe': must be qmc, random or grid when "
+                                    "search.mode is 'compare'"),
+    (both(put("search.mode", "compare"), put("search.algorithm", "qmc"), put("search.repeats", 2)),
+     "search.repeats = 2: must be 1 when search.mode is 'compare'"),
+    (put("search.trials_per_cell", 0), "search.trials_per_cell = 0: must be an integer in [1, 1000]"),
+    (put("confirm", {"seeds": -1}), "confirm.seeds = -1: must be an integer in [0, 100]"),
+    (put("confirm", {"seed": 1}), "confirm.seed = 1: unknown key; valid keys: seeds"),
+    (put("report", {"tolerance": -1}), "report.tolerance = -1: must be a number in [0, 100]"),
+    (put("loggers", ["tensorboard", "neptune"]), "loggers[1] = 'neptune': must be one of "
+                                                 "tensorboard, mlflow, wandb"),
+    (put("loggers", "mlflow"), "loggers = 'mlflow': must be a list of tensorboard, mlflow, wandb"),
     (put("search.algorithm", "bohb"), "search.algorithm = 'bohb': must be one of tpe, random, grid"),
     (put("search.num_samples", -3), "search.num_samples = -3: must be an integer in [1, 100000]"),
     (put("search.repeats", 0), "search.repeats = 0: must be an integer in [1, 100]"),
@@ -462,8 +484,7 @@ def test_quick_example_classes_resolve_against_cifar10():
     cifar = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
              "truck"]
     r = resolve_classes(load_spec(QUICK), cifar)
-    assert r == {"5to5": ([0, 1, 2, 3, 4], [5, 6, 7, 8, 9]),
-                 "7to3": ([0, 1, 2, 3, 4, 5, 6], [7, 8, 9])}
+    assert r == {"5to5": ([0, 1, 2, 3, 4], [5, 6, 7, 8, 9])}
 
 
 # ----------------------------------------------------------------------------- stems
@@ -518,16 +539,42 @@ def test_cli_validate_quick(capsys):
     assert main(["validate", str(QUICK)]) == EXIT_OK
     out = capsys.readouterr().out
     assert "valid study 'quick'" in out
-    assert "2 split(s), 3 backbone(s), inits source, scratch, 20 trials (tpe, asha)" in out
+    assert ("1 split(s), 2 backbone(s), inits source, scratch, 10 cells, 40 trials (30 tuning + 10 "
+            "confirmation; mode compare, qmc, halving)") in out
 
 
 def test_cli_validate_grid_counts_points(tmp_path, capsys):
     p = tmp_path / "grid.yaml"
-    p.write_text(yaml.safe_dump(mutated(put("search.algorithm", "grid"),
-                                        put("search.repeats", 2))))
+    p.write_text(yaml.safe_dump(mutated(put("search.algorithm", "grid"), put("search.repeats", 2),
+                                        put("splits.0", {"name": "ab", "source": ["cat", "dog"],
+                                                         "target": ["ship", 9]}))))
     assert main(["validate", str(p)]) == EXIT_OK
-    # 1 split x (scratch_cnn: 5 depths + scratch, resnet18: 3 depths + scratch) x 2 lrs x 2 repeats
-    assert "40 trials (grid, asha)" in capsys.readouterr().out
+    # mode best: 1 split x (scratch_cnn: 5 depths + scratch, resnet18: 3 depths + scratch) x 2 lrs
+    # x 2 repeats = 40 tuning trials, + 2 confirmation seeds of the split's best
+    assert "42 trials (40 tuning + 2 confirmation; mode best, grid, asha)" in capsys.readouterr().out
+
+
+def test_cli_validate_checks_cifar10_classes_without_data(tmp_path, capsys):
+    p = tmp_path / "s.yaml"
+    p.write_text(QUICK.read_text().replace("[dog, frog,", "[dogs, frog,"))
+    assert main(["validate", str(p)]) == EXIT_BAD_INPUT
+    assert ("splits[0].target[0] = 'dogs': unknown class; the data's classes are airplane, "
+            "automobile") in capsys.readouterr().err
+
+
+def test_validate_imports_neither_torch_nor_ray():
+    code = ("import sys; from study.cli import main; main(['validate', %r]); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ray')))" % str(QUICK))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_schema_defaults_written_once():
+    from study.spec import SearchSpec, describe
+    assert SearchSpec().trials_per_cell == 4 and "search.trials_per_cell: default 4" in describe()
+    assert load_spec_dict(copy.deepcopy(MINIMAL)).search == SearchSpec()
 
 
 def test_cli_validate_bad_spec(tmp_path, capsys):

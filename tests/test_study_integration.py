@@ -2,7 +2,7 @@
 import json
 from pathlib import Path
 
-import pandas as pd
+import numpy as np
 import pytest
 import yaml
 
@@ -11,8 +11,12 @@ from study.runner import PROVENANCE_FILE, STUDY_FILE, SUMMARY_FILE, StudyExistsE
 from study.spec import load_spec, load_spec_dict
 from trainables import metrics as M
 
+from conftest import make_image_folder
+
 
 def tiny_spec(data_root: Path, storage: Path, cache: Path, **over) -> dict:
+    """A tiny compare-mode study: one split, scratch_cnn at depths 0..4 (5 cells), 2 learning
+    rates per cell, no confirmation seeds."""
     d = {
         "name": "tiny",
         "data": {"root": str(data_root), "cache_dir": str(cache), "image_size": 16,
@@ -24,8 +28,9 @@ def tiny_spec(data_root: Path, storage: Path, cache: Path, **over) -> dict:
         "batch_size": 16,
         "target_epochs": 4,
         "source": {"epochs": 2, "lr": 0.05},
-        "search": {"algorithm": "tpe", "num_samples": 8, "max_concurrent": 2, "seed": 1},
-        "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+        "search": {"trials_per_cell": 2, "max_concurrent": 2, "seed": 1},
+        "confirm": {"seeds": 0},
+        "scheduler": {"type": "halving", "grace_period": 1, "reduction_factor": 2},
         "storage": str(storage),
         "max_failures": 0,
     }
@@ -33,10 +38,34 @@ def tiny_spec(data_root: Path, storage: Path, cache: Path, **over) -> dict:
     return d
 
 
+def two_task_folder(root: Path) -> Path:
+    """The tiny learnable classes a-d plus two classes of pure noise (e, f): split ab_cd is easy,
+    split ab_ef cannot be learnt (chance, 50 %)."""
+    from PIL import Image
+
+    make_image_folder(root)
+    rng = np.random.default_rng(1)
+    for split, n in (("train", 24), ("test", 8)):
+        for c in ("e", "f"):
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (16, 16, 3)).astype(np.uint8)).save(
+                    root / split / c / f"{i:03d}.png")
+    return root
+
+
 @pytest.fixture(scope="module")
-def tiny_study(tiny_folder, tmp_path_factory, ray_local):
+def tiny_study(tmp_path_factory, ray_local):
+    """Two splits of very different difficulty, scratch_cnn at depths 0 and 4 + scratch: 6
+    cells x 2 learning rates, then each cell's best once more with another seed."""
     base = tmp_path_factory.mktemp("study")
-    spec = load_spec_dict(tiny_spec(tiny_folder, base / "storage", base / "cache"))
+    data = two_task_folder(base / "data")
+    spec = load_spec_dict(tiny_spec(
+        data, base / "storage", base / "cache",
+        splits=[{"name": "ab_cd", "source": ["a", "b"], "target": ["c", "d"]},
+                {"name": "ab_ef", "source": ["a", "b"], "target": ["e", "f"]}],
+        backbones={"scratch_cnn": {"depths": [0, 4]}}, inits=["source", "scratch"],
+        confirm={"seeds": 1}))
     summary = run_study(spec)
     return spec, Path(summary["results"]), summary
 
@@ -48,13 +77,33 @@ def _results(study_dir: Path) -> list[list[dict]]:
     return out
 
 
-def test_study_runs_asha_stops_some_and_all_metrics_reported(tiny_study):
+def test_every_cell_of_both_splits_completes_and_is_confirmed(tiny_study):
     spec, sdir, summary = tiny_study
-    assert summary["trials"] == 8 and summary["errored"] == 0
-    assert summary["stopped"] >= 1, "ASHA stopped nothing"
-    assert summary["finished"] >= 1
+    assert summary["trials"] == 12 + 6 and summary["errored"] == 0
+    assert summary["cells"] == summary["cells_completed"] == 6
     trials = _results(sdir)
-    assert len(trials) == 8
+    assert len(trials) == 18
+    by_cell: dict = {}
+    for rows in trials:
+        cfg = rows[0]["config"]
+        by_cell.setdefault(cfg[M.CELL], []).append((cfg, rows))
+    assert set(by_cell) == {f"{s}/scratch_cnn/{i}/d{d}" for s in ("ab_cd", "ab_ef")
+                            for i, d in (("source", 0), ("source", 4), ("scratch", 0))}
+    for cell, runs in by_cell.items():
+        tune = [(c, r) for c, r in runs if c[M.PHASE] == M.PHASE_TUNE]
+        confirm = [(c, r) for c, r in runs if c[M.PHASE] == M.PHASE_CONFIRM]
+        assert len(tune) == 2 and len(confirm) == 1, cell
+        done = [(c, r) for c, r in tune if r[-1][M.EPOCH] == spec.target_epochs]
+        assert done, f"{cell}: no tuning trial completed"
+        top = max(r[-1][M.VAL_ACC] for _, r in done)
+        (cc, cr), = confirm
+        assert cc[M.LR] in {c[M.LR] for c, r in done if r[-1][M.VAL_ACC] == top}
+        assert cc[M.SEED] == spec.search.seed + 1
+        assert cr[-1][M.EPOCH] == spec.target_epochs  # confirmation runs are never stopped
+    # the noise split is near chance, the easy one is learnt: compared only within their cells
+    final = {c: max(r[-1][M.VAL_ACC] for _, r in v) for c, v in by_cell.items()}
+    assert max(v for c, v in final.items() if c.startswith("ab_ef")) < min(
+        v for c, v in final.items() if c.startswith("ab_cd"))
     for rows in trials:
         assert [r[M.EPOCH] for r in rows] == list(range(1, len(rows) + 1))
         for r in rows:
@@ -65,27 +114,25 @@ def test_study_runs_asha_stops_some_and_all_metrics_reported(tiny_study):
         assert all(b > a for a, b in zip(flops, flops[1:])), "target_flops must be cumulative"
         last = rows[-1]
         if last[M.EPOCH] == spec.target_epochs:
-            assert last[M.DONE] is True
-            assert 0 <= last[M.TEST_ACC] <= 1
+            assert last[M.DONE] is True and 0 <= last[M.TEST_ACC] <= 1
             cm = last[M.TEST_CONFUSION]
             assert len(cm) == 2 and sum(map(sum, cm)) == 16  # 2 target classes x 8 test images
-            assert set(last[M.TEST_PER_CLASS]) == {"c", "d"}
         else:
             assert M.TEST_ACC not in last, "test split must only be used when a trial finishes"
 
 
-def test_source_model_trained_once_and_shared(tiny_study):
+def test_one_source_model_per_split_and_seed(tiny_study):
     spec, sdir, _ = tiny_study
-    models = list((sdir / "sources").glob("*/model.pt"))
-    assert len(models) == 1, models
-    users = (models[0].parent / "users.txt").read_text().split()
-    assert len(users) == 8 and len(set(users)) == 8
-    info = json.loads((models[0].parent / "info.json").read_text())
-    assert info["flops"] > 0 and info["trained_by"] in users
-    # every trial reports the same source cost, and how many trials share it (so far)
-    trials = _results(sdir)
-    assert {rows[-1][M.SOURCE_FLOPS] for rows in trials} == {info["flops"]}
-    assert max(rows[-1][M.SOURCE_SHARED_BY] for rows in trials) == 8
+    models = sorted(sdir.glob("sources/*/model.pt"))
+    # splits ab_cd and ab_ef share source classes but are different keys; seeds 1 (tuning) and 2
+    assert len(models) == 4, models
+    for m in models:
+        info = json.loads((m.parent / "info.json").read_text())
+        users = (m.parent / "users.txt").read_text().split()
+        assert info["flops"] > 0 and info["trained_by"] in users
+        assert len(users) == (4 if "-s1-" in m.parent.name else 2), (m.parent.name, users)
+    keys = {rows[-1][M.SOURCE_KEY] for rows in _results(sdir) if rows[0]["config"][M.INIT] == "source"}
+    assert keys == {m.parent.name for m in models}
 
 
 def test_frozen_depth_respected_and_cheaper(tiny_study):
@@ -93,11 +140,10 @@ def test_frozen_depth_respected_and_cheaper(tiny_study):
     per_epoch = {}
     for rows in _results(sdir):
         cfg = rows[0]["config"]
-        assert 0 <= cfg[M.FROZEN_DEPTH] <= 4
-        per_epoch[cfg[M.FROZEN_DEPTH]] = rows[0][M.TARGET_FLOPS]
+        if cfg[M.SPLIT] == "ab_cd":
+            per_epoch[cfg[M.FROZEN_DEPTH]] = rows[0][M.TARGET_FLOPS]
         assert rows[0][M.TRAINABLE_PARAMS] <= rows[0][M.TOTAL_PARAMS]
-    depths = sorted(per_epoch)
-    assert all(per_epoch[a] > per_epoch[b] for a, b in zip(depths, depths[1:]))
+    assert per_epoch[0] > per_epoch[4]
 
 
 def test_provenance_and_resolved_spec_saved(tiny_study):
@@ -108,8 +154,8 @@ def test_provenance_and_resolved_spec_saved(tiny_study):
     assert len(prov["data"]["fingerprint"]) == 64 and prov["seed"] == 1
     assert prov["data"]["splits"]["ab_cd"] == {"source": ["a", "b"], "target": ["c", "d"]}
     summary = json.loads((sdir / SUMMARY_FILE).read_text())
-    assert summary["best"][M.VAL_ACC] == max(
-        r[M.VAL_ACC] for r in summary["trial_rows"] if r["status"] == "finished")
+    assert summary["completed"] == sum(r["status"] == "completed" for r in summary["trial_rows"])
+    assert set(summary["completed_per_cell"]) == {r[M.CELL] for r in summary["trial_rows"]}
 
 
 def test_existing_study_is_not_overwritten(tiny_study):
@@ -127,6 +173,14 @@ def test_resume_of_a_finished_study_reruns_nothing(tiny_study):
     after = _results(sdir)
     assert [[r[M.EPOCH] for r in rows] for rows in after] == [[r[M.EPOCH] for r in rows] for rows in before]
     assert [rows[-1][M.VAL_ACC] for rows in after] == [rows[-1][M.VAL_ACC] for rows in before]
+
+
+def test_report_answers_for_every_cell(tiny_study, tmp_path):
+    assert main(["report", str(tiny_study[1]), "-o", str(tmp_path / "r")]) == 0
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert md.index("Answer") < md.index("Cells")
+    for split in ("ab_cd", "ab_ef"):
+        assert f"{split}/scratch_cnn/source/d4" in md
 
 
 def test_cli_unknown_class_is_bad_input(tiny_folder, tmp_path, capsys):

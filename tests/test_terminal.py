@@ -62,6 +62,7 @@ def run_driver(tmp_path: Path, mode: str) -> str:
     return out
 
 
+@pytest.mark.slow
 def test_piped_output_has_colour_codes_without_configure_output(tmp_path):
     """The control: Ray colours the (pid=...) prefix even when stdout is a pipe."""
     out = run_driver(tmp_path, "plain")
@@ -70,12 +71,14 @@ def test_piped_output_has_colour_codes_without_configure_output(tmp_path):
     assert task_line.startswith(ESC), task_line  # ESC[36m(task pid=...)ESC[0m line-from-a-task
 
 
+@pytest.mark.slow
 def test_configure_output_removes_colour_codes(tmp_path):
     out = run_driver(tmp_path, "configured")
     assert "configured: ['RAY_COLOR_PREFIX', 'RAY_DEDUP_LOGS']" in out, out
     assert ESC not in out, out
     task_line = next(line for line in out.splitlines() if "line-from-a-task" in line)
-    assert task_line.startswith("(task pid=") and task_line.endswith(") line-from-a-task"), task_line
+    assert task_line.startswith("(task pid="), task_line
+    assert task_line.endswith(") line-from-a-task"), task_line
     # without deduplication every actor's line is printed (and none gets the green suffix)
     assert out.count("the same line from several actors") == 3, out
     assert "repeated" not in out

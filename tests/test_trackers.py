@@ -23,7 +23,8 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 from study import trackers  # noqa: E402
-from study.trackers import TRACKERS, TrackerUnavailable, check_trackers, tracker_callbacks  # noqa: E402
+from study.trackers import (  # noqa: E402
+    TRACKERS, TrackerUnavailable, check_trackers, tracker_callbacks)
 from trainables import metrics as M  # noqa: E402
 
 VAL = [0.25, 0.5, 0.75]  # val_acc of the 3 epochs

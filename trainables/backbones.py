@@ -235,8 +235,7 @@ def build(name: str, num_classes: int, stem: str = "cifar") -> StagedModel:
 
 # ----------------------------------------------------------------------------- ImageNet weights
 
-class WeightsUnavailable(RuntimeError):
-    pass
+from trainables.errors import WeightsUnavailable  # noqa: E402,F401  (torch-free, for the CLI)
 
 
 def imagenet_state_dict(name: str, weights_file: str | None = None) -> dict:

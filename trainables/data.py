@@ -29,8 +29,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".ti
 CACHE_VERSION = 1
 
 
-class DataError(ValueError):
-    """Bad data: the message names the path and what is wrong with it."""
+from trainables.errors import DataError  # noqa: E402,F401  (torch-free, for the CLI)
 
 
 @dataclasses.dataclass
