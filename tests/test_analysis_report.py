@@ -25,7 +25,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 
 def _spec(data_root: Path, storage: Path, cache: Path, name="rep") -> dict:
-    # grid: scratch_cnn source at depths 0..2 and a scratch baseline: 4 trials, 3 epochs
+    # grid: scratch_cnn source at depths 0..2 and a scratch baseline (4 cells, 1 lr each), then
+    # each cell's lr with 1 more seed: 8 trials, 3 epochs
     return {
         "name": name,
         "data": {"root": str(data_root), "cache_dir": str(cache), "image_size": 16,
@@ -36,6 +37,7 @@ def _spec(data_root: Path, storage: Path, cache: Path, name="rep") -> dict:
         "lr": {"low": 0.01, "high": 0.1, "grid": [0.05]},
         "batch_size": 16, "target_epochs": 3, "source": {"epochs": 1, "lr": 0.05},
         "search": {"algorithm": "grid", "num_samples": 4, "max_concurrent": 2, "seed": 1},
+        "confirm": {"seeds": 1},
         "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
         "storage": str(storage), "max_failures": 0,
     }
@@ -76,7 +78,7 @@ def test_report_has_every_section_and_output(report, study, capsys):
               "frontier_ab_cd.png", "depth.png", "learning.png", "asha.png"):
         assert (report / f).stat().st_size > 0, f
     trials = pd.read_parquet(report / "trials.parquet")
-    assert len(trials) == 4 == len(pd.read_csv(report / "trials.csv"))
+    assert len(trials) == 8 == len(pd.read_csv(report / "trials.csv"))
     assert set(trials["status"]) <= {"completed", "stopped"} and "completed" in set(trials["status"])
     epochs = pd.read_parquet(report / "epochs.parquet")
     assert len(epochs) == trials["epochs"].sum()
@@ -93,7 +95,7 @@ def test_report_has_every_section_and_output(report, study, capsys):
 def test_report_prints_summary(study, tmp_path, capsys):
     assert main(["report", str(study), "-o", str(tmp_path / "o")]) == 0
     out = capsys.readouterr().out
-    assert "study rep: 4 trials" in out and "ab_cd" in out and "savings x" in out
+    assert "study rep: 8 trials" in out and "ab_cd" in out and "savings x" in out
 
 
 def test_report_refuses_other_studys_report(report, other_study, capsys):
@@ -117,7 +119,7 @@ def test_compare_side_by_side(study, other_study, tmp_path, capsys):
     assert (out / "compare_1_learning.png").stat().st_size > 0
     assert "Best completed trial per study and split" in md
     t = pd.read_parquet(out / "trials.parquet")
-    assert set(t["study"]) == {"rep", "rep2"} and len(t) == 8
+    assert set(t["study"]) == {"rep", "rep2"} and len(t) == 16
     assert "+0.0 pp" in md  # identical results: no difference in accuracy
 
 

@@ -56,7 +56,8 @@ def test_gpu_trials_scale_gpu_workers_up_from_zero_and_down_when_idle(tiny_folde
 
         d = tiny_spec(tiny_folder, tmp_path / "storage", tmp_path / "cache", name="gpu",
                       target_epochs=2, resources={"cpus": 1, "gpu": 1})
-        d["search"].update(num_samples=3, max_concurrent=2)
+        d["backbones"] = {"scratch_cnn": {"depths": [0, 2, 4]}}  # 3 cells x 1 trial
+        d["search"].update(trials_per_cell=1, max_concurrent=2)
         (tmp_path / "gpu.yaml").write_text(yaml.safe_dump(d))
         t0 = time.time()
         study = subprocess.Popen([sys.executable, "-m", "study.cli", "run", str(tmp_path / "gpu.yaml")],

@@ -245,7 +245,7 @@ def test_study_with_feature_cache_on_reports_it(tiny_folder, tmp_path, ray_local
         lr={"low": 0.05, "high": 0.05, "grid": [0.05]}, target_epochs=3,
         search={"algorithm": "grid", "max_concurrent": 2, "seed": 1}, scheduler={"type": "fifo"}))
     summary = run_study(spec)
-    assert summary["trials"] == 3 and summary["finished"] == 3 and summary["errored"] == 0
+    assert summary["trials"] == 3 and summary["completed"] == 3 and summary["errored"] == 0
     by_depth = {rows[0]["config"][M.FROZEN_DEPTH]: rows for rows in _rows(Path(summary["results"]))}
     assert sorted(by_depth) == [0, 3, 4]  # scratch (nothing frozen), source at depths 3 and 4
     for depth, rows in by_depth.items():
@@ -279,7 +279,7 @@ def test_killed_cached_trial_resumes_to_the_identical_result(tiny_folder, tmp_pa
 
     calm = run_study(spec("calm"))
     hit = run_study(spec("hit"), callbacks=[KillWorkerAtEpoch(2)])
-    assert calm["finished"] == hit["finished"] == 1 and hit["errored"] == 0
+    assert calm["completed"] == hit["completed"] == 1 and hit["errored"] == 0
     (a,), (b,) = _rows(Path(calm["results"])), _rows(Path(hit["results"]))
     epochs = [r[M.EPOCH] for r in b]
     assert epochs[:2] == [1, 2] and epochs[-1] == 4 and 1 not in epochs[2:], epochs  # no restart

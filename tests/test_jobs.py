@@ -65,7 +65,8 @@ def cluster():
 
 def write_spec(tmp: Path, data: Path, **over) -> Path:
     d = tiny_spec(data, tmp / "storage", tmp / "cache", **over)
-    d["search"]["num_samples"] = 3
+    d["backbones"] = {"scratch_cnn": {"depths": [0, 2, 4]}}  # 3 cells x 1 trial
+    d["search"]["trials_per_cell"] = 1
     d["target_epochs"] = 2
     f = tmp / "spec.yaml"
     f.write_text(yaml.safe_dump(d))
@@ -106,7 +107,8 @@ def test_stop_then_resume_on_the_cluster(cluster, tiny_folder, tmp_path):
     spec = write_spec(tmp_path, tiny_folder, name="stopme")
     d = yaml.safe_load(spec.read_text())
     d["target_epochs"], d["scheduler"] = 6, {"type": "fifo"}
-    d["search"].update(num_samples=4, max_concurrent=1)
+    d["backbones"] = {"scratch_cnn": {"depths": [0, 1, 2, 3]}}  # 4 cells x 1 trial
+    d["search"].update(max_concurrent=1)
     spec.write_text(yaml.safe_dump(d))
     job = job_id_from(study("submit", spec, "--address", url, check=0).stdout)
     sdir = tmp_path / "storage" / "stopme"
@@ -123,7 +125,7 @@ def test_stop_then_resume_on_the_cluster(cluster, tiny_folder, tmp_path):
     r = study("resume", sdir, env={"RAY_ADDRESS": c.address}, timeout=400, check=0)
     assert f"connecting to Ray cluster at {c.address}" in r.stdout
     summary = json.loads((sdir / "summary.json").read_text())
-    assert summary["trials"] == 4 and summary["finished"] == 4, summary
+    assert summary["trials"] == 4 and summary["completed"] == 4, summary
 
 
 def test_submit_rejects_bad_input_before_contacting_the_cluster(tiny_folder, tmp_path):

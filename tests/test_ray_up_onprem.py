@@ -347,7 +347,8 @@ def test_ray_up_submit_study_ray_down(sshd, tiny_folder, tmp_path):
         storage = tmp_path / "storage"
         spec_file.write_text(yaml.safe_dump(tiny_spec(
             tiny_folder, storage, tmp_path / "cache", name="onprem", target_epochs=2,
-            search={"algorithm": "tpe", "num_samples": 3, "max_concurrent": 2, "seed": 1})))
+            backbones={"scratch_cnn": {"depths": [0, 2, 4]}},  # 3 cells x 1 trial
+            search={"trials_per_cell": 1, "max_concurrent": 2, "seed": 1})))
         p, timings["study submit --wait"] = run(
             [VENV_BIN / "study", "submit", spec_file, "--address", url, "--wait"],
             timeout=900, env=client_env, show=200)
@@ -358,7 +359,7 @@ def test_ray_up_submit_study_ray_down(sshd, tiny_folder, tmp_path):
         assert (sdir / "study.yaml").is_file()
         summary = json.loads((sdir / "summary.json").read_text())
         assert summary["trials"] == 3 and summary["errored"] == 0, summary
-        assert summary["finished"] >= 1 and summary["finished"] + summary["stopped"] == 3, summary
+        assert summary["completed"] >= 1 and summary["completed"] + summary["stopped"] == 3, summary
 
         p, timings["ray down"] = run([ray, "down", "-y", cfg], timeout=180, env=env)
         up = False

@@ -63,7 +63,8 @@ def _study(*args, env, check=0):
 def test_study_on_s3_then_report_and_resume_from_the_uri(s3, tiny_folder, tmp_path):
     env, fs = s3
     d = tiny_spec(tiny_folder, "unused", tmp_path / "cache", name="ons3", target_epochs=2)
-    d["search"]["num_samples"] = 3
+    d["backbones"] = {"scratch_cnn": {"depths": [0, 2, 4]}}  # 3 cells x 1 trial
+    d["search"]["trials_per_cell"] = 1
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(d))
     uri = "s3://studies-bucket/studies"
     _study("run", tmp_path / "spec.yaml", "--storage", uri, env=env)

@@ -43,7 +43,7 @@ def _rows(study_dir: Path):
 def test_killed_trial_resumes_from_checkpoint_and_matches_undisturbed_run(tiny_folder, tmp_path, ray_local):
     calm = run_study(_one_trial_spec(tiny_folder, tmp_path, "calm"))
     hit = run_study(_one_trial_spec(tiny_folder, tmp_path, "hit"), callbacks=[KillWorkerAtEpoch(2)])
-    assert calm["finished"] == hit["finished"] == 1 and hit["errored"] == 0
+    assert calm["completed"] == hit["completed"] == 1 and hit["errored"] == 0
     a, b = _rows(Path(calm["results"])), _rows(Path(hit["results"]))
     epochs = [r[M.EPOCH] for r in b]
     assert epochs[:2] == [1, 2] and epochs[-1] == 4 and 1 not in epochs[2:], epochs  # no restart
