@@ -184,6 +184,61 @@ def _trainable(spec: Spec, data, sdir: str | None = None):
     return tune.with_resources(fn, res)
 
 
+def source_jobs(spec: Spec) -> list[tuple[str, str, str, int]]:
+    """Every source model the study will need, known up front: (split, backbone, stem, seed) of
+    each init-'source' cell, for the tuning seed and (mode compare) each confirmation seed.
+    Tuning seed first, so those models are ready first."""
+    from study.cells import cells
+
+    seeds = [spec.search.seed]
+    if spec.search.mode == "compare":
+        seeds += [spec.search.seed + i for i in range(1, spec.confirm.seeds + 1)]
+    out = []
+    for sd in seeds:
+        for c in cells(spec):
+            job = (c.split, c.backbone, c.stem, sd)
+            if c.needs_source and job not in out:
+                out.append(job)
+    return out
+
+
+def train_sources(spec: Spec, data, sdir: str, log=print) -> dict:
+    """Train every source model of the study as its own Ray task (the trial's resources each),
+    all in parallel across the cluster, before the target trials start: no target trial ever
+    holds a device while a source model it needs is being trained. Finished models are reused
+    (resume); a model that fails is recorded (``sources/<key>/error.txt``) and fails only the
+    trials of its cells. Returns key -> the task's status dict."""
+    import ray
+
+    from trainables.trainable import train_source_task
+
+    jobs = source_jobs(spec)
+    if not jobs:
+        return {}
+    opts = {"num_cpus": spec.resources.cpus, "max_retries": spec.max_failures}
+    if spec.resources.gpu:
+        opts["num_gpus"] = spec.resources.gpu
+    task = ray.remote(train_source_task).options(**opts)
+    data_ref = ray.put(data)
+    spec_dict = spec.to_dict()
+    local = str(sources_dir(spec, sdir))
+    uri = f"{sdir}/{SOURCES_DIR}" if is_uri(sdir) else None
+    log(f"source models: {len(jobs)} (split x backbone x seed), each a Ray task with "
+        f"{spec.resources.cpus:g} CPU{f' + {spec.resources.gpu:g} GPU' if spec.resources.gpu else ''}")
+    t0 = time.time()
+    pending = {task.remote(spec_dict, data_ref, *job, local, uri): job for job in jobs}
+    out = {}
+    while pending:
+        (ref,), _ = ray.wait(list(pending), num_returns=1)
+        job = pending.pop(ref)
+        r = ray.get(ref)
+        out[r["key"]] = r
+        what = (f"trained in {r['train_s']:.0f}s, val_acc {r['val_acc']:.3f}" if r["ok"] and
+                r["trained"] else "already trained" if r["ok"] else f"FAILED: {r['error']}")
+        log(f"[{time.time() - t0:6.0f}s] source {len(out)}/{len(jobs)} {r['key']}: {what}")
+    return out
+
+
 def _scheduler(spec: Spec):
     """Early stopping inside a cell (mode best: a split), never across (study.scheduler)."""
     from ray.tune.schedulers import FIFOScheduler
@@ -205,9 +260,13 @@ def trial_dirname(trial) -> str:
             f"_d{c.get(M.FROZEN_DEPTH)}")
 
 
-def run_study(spec: Spec, log=print, callbacks: list | None = None) -> dict:
+def run_study(spec: Spec, log=print, callbacks: list | None = None, warm: bool = True) -> dict:
     """Run a study to the end; returns the summary (also written to summary.json).
-    ``callbacks``: extra Tune callbacks (e.g. to watch or disturb a study in tests)."""
+    ``callbacks``: extra Tune callbacks (e.g. to watch or disturb a study in tests).
+    ``warm`` (default): source models are trained up front as their own Ray tasks and trials
+    reuse their worker processes (Tune's ``reuse_actors``: imports, device data, FLOP probes
+    and the CUDA context stay); False: the earlier path (a fresh worker per trial, each source
+    model trained by the first trial that needs it), kept for the benchmarks' before/after."""
     from ray import tune
 
     from study.cells import trial_counts
@@ -236,17 +295,19 @@ def run_study(spec: Spec, log=print, callbacks: list | None = None) -> dict:
         f"{spec.search.algorithm} sampling, {spec.scheduler.type} early stopping per "
         f"{'cell' if spec.search.mode == 'compare' else 'split'}, up to "
         f"{spec.search.max_concurrent} at once; results in {sdir}")
+    if warm:
+        train_sources(spec, data, sdir, log)
     tuner = tune.Tuner(
         _trainable(spec, data),
         tune_config=tune.TuneConfig(
             search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
             max_concurrent_trials=spec.search.max_concurrent, time_budget_s=spec.time_budget_s,
-            reuse_actors=False, trial_dirname_creator=trial_dirname),
+            reuse_actors=warm, trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
             name=spec.name, storage_path=str(Path(sdir).parent) if not is_uri(sdir) else spec.storage,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            # RungState: ASHA's rung records are saved with the experiment state (see asha.py)
+            # RungState: the rung records are saved with the experiment state (study.scheduler)
             callbacks=[Progress(spec.target_epochs, counts["cells"]),
                        *tracker_callbacks(spec.loggers, sdir, spec.name),
                        *([RungState(scheduler)] if spec.scheduler.type != "fifo" else []),
@@ -330,7 +391,7 @@ def repair_dangling_checkpoints(sdir: str) -> list[str]:
 def resume_study(path: str, log=print) -> dict:
     """Continue an interrupted study: finished trials are kept, unfinished ones resume from
     their last checkpoint, errored ones are retried; the searcher's state, ASHA's rung records
-    (``study.asha.RungState``) and the shared source models are reused."""
+    (``study.scheduler.RungState``) and the shared source models are reused."""
     from ray import tune
 
     sdir = normalize_study_path(path)
@@ -342,6 +403,7 @@ def resume_study(path: str, log=print) -> dict:
     log(f"resuming study {spec.name!r} from {sdir}")
     for msg in repair_dangling_checkpoints(sdir):
         log(msg)
+    train_sources(spec, data, sdir, log)  # finished models are kept; failed ones retried
     tuner = tune.Tuner.restore(sdir, trainable=_trainable(spec, data, sdir),
                                resume_unfinished=True, resume_errored=True)
     t0 = time.time()

@@ -95,7 +95,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from trainables.backbones import StagedModel
 from trainables.data import DeviceData
-from trainables.train import autocast, evaluate, step_flops
+from trainables.train import autocast, evaluate, step_flops, structure_key
 
 AUTO_MIN_SPEEDUP = 3.0  # `auto`: the frozen prefix must be >= 2/3 of a training step's FLOPs
 PAD = 4  # crop padding of views 2.., as the uncached augmentation (data.augment_batch)
@@ -140,12 +140,20 @@ def cache_dtype(device: torch.device) -> torch.dtype:
 
 
 def prefix_flops(model: StagedModel, input_shape: tuple[int, ...], device: torch.device) -> float:
-    """Forward FLOPs per image of the frozen stages ``[0, d)`` (FlopCounterMode, as step_flops)."""
-    probe = copy.deepcopy(model).to(device).eval()
-    b = 2
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        probe.forward_features(torch.randn(b, *input_shape, device=device), 0, probe.frozen_depth)
-    return counter.get_total_flops() / b
+    """Forward FLOPs per image of the frozen stages ``[0, d)`` (FlopCounterMode, as step_flops;
+    cached per process like it, and drawing nothing from the caller's random streams)."""
+    key = ("prefix", structure_key(model, tuple(input_shape), device.type))
+    if key not in _PREFIX_CACHE:
+        probe = copy.deepcopy(model).to(device).eval()
+        b = 2
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            probe.forward_features(torch.zeros(b, *input_shape, device=device), 0,
+                                   probe.frozen_depth)
+        _PREFIX_CACHE[key] = counter.get_total_flops() / b
+    return _PREFIX_CACHE[key]
+
+
+_PREFIX_CACHE: dict = {}
 
 
 def _prefix(model: StagedModel, xb: torch.Tensor, pooled: bool) -> torch.Tensor:

@@ -21,6 +21,7 @@ SOURCE_VAL_ACC = "source_val_acc"  # source model's accuracy on the source valid
 FEATURE_CACHE = "feature_cache"  # True if the trial trained on cached frozen-prefix features
 FEATURE_CACHE_VIEWS = "feature_cache_views"  # fixed views cached per training image (0: no cache)
 FEATURE_CACHE_S = "feature_cache_s"  # s spent computing cached features (in epoch_s/wall_s)
+WORKER_RSS_MIB = "worker_rss_mib"  # resident memory of the trial's worker process after the epoch
 
 # Reported once, with the last epoch of a trial that ran to max_epochs.
 TEST_ACC = "test_acc"
@@ -37,7 +38,7 @@ MODE = "max"
 
 PER_EPOCH = (EPOCH, VAL_ACC, VAL_LOSS, TRAIN_LOSS, TARGET_FLOPS, SOURCE_FLOPS, SOURCE_KEY, SOURCE_SHARED_BY,
              WALL_S, EPOCH_S, TRAINABLE_PARAMS, TOTAL_PARAMS, SOURCE_VAL_ACC, FEATURE_CACHE,
-             FEATURE_CACHE_VIEWS, FEATURE_CACHE_S)
+             FEATURE_CACHE_VIEWS, FEATURE_CACHE_S, WORKER_RSS_MIB)
 
 # Trial config keys (what the searcher samples; the same names appear in results and reports).
 SPLIT = "split"

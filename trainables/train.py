@@ -174,6 +174,17 @@ def _conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padd
 FLOP_FORMULAS = {torch.ops.aten.convolution_backward: _conv_backward_flops}
 
 
+def structure_key(model: nn.Module, *extra) -> tuple:
+    """What FLOPs depend on: the module classes, every parameter's name, shape and
+    requires_grad (frozen depth), and ``extra`` (input shape, classes, device). Not weights."""
+    return (type(model).__name__, tuple(type(m).__name__ for m in model.modules()),
+            tuple((n, tuple(p.shape), p.requires_grad) for n, p in model.named_parameters()),
+            *extra)
+
+
+_FLOPS_CACHE: dict = {}  # per worker process: a reused Tune actor probes each structure once
+
+
 def step_flops(model: nn.Module, input_shape: tuple[int, ...], num_classes: int,
                device: torch.device) -> tuple[float, float]:
     """FLOPs per image of one training step and of one inference, counted by torch's
@@ -187,7 +198,19 @@ def step_flops(model: nn.Module, input_shape: tuple[int, ...], num_classes: int,
     stage computes weight gradients but no input gradient). A multiply-add counts as 2 FLOPs;
     FlopCounterMode counts matmuls and convolutions (not BatchNorm, activations or the
     optimiser update, which are a few % for these networks). An epoch of training on N images
-    costs ``N * train_flops/image`` (``epoch_flops``)."""
+    costs ``N * train_flops/image`` (``epoch_flops``).
+
+    Cached per process by ``structure_key`` (FLOPs do not depend on the weights), and run under
+    ``torch.random.fork_rng``: probing draws nothing from the caller's random streams, so a trial
+    gets the same dropout draws whether its worker probed this structure before or not."""
+    key = structure_key(model, tuple(input_shape), num_classes, device.type)
+    if key not in _FLOPS_CACHE:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            _FLOPS_CACHE[key] = _probe_flops(model, input_shape, device)
+    return _FLOPS_CACHE[key]
+
+
+def _probe_flops(model: nn.Module, input_shape, device) -> tuple[float, float]:
     probe = copy.deepcopy(model).to(device)  # BN statistics of the real model stay untouched
     probe.train()
     b = 2

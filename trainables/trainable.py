@@ -7,12 +7,14 @@ Ray's object store by ``tune.with_parameters``).
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import json
 import logging
 import os
 import tempfile
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -59,11 +61,35 @@ def build_study_data(ds, spec, splits: dict) -> StudyData:
                      list(ds.classes), splits, mean, std, ds.fingerprint, ds.origin)
 
 
+_DEVICE_DATA: OrderedDict = OrderedDict()  # per worker process, least recently used last
+_DEVICE_DATA_MAX = 4
+
+
 def _device_split(data: StudyData, which: str, classes: list[int], device) -> DeviceData:
+    """The images of ``classes`` in one split, on the device. Cached per worker process (a
+    reused Tune actor places each split's classes on the device once); trials only read it."""
     x, y = (data.test_x, data.test_y) if which == "test" else (data.train_x, data.train_y)
     idx = {"train": data.train_idx, "val": data.val_idx, "test": data.test_idx}[which]
+    key = (data.fingerprint, which, tuple(classes), hashlib.sha1(idx.tobytes()).hexdigest(),
+           str(device), tuple(data.mean), tuple(data.std))
+    if key in _DEVICE_DATA:
+        _DEVICE_DATA.move_to_end(key)
+        return _DEVICE_DATA[key]
     xs, ys = class_subset(x, y, idx, classes)
-    return DeviceData(xs, ys, data.mean, data.std, device)
+    dd = DeviceData(xs, ys, data.mean, data.std, device)
+    _DEVICE_DATA[key] = dd
+    while len(_DEVICE_DATA) > _DEVICE_DATA_MAX:
+        _DEVICE_DATA.popitem(last=False)
+    return dd
+
+
+def worker_rss_mib() -> float:
+    """This process's resident memory now (Linux /proc), MiB; NaN elsewhere."""
+    try:
+        pages = int(open("/proc/self/statm").read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return float("nan")
 
 
 def _seed_everything(seed: int) -> torch.Generator:
@@ -89,29 +115,45 @@ def source_key(spec, data: StudyData, split: str, backbone: str, stem: str, seed
     return f"{backbone}-{split}-s{seed}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
-def obtain_source_model(spec, data: StudyData, split: str, backbone: str, stem: str, seed: int,
-                        sources_dir: Path, trial_id: str, log=print,
-                        sources_uri: str | None = None) -> tuple[dict, dict]:
-    """(state_dict, info) of the source model for this key: trained by the first trial that
-    needs it, under a file lock, and loaded by every other (also concurrent) trial.
+class SourceFailed(RuntimeError):
+    """A source model could not be trained; every trial of its cells fails with this message."""
 
-    info: {"flops", "val_acc", "train_s", "shared_by"}; ``shared_by`` counts distinct trials
-    that have used the model so far (the first included).
 
-    ``sources_uri``: with URI storage, the study's shared copy (trainables/remote.py); the local
-    ``sources_dir`` is then this node's cache of it."""
+ERROR_FILE = "error.txt"
+
+
+def ensure_source_model(spec, data: StudyData, split: str, backbone: str, stem: str, seed: int,
+                        sources_dir: Path, trained_by: str, log=print,
+                        sources_uri: str | None = None,
+                        retry_failed: bool = False) -> tuple[str, dict, bool]:
+    """Make sure the source model of this key exists (local ``sources_dir``, or the study's
+    shared copy under ``sources_uri``): trained here, under a file lock, if nobody has. A failed
+    training leaves ``error.txt`` (its last line is what trials report) and raises
+    ``SourceFailed``. Returns (key, info, whether it was trained by this call)."""
     key = source_key(spec, data, split, backbone, stem, seed)
     d = sources_dir / key
     d.mkdir(parents=True, exist_ok=True)
+    trained = False
     with FileLock(str(d / ".lock")):
-        model_file, info_file = d / "model.pt", d / "info.json"
+        model_file, info_file, err_file = d / "model.pt", d / "info.json", d / ERROR_FILE
+        if err_file.exists():
+            if not retry_failed:
+                raise SourceFailed(f"source model {key} failed to train: "
+                                   f"{err_file.read_text().strip().splitlines()[-1]}")
+            err_file.unlink()
         remote_dir = f"{sources_uri.rstrip('/')}/{key}" if sources_uri else None
         if not (model_file.exists() and info_file.exists()) and not (
                 remote_dir and remote.fetch(remote_dir, d)):
-            log(f"[{trial_id}] training source model {key}")
-            state, info = _train_source(spec, data, split, backbone, stem, seed,
-                                        log=lambda m: log(f"[{trial_id}] {key}: {m}"))
-            info["trained_by"] = trial_id
+            log(f"[{trained_by}] training source model {key}")
+            try:
+                state, info = _train_source(spec, data, split, backbone, stem, seed,
+                                            log=lambda m: log(f"[{trained_by}] {key}: {m}"))
+            except Exception as e:  # noqa: BLE001 - recorded for the cells' trials, then raised
+                _atomic_write(err_file, f"{type(e).__name__}: {e}\n")
+                raise SourceFailed(f"source model {key} failed to train: "
+                                   f"{type(e).__name__}: {e}") from e
+            info["trained_by"] = trained_by
+            trained = True
             _atomic_torch_save(state, model_file)
             _atomic_write(info_file, json.dumps(info, indent=1))
             if remote_dir:  # another node may have published the key meanwhile: its copy wins
@@ -119,6 +161,24 @@ def obtain_source_model(spec, data: StudyData, split: str, backbone: str, stem: 
                     remote.fetch(remote_dir, d)
                 else:
                     remote.publish(d, remote_dir)
+        info = json.loads(info_file.read_text())
+    return key, info, trained
+
+
+def obtain_source_model(spec, data: StudyData, split: str, backbone: str, stem: str, seed: int,
+                        sources_dir: Path, trial_id: str, log=print,
+                        sources_uri: str | None = None) -> tuple[dict, dict]:
+    """(state_dict, info) of the source model for this key, for a trial. The runner trains every
+    key up front as its own Ray task (``train_source_task``); a trial only trains one itself if
+    that did not happen (e.g. mode best's confirmation seeds), under the same lock.
+
+    info: {"flops", "val_acc", "train_s", "shared_by", "key"}; ``shared_by`` counts distinct
+    trials that have used the model so far."""
+    key, _, _ = ensure_source_model(spec, data, split, backbone, stem, seed, sources_dir,
+                                    trial_id, log, sources_uri)
+    d = sources_dir / key
+    with FileLock(str(d / ".lock")):
+        remote_dir = f"{sources_uri.rstrip('/')}/{key}" if sources_uri else None
         if remote_dir:
             remote.add_user(remote_dir, trial_id)
         users_file = d / "users.txt"
@@ -126,11 +186,33 @@ def obtain_source_model(spec, data: StudyData, split: str, backbone: str, stem: 
         if trial_id not in users:
             users.append(trial_id)
             _atomic_write(users_file, "\n".join(users) + "\n")
-        info = json.loads(info_file.read_text())
-        state = torch.load(model_file, map_location="cpu", weights_only=True)
+        info = json.loads((d / "info.json").read_text())
+        state = torch.load(d / "model.pt", map_location="cpu", weights_only=True)
     info["shared_by"] = len(users)
     info["key"] = key
     return state, info
+
+
+def train_source_task(spec_dict: dict, data: StudyData, split: str, backbone: str, stem: str,
+                      seed: int, sources_dir: str, sources_uri: str | None = None,
+                      retry_failed: bool = True) -> dict:
+    """One source model as its own unit of work (a Ray task with the trial's resources, run by
+    ``study.runner`` before the target trials): trains it unless it exists. Returns a plain
+    status dict (a failure is returned, not raised, so the study goes on)."""
+    from study.spec import load_spec_dict
+
+    spec = load_spec_dict(spec_dict)
+    torch.set_num_threads(max(1, int(spec.resources.cpus)))
+    t0 = time.perf_counter()
+    try:
+        key, info, trained = ensure_source_model(
+            spec, data, split, backbone, stem, seed, Path(sources_dir), "source-task",
+            sources_uri=sources_uri, retry_failed=retry_failed)
+    except SourceFailed as e:
+        return {"key": source_key(spec, data, split, backbone, stem, seed), "ok": False,
+                "error": str(e), "held_s": time.perf_counter() - t0}
+    return {"key": key, "ok": True, "trained": trained, "train_s": info.get("train_s", 0.0),
+            "val_acc": info.get("val_acc"), "held_s": time.perf_counter() - t0}
 
 
 def _train_source(spec, data: StudyData, split: str, backbone: str, stem: str, seed: int,
@@ -222,6 +304,7 @@ def transfer_trainable(config: dict, *, spec_dict: dict, data: StudyData, source
     from study.spec import load_spec_dict
 
     spec = load_spec_dict(spec_dict)
+    gc.collect()  # a reused worker: the previous trial's model and optimiser go now
     ctx = tune.get_context()
     trial_id = ctx.get_trial_id() if ctx else "local"
     torch.set_num_threads(max(1, int(spec.resources.cpus)))
@@ -289,6 +372,7 @@ def transfer_trainable(config: dict, *, spec_dict: dict, data: StudyData, source
             M.SOURCE_SHARED_BY: source_info["shared_by"], M.SOURCE_VAL_ACC: source_info["val_acc"],
             M.WALL_S: wall, M.EPOCH_S: epoch_s, M.TRAINABLE_PARAMS: trainable,
             M.TOTAL_PARAMS: total, M.DONE: epoch == spec.target_epochs, M.SEED: cfg[M.SEED],
+            M.WORKER_RSS_MIB: worker_rss_mib(),
             M.FEATURE_CACHE: cache.use, M.FEATURE_CACHE_VIEWS: cache.views if cache.use else 0,
             M.FEATURE_CACHE_S: train.compute_s + val.compute_s if cache.use else 0.0,
         }

@@ -1,0 +1,98 @@
+"""Warm workers (Tune's actor reuse) and source models as their own Ray tasks: a trial run in a
+reused worker ends bit-identical to the same trial in a fresh worker (metrics and checkpoint:
+RNG, model, optimiser, feature cache all reset), memory does not grow over 20 reused trials, and
+each source key is trained exactly once, by its own task."""
+import json
+from pathlib import Path
+
+import torch
+
+from study.runner import run_study
+from study.spec import load_spec_dict
+from trainables import metrics as M
+
+from test_study_integration import tiny_spec
+
+
+def _trials(sdir: Path) -> dict:
+    out = {}
+    for f in sdir.glob("*/result.json"):
+        rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        out[rows[0]["config"][M.CELL]] = (rows, f.parent)
+    return out
+
+
+def _checkpoint(tdir: Path) -> dict:
+    (ck,) = tdir.glob("checkpoint_*/state.pt")
+    return torch.load(ck, weights_only=False)
+
+
+def _same(a, b, path=""):
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), path
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            _same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, (path, a, b)
+
+
+def test_reused_worker_is_bit_identical_to_a_fresh_one(tiny_folder, tmp_path, ray_local):
+    def spec(name):
+        # depth 3 with the feature cache on, depth 0 and depth 1 uncached, scratch: 4 trials in
+        # one worker, one after another
+        return load_spec_dict(tiny_spec(
+            tiny_folder, tmp_path / "storage", tmp_path / "cache", name=name,
+            backbones={"scratch_cnn": {"depths": [3, 0, 1]}}, inits=["source", "scratch"],
+            lr={"low": 0.05, "high": 0.05, "grid": [0.05]},
+            search={"algorithm": "grid", "max_concurrent": 1, "seed": 4},
+            scheduler={"type": "fifo"}, target_epochs=3, feature_cache={"mode": "on"}))
+
+    warm = run_study(spec("warm"))
+    fresh = run_study(spec("fresh"), warm=False)
+    assert warm["completed"] == fresh["completed"] == 4
+    w, f = _trials(Path(warm["results"])), _trials(Path(fresh["results"]))
+    assert w.keys() == f.keys()
+    assert len({rows[0]["pid"] for rows, _ in w.values()}) == 1, "trials did not share a worker"
+    assert len({rows[0]["pid"] for rows, _ in f.values()}) == 4
+    for cell in w:
+        (wr, wd), (fr, fd) = w[cell], f[cell]
+        for key in (M.VAL_ACC, M.VAL_LOSS, M.TRAIN_LOSS, M.TARGET_FLOPS, M.TEST_ACC,
+                    M.TEST_CONFUSION, M.FEATURE_CACHE):
+            assert [r.get(key) for r in wr] == [r.get(key) for r in fr], (cell, key)
+        a, b = _checkpoint(wd), _checkpoint(fd)
+        a.pop("wall_s"), b.pop("wall_s")
+        _same(a, b, cell)
+    assert w["ab_cd/scratch_cnn/source/d3"][0][-1][M.FEATURE_CACHE] is True
+    # one source model, trained by its own task, used by the 3 source cells
+    (info,) = Path(warm["results"]).glob("sources/*/info.json")
+    assert json.loads(info.read_text())["trained_by"] == "source-task"
+    assert len((info.parent / "users.txt").read_text().split()) == 3
+
+
+def test_memory_does_not_grow_over_20_reused_trials(tiny_folder, tmp_path, ray_local):
+    s = load_spec_dict(tiny_spec(
+        tiny_folder, tmp_path / "storage", tmp_path / "cache", name="mem",
+        backbones={"scratch_cnn": {"depths": [2]}}, inits=["source"],
+        search={"trials_per_cell": 20, "max_concurrent": 1, "seed": 2},
+        scheduler={"type": "fifo"}, target_epochs=2))
+    summary = run_study(s)
+    assert summary["completed"] == 20
+    rows = sorted(_all_rows(Path(summary["results"])), key=lambda r: r[-1]["timestamp"])
+    assert len({r[0]["pid"] for r in rows}) == 1
+    rss = [r[-1][M.WORKER_RSS_MIB] for r in rows]
+    print(f"\nworker RSS over 20 reused trials (MiB): {[round(x) for x in rss]}")
+    # allocator warm-up over the first trials, then flat: the last 5 trials vs trials 6-10
+    assert sum(rss[15:]) / 5 - sum(rss[5:10]) / 5 < 25, rss
+
+
+def _all_rows(sdir: Path) -> list:
+    out = []
+    for f in sdir.glob("*/result.json"):
+        out.append([json.loads(line) for line in f.read_text().splitlines() if line.strip()])
+    return out
