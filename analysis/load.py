@@ -30,6 +30,7 @@ import yaml
 
 from trainables import metrics as M
 
+from study.layout import filesystem  # noqa: E402
 from study.layout import PROVENANCE_FILE, SOURCES_DIR, STUDY_FILE, SUMMARY_FILE  # noqa: F401
 # the one status vocabulary of runner, progress lines, summary.json and reports
 from study.layout import COMPLETED, ERRORED, RUNNING, STATUSES, STOPPED  # noqa: F401
@@ -85,20 +86,18 @@ class Study:
 # ----------------------------------------------------------------------------- storage
 
 class _Store:
-    """Just enough filesystem for a study: local paths, or any URI pyarrow.fs understands."""
+    """Just enough filesystem for a study, local path or URI alike (``study.layout.filesystem``:
+    pyarrow.fs for both)."""
 
     def __init__(self, path: str):
-        self.display = str(path)
-        self.uri = "://" in str(path)
-        if self.uri:
-            import pyarrow.fs as pafs
+        import pyarrow.fs as pafs
 
-            try:
-                self.fs, self.root = pafs.FileSystem.from_uri(str(path).rstrip("/"))
-            except Exception as e:  # noqa: BLE001 - pyarrow raises several kinds
-                raise ReportError(f"{path}: cannot open storage URI: {e}") from e
-        else:
-            self.root = str(Path(path).expanduser().resolve())
+        self.display = str(path)
+        self._pafs = pafs
+        try:
+            self.fs, self.root = filesystem(str(path))
+        except Exception as e:  # noqa: BLE001 - pyarrow raises several kinds
+            raise ReportError(f"{path}: cannot open storage URI: {e}") from e
 
     def join(self, *parts: str) -> str:
         return "/".join([self.root.rstrip("/"), *parts])
@@ -107,28 +106,17 @@ class _Store:
         return "/".join([self.display.rstrip("/"), *parts]) if parts else self.display
 
     def is_dir(self, p: str) -> bool:
-        if not self.uri:
-            return Path(p).is_dir()
-        import pyarrow.fs as pafs
-        return self.fs.get_file_info(p).type == pafs.FileType.Directory
+        return self.fs.get_file_info(p).type == self._pafs.FileType.Directory
 
     def is_file(self, p: str) -> bool:
-        if not self.uri:
-            return Path(p).is_file()
-        import pyarrow.fs as pafs
-        return self.fs.get_file_info(p).type == pafs.FileType.File
+        return self.fs.get_file_info(p).type == self._pafs.FileType.File
 
     def listdir(self, p: str) -> list[tuple[str, bool]]:
         """(name, is_dir) of the entries of directory p."""
-        if not self.uri:
-            return sorted((c.name, c.is_dir()) for c in Path(p).iterdir())
-        import pyarrow.fs as pafs
-        infos = self.fs.get_file_info(pafs.FileSelector(p, allow_not_found=True))
-        return sorted((i.base_name, i.type == pafs.FileType.Directory) for i in infos)
+        infos = self.fs.get_file_info(self._pafs.FileSelector(p, allow_not_found=True))
+        return sorted((i.base_name, i.type == self._pafs.FileType.Directory) for i in infos)
 
     def read_text(self, p: str) -> str:
-        if not self.uri:
-            return Path(p).read_text()
         with self.fs.open_input_stream(p) as f:
             return f.read().decode()
 
@@ -332,7 +320,7 @@ def _trial_row(r: dict, target_epochs: int, study_ended: bool, sources: dict,
         status = RUNNING
     vals = [_num(e.get(M.VAL_ACC)) for e in rows]
     best_i = int(np.nanargmax(vals)) if rows and not all(map(math.isnan, vals)) else None
-    key = users.get(r["trial_id"])
+    key = (rows[-1].get(M.SOURCE_KEY) if rows else None) or users.get(r["trial_id"])  # reported by the trial; users.txt for older studies
     src = sources.get(key, {}) if key else {}
     row = {
         "trial_id": r["trial_id"], "status": status,

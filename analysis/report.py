@@ -27,6 +27,7 @@ import pandas as pd
 
 from analysis import cells as C
 from analysis import frontier as F
+from study.layout import write_atomic
 from analysis import plots
 from analysis.load import (COMPLETED, DEVICE_S, EPOCHS, ERRORED, RUNNING, STOPPED, TOTAL_FLOPS,
                            ReportError, Study, load_study)
@@ -629,9 +630,7 @@ def _prepare_out(out: Path, studies: list[Study], kind: str, force: bool) -> Non
 
 def _write(out: Path, title: str, sections: list[Section], studies: list[Study], kind: str):
     (out / "report.md").write_text(render_md(title, sections))
-    tmp = out / "report.html.tmp"
-    tmp.write_text(render_html(title, sections))
-    os.replace(tmp, out / "report.html")
+    write_atomic(out / "report.html", render_html(title, sections))
     (out / MARKER).write_text(json.dumps({
         "kind": kind, "studies": [{**i, "path": s.path} for i, s in
                                   zip(_identity(studies), studies)],

@@ -1,58 +1,63 @@
-"""Ray Tune overhead per trial, the cost of a report with and without a checkpoint, and
-checkpoint sizes.
+"""Ray Tune overhead per trial (old path vs new path, side by side), the cost of a report with
+and without a checkpoint, and (``--all``) checkpoint sizes and reference costs.
 
-    STUDY_CACHE_DIR=/tmp/cache python benchmarks/tune_overhead.py \\
-        [--data-root ../shared/datasets/cifar10-jpg.tar.xz] [--lr-grid 0.02 0.05] \\
-        [--max-train-per-class 300] [--target-epochs 3] [--source-epochs 2] \\
-        [--max-concurrent 1] [--report-rounds 8] [--feature-cache auto|on|off] [--json OUT]
+    python benchmarks/tune_overhead.py [--data-root ../shared/datasets/cifar10-jpg.tar.xz] \\
+        [--lr-grid 0.02 0.05] [--max-train-per-class 300] [--target-epochs 3] \\
+        [--source-epochs 2] [--max-concurrent 1] [--paths old new] [--report-rounds 8] \\
+        [--feature-cache auto|on|off] [--all] [--json OUT]
 
-Part 1, study overhead. A real study (``study.runner.run_study``) of 12 short scratch_cnn trials
-on a CIFAR-10 subset (split 5to5 of ``examples/quick.yaml``; init source at frozen depths 0-4 +
-init scratch, x 2 learning rates, grid search, FIFO so every trial runs to the end). Trial work
-is what the trials report: the sum of ``epoch_s`` (``trainables.metrics.EPOCH_S``: a target
-epoch's training + validation) over every epoch, plus each source model's training time
-(``sources/*/info.json`` ``train_s``, once). Then
+Part 1, study overhead. The same real study (``study.runner.run_study``) run twice in one
+process and one Ray instance: the **old path** (``warm=False``: a fresh Ray worker per trial;
+the source model trained inside the first trial that needs it) and the **new path**
+(``warm=True``, the default: the source model trained up front as its own Ray task by
+``train_sources``, trials in reused workers, Tune ``reuse_actors=True``). The study: 12 short
+scratch_cnn trials in compare mode on a CIFAR-10 subset (split 5to5 of ``examples/quick.yaml``;
+cells init source at frozen depths 0-4 + init scratch = 6, x 2 learning rates of ``lr.grid``
+(``trials_per_cell`` 2), ``confirm: {seeds: 0}``, FIFO so every trial runs to the end). Work is
+what the trials and the source training measure themselves: the sum of ``epoch_s``
+(``trainables.metrics.EPOCH_S``: a target epoch's training + validation) over every epoch, plus
+the source model's training time (``sources/*/info.json`` ``train_s``, once). Then
 
-    overhead per trial = (max_concurrent x study wall - sum of trial work) / trials
+    overhead per trial = (max_concurrent x study wall - work) / trials
 
-where the study wall is ``Tuner.fit`` (``summary.json`` ``wall_s``). With ``--max-concurrent 1``
-(the default) trials run one after the other, so this is exactly the time the study spends on
-anything but training and validating; with C > 1 it is the idle slot-seconds per trial (it
-assumes C trials run at full speed side by side, which needs C free cores; on a loaded machine
-use 1). It is also given as % of the median trial's work (goal <= 2%), and as the trial length at
-which it would be 2%. A Tune callback and the results' ``time_this_iter_s`` split it into:
+    study wall = Tuner.fit                                   (old path; the source model is
+                                                              trained inside it)
+               = start of train_sources -> end of Tuner.fit  (new path; the source phase runs
+                                                              before Tuner.fit, outside
+                                                              summary.json's wall_s)
 
-  launch      Tune's gap between one trial ending and the next one's actor being up (scheduling,
-              worker process, actor constructor), from the driver's callback timestamps
-  setup       first report's ``time_this_iter_s`` - its ``epoch_s`` - its own source training:
-              the trainable before epoch 1 (fetching the shared data from the object store,
-              imports, building/loading the model, FLOP counting, data to the device) and
-              epoch 1's checkpoint
-  per epoch   later reports' ``time_this_iter_s`` - ``epoch_s``: checkpoint save + persist,
-              and the test evaluation in the last epoch
-  round trips trial lifetime seen by the driver - ``time_total_s``: the synchronous report
-              hand-off (the training thread waits in ``tune.report`` until the driver asks for
-              the next result) and the final stop
-  tail        after the last trial: Tune's experiment wrap-up
+(both timed by wrapping ``study.runner.train_sources`` and ``Tuner.fit``: ``study_timing.py``).
+With ``--max-concurrent 1`` (the default) trials run one after the other, so this is exactly
+the time the study spends on anything but training and validating; with C > 1 it is the idle
+slot-seconds per trial (it assumes C trials run at full speed side by side, which needs C free
+cores; on a loaded machine use 1). It is also given as % of the median trial's work, and as the
+trial length at which it would be 2%. It splits exactly (see ``study_timing.py``) into the
+source phase (new path: Ray task start + data fetch around the source training), building the
+Tuner, launch gaps (Tune's gap between a trial ending and the next one's actor being up or
+reused), setup (the trainable before epoch 1 + epoch 1's checkpoint), per-epoch checkpoint +
+report, the test evaluation (estimated: it runs in the last epoch, outside ``epoch_s``), the
+driver round trips, and the tail after the last trial. The last line printed is
+``overhead_per_trial_s=<value>`` of the new path.
 
 Part 2, report cost. A tiny function trainable (same Ray, same storage kind) alternates, round by
 round, ``tune.report`` without a checkpoint and ``torch.save`` + ``tune.report`` with a
 checkpoint of the trainable state of small / large models (the dict the real trainable saves),
 ``CheckpointConfig(num_to_keep=1)`` as in the runner, and times each inside the trainable.
 
-Part 3, checkpoint sizes. For every backbone (CIFAR stem, 5 classes) and frozen depth: the bytes
+Part 3 (``--all``), checkpoint sizes. For every backbone (CIFAR stem, 5 classes) and frozen depth: the bytes
 of the checkpoint the trainable writes (``_trainable_state``: non-frozen stages + head, the
 optimizer state of trainable parameters, schedule, RNG states) vs a full-model checkpoint
 (the whole ``state_dict``, frozen stages included, + the same optimizer state), serialised with
 ``torch.save``. (Frozen parameters never get momentum buffers: the optimizer holds only
 trainable parameters.)
 
-Part 4, reference costs, each in a fresh process as a trial's actor is (``reuse_actors=False``):
+Part 4 (``--all``), reference costs, each in a fresh process as an old-path trial's actor is
+(``reuse_actors=False``):
 an empty Ray actor's start, an actor start that imports the trainable, the imports alone, and
 ``step_flops`` (first call in a process: torch's FlopCounterMode imports lazily; second call):
 what the launch and setup components above are made of.
 
-Defaults take about 5-10 minutes on a 2-core CPU.
+Defaults (parts 1 + 2) take about 3-5 minutes on a 2-core CPU; ``--all`` adds 1-2 minutes.
 """
 from __future__ import annotations
 
@@ -60,7 +65,6 @@ import argparse
 import io
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -73,14 +77,14 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))  # study_timing (benchmarks/ is not a package)
 
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from ray.tune import Callback  # noqa: E402
+from study_timing import MED, Timeline, account, phase_clock, print_components  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "cifar10-jpg.tar.xz"
-MED = statistics.median
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -132,33 +136,15 @@ def checkpoint_sizes(stem: str) -> list[dict]:
 
 # ----------------------------------------------------------------------------- part 1
 
-class Timeline(Callback):
-    """Driver-side timestamps of the experiment and of every trial."""
-
-    def __init__(self):
-        self.t_setup = None
-        self.start, self.complete = {}, {}
-        self.results: dict[str, list] = {}
-
-    def setup(self, **info):
-        self.t_setup = time.time()
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        self.start[trial.trial_id] = time.time()
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        self.results.setdefault(trial.trial_id, []).append((time.time(), dict(result)))
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self.complete[trial.trial_id] = time.time()
-
-
-def study_spec(args, storage: Path):
+def study_spec(args, storage: Path, name: str):
+    """12 trials in compare mode: split 5to5 of examples/quick.yaml, scratch_cnn, init source at
+    frozen depths 0-4 + init scratch (6 cells) x the lr grid (2 values: trials_per_cell 2), no
+    confirmation seeds, FIFO (every trial runs to target_epochs)."""
     from study.spec import load_spec_dict
 
     raw = yaml.safe_load((REPO / "examples" / "quick.yaml").read_text())
     raw.update({
-        "name": "overhead",
+        "name": name,
         "data": {**raw["data"], "root": str(args.data_root),
                  "max_train_per_class": args.max_train_per_class, "max_test_per_class": 100},
         "splits": [s for s in raw["splits"] if s["name"] == "5to5"],
@@ -167,7 +153,9 @@ def study_spec(args, storage: Path):
         "lr": {**raw["lr"], "grid": args.lr_grid},
         "target_epochs": args.target_epochs,
         "source": {**raw["source"], "epochs": args.source_epochs},
-        "search": {**raw["search"], "algorithm": "grid", "max_concurrent": args.max_concurrent},
+        "search": {**raw["search"], "mode": "compare", "algorithm": "grid",
+                   "trials_per_cell": len(args.lr_grid), "max_concurrent": args.max_concurrent},
+        "confirm": {"seeds": 0},
         "scheduler": {"type": "fifo"},
         "storage": str(storage), "max_failures": 0,
     })
@@ -176,51 +164,59 @@ def study_spec(args, storage: Path):
     return load_spec_dict(raw)
 
 
-def study_overhead(args, storage: Path) -> dict:
+def study_overhead(args, storage: Path, warm: bool) -> dict:
+    """One run of the study (old path: warm=False, new path: warm=True), accounted per slot
+    (study_timing.account); slots = max_concurrent."""
     from study.runner import run_study
-    from trainables import metrics as M
 
-    spec = study_spec(args, storage)
+    spec = study_spec(args, storage, "overhead-" + ("new" if warm else "old"))
     tl = Timeline()
     t0 = time.time()
-    summary = run_study(spec, callbacks=[tl])
-    outer = time.time() - t0
-    sdir = Path(summary["results"])
-    wall = summary["wall_s"]
-    sources = {}
-    for f in (sdir / "sources").glob("*/info.json"):
-        info = json.loads(f.read_text())
-        sources[info["trained_by"]] = info["train_s"]
-    trials = []
-    order = sorted(tl.start, key=tl.start.get)
-    prev_end = tl.t_setup
-    for tid in order:
-        res = [r for _, r in tl.results[tid]]
-        t_res = [t for t, _ in tl.results[tid]]
-        epochs = [r[M.EPOCH_S] for r in res]
-        src = sources.get(tid, 0.0)
-        work = sum(epochs) + src
-        trials.append({
-            "trial_id": tid, "work_s": work, "epochs_s": sum(epochs), "source_s": src,
-            "launch_s": tl.start[tid] - prev_end,
-            "setup_s": res[0]["time_this_iter_s"] - epochs[0] - src,
-            "per_epoch_s": sum(r["time_this_iter_s"] - r[M.EPOCH_S] for r in res[1:]),
-            "round_trips_s": (tl.complete[tid] - tl.start[tid]) - res[-1]["time_total_s"],
-            "last_result_to_complete_s": tl.complete[tid] - t_res[-1],
-            "epochs": len(res),
-        })
-        prev_end = tl.complete[tid]
-    tail = tl.t_setup + wall - prev_end if tl.t_setup else float("nan")
-    n = len(trials)
-    sum_work = sum(t["work_s"] for t in trials)
-    overhead = (args.max_concurrent * wall - sum_work) / n
-    typical = MED(t["work_s"] for t in trials)
-    return {"dir": str(sdir), "trials": n, "wall_s": wall, "run_study_s": outer,
-            "sum_work_s": sum_work, "overhead_per_trial_s": overhead,
-            "median_trial_work_s": typical, "overhead_pct": 100 * overhead / typical,
-            "trial_s_for_2pct": overhead / 0.02, "tail_s": tail,
-            "experiment_start_to_first_trial_s": tl.start[order[0]] - tl.t_setup,
-            "per_trial": trials}
+    with phase_clock() as clock:
+        summary = run_study(spec, callbacks=[tl], warm=warm)
+    a = account(summary, tl, clock, args.max_concurrent)
+    a["run_study_s"] = time.time() - t0
+    n = a["trials"]
+    a["overhead_per_trial_s"] = a["overhead_s"] / n
+    a["median_trial_work_s"] = MED(t["work_s"] for t in a["per_trial"])
+    a["overhead_pct"] = 100 * a["overhead_per_trial_s"] / a["median_trial_work_s"]
+    a["trial_s_for_2pct"] = a["overhead_per_trial_s"] / 0.02
+    a["feature_cache"] = spec.feature_cache.mode
+    return a
+
+
+def print_study(args, runs: dict[str, dict]) -> None:
+    s0 = next(iter(runs.values()))
+    print(f"\n1. study overhead: {s0['trials']} trials (compare mode, 5to5, scratch_cnn: init "
+          f"source d0-4 + scratch = 6 cells x {len(args.lr_grid)} lrs; "
+          f"{args.max_train_per_class} img/class, {args.target_epochs} target + "
+          f"{args.source_epochs} source epochs, FIFO, max_concurrent {args.max_concurrent}, "
+          f"feature cache {s0['feature_cache']})")
+    names = list(runs)
+
+    def row(label, f, fmt="{:>12.1f}"):
+        print(f"   {label:<36}" + "".join(fmt.format(f(r)) for r in runs.values()))
+
+    print(f"   {'':<36}" + "".join(f"{n:>12}" for n in names))
+    row("study wall (s)", lambda r: r["wall_s"])
+    row("  of which source phase (s)", lambda r: r["source_phase_wall_s"])
+    row("  of which Tuner.fit (s)", lambda r: r["fit_wall_s"])
+    row("run_study incl. data + Ray (s)", lambda r: r["run_study_s"])
+    row("work: sum epoch_s (s)", lambda r: r["epochs_s"])
+    row("work: source train_s (s)", lambda r: r["source_train_s"])
+    row("median trial work (s)", lambda r: r["median_trial_work_s"])
+    row("worker processes", lambda r: r["workers"], "{:>12d}")
+    row("max worker RSS (MiB)", lambda r: r["max_worker_rss_mib"], "{:>12.0f}")
+    row("overhead / median trial work (%)", lambda r: r["overhead_pct"])
+    row("trial length for 2% (s)", lambda r: r["trial_s_for_2pct"], "{:>12.0f}")
+    print_components(runs)
+    print("   per trial, median s:  " + "   ".join(
+        f"{n}: launch {MED(t['launch_s'] for t in r['per_trial']):.2f} / setup "
+        f"{MED(t['setup_s'] for t in r['per_trial']):.2f} / per-epoch "
+        f"{MED(t['per_epoch_s'] for t in r['per_trial']):.2f} / round trips "
+        f"{MED(t['round_trips_s'] for t in r['per_trial']):.2f}" for n, r in runs.items()))
+    print("   (the first trial's launch includes Tune's experiment start: " + ", ".join(
+        f"{n} {r['experiment_start_to_first_trial_s']:.2f} s" for n, r in runs.items()) + ")")
 
 
 # ----------------------------------------------------------------------------- part 2
@@ -257,7 +253,7 @@ def report_probe(config):
     Path(config["out"]).write_text(json.dumps(times))
 
 
-def report_cost(args, storage: Path, sizes_rows: list[dict]) -> dict:
+def report_cost(args, storage: Path) -> dict:
     from ray import tune
 
     picks = {"scratch_cnn d3": ("scratch_cnn", 3), "mobilenet_v2 d0": ("mobilenet_v2", 0),
@@ -373,9 +369,12 @@ def main():
     ap.add_argument("--max-concurrent", type=int, default=1)
     ap.add_argument("--feature-cache", choices=["auto", "on", "off"],
                     help="the study's feature_cache mode (default: the spec's)")
+    ap.add_argument("--paths", nargs="+", choices=["old", "new"], default=["old", "new"],
+                    help="part 1's runs, in this order (old: warm=False, new: warm=True)")
     ap.add_argument("--report-rounds", type=int, default=8)
     ap.add_argument("--stem", default="cifar", help="stem for the checkpoint-size table")
-    ap.add_argument("--skip-study", action="store_true", help="parts 2 and 3 only")
+    ap.add_argument("--all", action="store_true", help="also parts 3 and 4 (slower)")
+    ap.add_argument("--skip-study", action="store_true", help="no part 1")
     ap.add_argument("--storage", help="default: a new temp dir (kept)")
     ap.add_argument("--json", help="write the numbers to this JSON file")
     args = ap.parse_args()
@@ -383,38 +382,17 @@ def main():
     storage.mkdir(parents=True, exist_ok=True)
     out = {"args": vars(args)}
 
-    sizes = checkpoint_sizes(args.stem)
+    runs = {}
     if not args.skip_study:
-        s = out["study"] = study_overhead(args, storage)
-        pt = s["per_trial"]
-        print(f"\n1. study overhead: {s['trials']} trials (scratch_cnn, 5to5, "
-              f"{args.max_train_per_class} img/class, {args.target_epochs} target + "
-              f"{args.source_epochs} source epochs, FIFO, max_concurrent {args.max_concurrent}, "
-              f"feature cache {getattr(getattr(study_spec(args, storage), 'feature_cache', None), 'mode', 'n/a')})")
-        print(f"   study wall (Tuner.fit)        {s['wall_s']:8.1f} s   (run_study incl. data "
-              f"load + Ray start: {s['run_study_s']:.1f} s)")
-        print(f"   sum of trial work             {s['sum_work_s']:8.1f} s   (epoch_s of every "
-              f"epoch + source train_s)")
-        print(f"   overhead per trial            {s['overhead_per_trial_s']:8.2f} s   = "
-              f"{s['overhead_pct']:.1f}% of the median trial's work "
-              f"({s['median_trial_work_s']:.1f} s); 2% would need trials of "
-              f"{s['trial_s_for_2pct']:.0f} s")
-        print(f"   {'component (per trial)':<30}{'mean s':>8}{'median s':>10}{'share':>8}")
-        parts = [("launch (sched + actor start)", "launch_s"), ("setup in trainable", "setup_s"),
-                 ("per-epoch ckpt/report/test", "per_epoch_s"),
-                 ("driver round trips + stop", "round_trips_s")]
-        total = s["overhead_per_trial_s"]
-        for name, k in parts:
-            m = statistics.mean(t[k] for t in pt)
-            print(f"   {name:<30}{m:>8.2f}{MED(t[k] for t in pt):>10.2f}{100 * m / total:>7.0f}%")
-        print(f"   {'experiment tail (once) / N':<30}{s['tail_s'] / s['trials']:>8.2f}"
-              f"{'':>10}{100 * s['tail_s'] / s['trials'] / total:>7.0f}%")
-        print(f"   (first trial's launch includes Tune's experiment start: "
-              f"{s['experiment_start_to_first_trial_s']:.2f} s)")
+        for p in args.paths:
+            print(f"\n--- part 1, {p} path (warm={p == 'new'}) ---", flush=True)
+            runs[p] = study_overhead(args, storage, warm=p == "new")
+        out["study"] = runs
+        print_study(args, runs)
     from study.runner import init_ray
 
     init_ray()
-    rc = out["report"] = report_cost(args, storage, sizes)
+    rc = out["report"] = report_cost(args, storage)
     print(f"\n2. cost of one report (tiny trainable, {args.report_rounds} rounds each, "
           f"alternating; median)")
     print(f"   {'variant':<26}{'ckpt bytes':>14}{'torch.save ms':>15}{'report ms':>11}"
@@ -422,19 +400,23 @@ def main():
     for v, r in rc.items():
         print(f"   {v:<26}{r['bytes']:>14,}{r['save_ms']:>15.1f}{r['report_ms']:>11.1f}"
               f"{r['total_ms']:>10.1f}")
-    out["checkpoint_sizes"] = sizes
-    print(f"\n3. checkpoint size per trial (torch.save bytes; 5 classes, SGD momentum)")
-    print(f"   {'backbone':<22}{'depth':>6}{'trainable ckpt':>16}{'full ckpt':>14}{'ratio':>8}")
-    for r in sizes:
-        print(f"   {r['backbone'] + '/' + r['stem']:<22}{r['depth']:>6}"
-              f"{r['trainable_bytes']:>16,}{r['full_bytes']:>14,}"
-              f"{r['trainable_bytes'] / r['full_bytes']:>8.3f}")
-    ref = out["reference"] = reference_costs()
-    print("\n4. reference costs (median of 3, alternating; fresh processes)")
-    for k, v in ref.items():
-        print(f"   {k:<58}{v:>8.2f} s")
+    if args.all:
+        sizes = out["checkpoint_sizes"] = checkpoint_sizes(args.stem)
+        print("\n3. checkpoint size per trial (torch.save bytes; 5 classes, SGD momentum)")
+        print(f"   {'backbone':<22}{'depth':>6}{'trainable ckpt':>16}{'full ckpt':>14}{'ratio':>8}")
+        for r in sizes:
+            print(f"   {r['backbone'] + '/' + r['stem']:<22}{r['depth']:>6}"
+                  f"{r['trainable_bytes']:>16,}{r['full_bytes']:>14,}"
+                  f"{r['trainable_bytes'] / r['full_bytes']:>8.3f}")
+        ref = out["reference"] = reference_costs()
+        print("\n4. reference costs (median of 3, alternating; fresh processes)")
+        for k, v in ref.items():
+            print(f"   {k:<58}{v:>8.2f} s")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1, default=str))
+    if runs:
+        last = runs.get("new") or runs[args.paths[-1]]
+        print(f"overhead_per_trial_s={last['overhead_per_trial_s']:.3f}")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ from study.spec import Spec, SpecError
 
 PACKAGES = ("study", "trainables", "analysis")
 REPO = Path(__file__).resolve().parent.parent
-TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 META_STUDY, META_RESULTS, META_KIND = "study", "results", "kind"
 JOB_KIND = "tl-study"
 
@@ -218,9 +217,8 @@ def follow(address: str | None, job_id: str, out=sys.stdout) -> str:
         pass
     while True:
         st = _call(c.get_job_status, job_id)
-        st = st.value if hasattr(st, "value") else str(st)
-        if st in TERMINAL:
-            return st
+        if st.is_terminal():  # ray.job_submission.JobStatus
+            return st.value
         time.sleep(1.0)
 
 
@@ -232,8 +230,7 @@ def stop(address: str | None, job_id: str, wait_s: float = 60.0) -> str:
     deadline = time.time() + wait_s
     while time.time() < deadline:
         st = _call(c.get_job_status, job_id)
-        st = st.value if hasattr(st, "value") else str(st)
-        if st in TERMINAL:
-            return st
+        if st.is_terminal():  # ray.job_submission.JobStatus
+            return st.value
         time.sleep(0.5)
-    return st
+    return st.value

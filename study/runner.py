@@ -24,15 +24,25 @@ from study.spec import Spec, load_spec, load_spec_dict, resolve_classes
 from trainables import metrics as M
 
 from study.layout import (COMPLETED, ERRORED, PROVENANCE_FILE, SOURCES_DIR, STOPPED,  # noqa: F401
-                          STUDY_FILE, SUMMARY_FILE)
+                          STUDY_FILE, SUMMARY_FILE, is_uri, read_text, write_atomic)
 
 
 class StudyExistsError(RuntimeError):
     pass
 
 
-def is_uri(path: str) -> bool:
-    return "://" in path
+# The Ray minor version this code was tested with (pyproject pins it; tests/test_versions.py
+# fails on another): study resume, the rung-state callback and the checkpoint repair depend on
+# Tune behaviour that is not a stable API.
+TESTED_RAY = "2.60"
+
+
+def ray_version_warning() -> str | None:
+    v = _ray_version()
+    if v.split(".")[:2] != TESTED_RAY.split("."):
+        return (f"warning: Ray {v} is not the version this study service was tested with "
+                f"({TESTED_RAY}.x); resume and early stopping may behave differently")
+    return None
 
 
 def study_dir(spec: Spec) -> str:
@@ -64,6 +74,8 @@ def init_ray(log=print) -> None:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
 
+    if (w := ray_version_warning()):
+        log(w)
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS")
@@ -129,19 +141,8 @@ def write_provenance(path: str, spec: Spec, data, extra: dict | None = None) -> 
 
 
 def _write_text(path, text: str) -> None:
-    """Write a study file atomically: local rename, or one object PUT for a URI (pyarrow fs)."""
-    path = str(path)
-    if is_uri(path):
-        import pyarrow.fs as pafs
-
-        fs, p = pafs.FileSystem.from_uri(path)
-        fs.create_dir(p.rsplit("/", 1)[0], recursive=True)
-        with fs.open_output_stream(p) as f:
-            f.write(text.encode())
-        return
-    tmp = path + ".tmp"
-    Path(tmp).write_text(text)
-    os.replace(tmp, path)
+    """Write a study file atomically (local rename, or one object PUT for a URI)."""
+    write_atomic(path, text)
 
 
 # ----------------------------------------------------------------------------- run / resume
@@ -327,16 +328,6 @@ def normalize_study_path(path: str) -> str:
     return path.rstrip("/") if is_uri(path) else str(Path(path).expanduser().resolve())
 
 
-def _read_text(path: str) -> str:
-    if is_uri(path):
-        import pyarrow.fs as pafs
-
-        fs, p = pafs.FileSystem.from_uri(path)
-        with fs.open_input_stream(p) as f:
-            return f.read().decode()
-    return Path(path).read_text()
-
-
 def load_study_spec(path: str) -> Spec:
     """The resolved spec a study was started with (``<study dir>/study.yaml``, local or URI)."""
     import yaml
@@ -345,47 +336,59 @@ def load_study_spec(path: str) -> Spec:
 
     f = f"{normalize_study_path(path)}/{STUDY_FILE}"
     try:
-        text = _read_text(f)
+        text = read_text(f)
     except (OSError, ValueError) as e:  # missing file, bad URI, unreachable bucket
         raise SpecError([f"study directory {str(path)!r}: cannot read {STUDY_FILE} "
                          f"(not a study directory?): {e}"]) from e
     return load_spec_dict(yaml.safe_load(text), source=f)
 
 
-def repair_dangling_checkpoints(sdir: str) -> list[str]:
+def repair_dangling_checkpoints(sdir: str, log=print) -> list[str]:
     """Tune deletes a trial's previous checkpoint (num_to_keep=1) a moment before it saves the
     experiment state that points to the new one; a driver killed in between leaves a state that
     points to a deleted checkpoint, and Tune would fail that trial ("does not exist on storage
     anymore"). The newer checkpoint is on disk: put it where the state looks (local storage).
     The trial then resumes after the newer checkpoint's epoch, as the trainable reads its epoch
-    from the checkpoint itself. Returns what was repaired."""
-    import shutil
+    from the checkpoint itself. Returns what was repaired.
 
-    from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
-    from ray.tune.experiment import Trial
-    from ray.tune.execution.tune_controller import _loads_with_cloudpickle
+    Tune has no public API for this, so it reads the experiment state *file* (JSON: each
+    trial's ``relative_logdir`` and ``last_result.checkpoint_dir_name``, written by Ray 2.60);
+    anything it does not recognise is logged and skipped: the resume then goes on without the
+    repair (a trial caught in that window fails as it would without it)."""
+    import shutil
 
     if is_uri(sdir):
         return []
-    newest = _find_newest_experiment_checkpoint(sdir)
-    if not newest:
+    states = sorted(Path(sdir).glob("experiment_state-*.json"))
+    if not states:
         return []
-    state = _loads_with_cloudpickle(Path(newest).read_bytes())
     fixed = []
-    for trial_json, meta in state["trial_data"]:
-        trial = Trial.from_json_state(trial_json, stub=True)
-        trial.restore_run_metadata(meta)
-        ckpt = trial.checkpoint
-        if ckpt is None or Path(ckpt.path).exists():
-            continue
-        missing = Path(ckpt.path)
-        newer = sorted(d for d in missing.parent.glob("checkpoint_*")
-                       if d.is_dir() and d.name > missing.name)
-        if newer:
-            shutil.copytree(newer[-1], missing)
-            fixed.append(f"trial {trial.trial_id}: its recorded checkpoint {missing.name} was "
-                         f"deleted before the driver stopped; resuming from {newer[-1].name}")
+    try:
+        for trial_json, meta_json in json.loads(states[-1].read_text())["trial_data"]:
+            trial, meta = json.loads(trial_json), json.loads(meta_json)
+            name = (meta.get("last_result") or {}).get("checkpoint_dir_name")
+            if not name or trial.get("status") == "TERMINATED":
+                continue
+            tdir = Path(sdir) / trial["relative_logdir"]
+            missing = tdir / name
+            if missing.exists():
+                continue
+            newer = sorted(d for d in tdir.glob("checkpoint_*") if d.is_dir() and d.name > name)
+            if newer:
+                shutil.copytree(newer[-1], missing)
+                fixed.append(f"trial {trial['trial_id']}: its recorded checkpoint {name} was "
+                             f"deleted before the driver stopped; resuming from {newer[-1].name}")
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        log(f"checkpoint repair skipped: {states[-1].name} is not in the layout this version "
+            f"knows (Ray {_ray_version()}): {type(e).__name__}: {e}")
     return fixed
+
+
+def _ray_version() -> str:
+    try:
+        return metadata.version("ray")
+    except metadata.PackageNotFoundError:
+        return "?"
 
 
 def resume_study(path: str, log=print) -> dict:
@@ -401,7 +404,7 @@ def resume_study(path: str, log=print) -> dict:
     if not tune.Tuner.can_restore(sdir):
         raise StudyExistsError(f"{path}: no Tune experiment state to resume (it never started)")
     log(f"resuming study {spec.name!r} from {sdir}")
-    for msg in repair_dangling_checkpoints(sdir):
+    for msg in repair_dangling_checkpoints(sdir, log):
         log(msg)
     train_sources(spec, data, sdir, log)  # finished models are kept; failed ones retried
     tuner = tune.Tuner.restore(sdir, trainable=_trainable(spec, data, sdir),

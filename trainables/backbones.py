@@ -250,10 +250,9 @@ def imagenet_state_dict(name: str, weights_file: str | None = None) -> dict:
             raise WeightsUnavailable(f"weights file for {name} not found: {weights_file}")
         sd = torch.load(weights_file, map_location="cpu", weights_only=True)
         return sd.get("state_dict", sd) if isinstance(sd, dict) else sd
-    import torchvision.models as tvm
+    from torchvision.models import get_weight
 
-    enum_name, member = info.imagenet_weights.split(".")
-    weights = getattr(getattr(tvm, enum_name), member)
+    weights = get_weight(info.imagenet_weights)
     cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
     try:
         return weights.get_state_dict(progress=False)

@@ -18,7 +18,6 @@ import os
 import pickle
 import re
 import tarfile
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".ti
 CACHE_VERSION = 1
 
 
+from study.layout import write_atomic  # noqa: E402
 from trainables.errors import DataError  # noqa: E402,F401  (torch-free, for the CLI)
 
 
@@ -135,15 +135,10 @@ def load_dataset(root: str | os.PathLike | None = None, *, cache_dir: str | os.P
         raise DataError(f"{path}: found {len(classes)} class(es) {classes}; need at least 2")
     fp = fingerprint(train_x, train_y, test_x, test_y, classes)
     cache.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache, prefix=cache_file.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
-                     classes=np.array(classes), fingerprint=np.array(fp))
-        os.replace(tmp, cache_file)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    buf = io.BytesIO()
+    np.savez(buf, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
+             classes=np.array(classes), fingerprint=np.array(fp))
+    write_atomic(cache_file, buf.getvalue())
     return Dataset(train_x, train_y, test_x, test_y, classes, fp, str(path))
 
 

@@ -11,61 +11,37 @@ trial of a key on one source model. ``users.txt`` on the shared storage is a bes
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from study.layout import copy_file, filesystem, is_file, read_text, write_atomic
 
 FILES = ("model.pt", "info.json")
 
 
-def _fs(uri: str):
-    import pyarrow.fs as pafs
-
-    return pafs.FileSystem.from_uri(uri)
-
-
 def exists(uri_dir: str) -> bool:
-    import pyarrow.fs as pafs
-
-    fs, p = _fs(uri_dir)
-    return all(fs.get_file_info(f"{p}/{n}").type == pafs.FileType.File for n in FILES)
+    return all(is_file(f"{uri_dir}/{n}") for n in FILES)
 
 
 def fetch(uri_dir: str, local_dir: Path) -> bool:
     """Download the shared copy into local_dir (each file atomically); False if there is none."""
     if not exists(uri_dir):
         return False
-    fs, p = _fs(uri_dir)
     for n in FILES:
-        tmp = local_dir / f"{n}.dl{os.getpid()}"
-        with fs.open_input_stream(f"{p}/{n}") as src, open(tmp, "wb") as dst:
-            while chunk := src.read(1 << 22):
-                dst.write(chunk)
-        os.replace(tmp, local_dir / n)
+        copy_file(f"{uri_dir}/{n}", str(local_dir / n))
     return True
 
 
 def publish(local_dir: Path, uri_dir: str) -> None:
     """Upload model then info (info last: a reader that sees info.json sees a whole model)."""
-    fs, p = _fs(uri_dir)
-    fs.create_dir(p, recursive=True)
     for n in FILES:
-        with open(local_dir / n, "rb") as src, fs.open_output_stream(f"{p}/{n}") as dst:
-            while chunk := src.read(1 << 22):
-                dst.write(chunk)
+        copy_file(str(local_dir / n), f"{uri_dir}/{n}")
 
 
 def add_user(uri_dir: str, trial_id: str) -> int:
     """Append trial_id to the shared users.txt; returns how many trials it lists."""
-    import pyarrow.fs as pafs
-
-    fs, p = _fs(uri_dir)
-    f = f"{p}/users.txt"
-    users = []
-    if fs.get_file_info(f).type == pafs.FileType.File:
-        with fs.open_input_stream(f) as src:
-            users = src.read().decode().split()
+    f = f"{uri_dir}/users.txt"
+    users = read_text(f).split() if is_file(f) else []
     if trial_id not in users:
         users.append(trial_id)
-        with fs.open_output_stream(f) as dst:
-            dst.write(("\n".join(users) + "\n").encode())
+        write_atomic(f, "\n".join(users) + "\n")
     return len(users)

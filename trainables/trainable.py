@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import hashlib
+import io
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from filelock import FileLock
 
 from trainables import features
 from trainables import metrics as M
+from study.layout import write_atomic
 from trainables import remote
 from trainables.backbones import (build, count_params, freeze, imagenet_state_dict,
                                   load_imagenet)
@@ -244,15 +246,13 @@ def _train_source(spec, data: StudyData, split: str, backbone: str, stem: str, s
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomic(path, text)
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_atomic(path, buf.getvalue())
 
 
 # ----------------------------------------------------------------------------- the trial
@@ -281,6 +281,20 @@ def build_target_model(spec, data: StudyData, cfg: dict, sources_dir: Path, tria
     model.replace_head(len(tgt))  # a fresh head, seeded the same way for every init
     freeze(model, cfg[M.FROZEN_DEPTH] if init != "scratch" else 0)
     return model, source_info
+
+
+def load_trainable_state(model, state: dict) -> None:
+    """Load a checkpoint's trainable part: only the frozen stages may be missing (they are
+    rebuilt from the source model or ImageNet weights, identically); an unexpected key, or a
+    missing key of a trainable stage or the head, means the checkpoint is of another model."""
+    res = model.load_state_dict(state, strict=False)
+    d = model.frozen_depth
+    missing = [k for k in res.missing_keys
+               if (i := model.stage_of_parameter(k)) is None or i >= d]
+    if missing or res.unexpected_keys:
+        raise RuntimeError(f"checkpoint does not fit this trial's model ({model.backbone}, "
+                           f"frozen_depth {d}): missing {missing[:5]}, unexpected "
+                           f"{list(res.unexpected_keys)[:5]}")
 
 
 def _trainable_state(model) -> dict:
@@ -340,7 +354,7 @@ def transfer_trainable(config: dict, *, spec_dict: dict, data: StudyData, source
     if ckpt:
         with ckpt.as_directory() as cd:
             st = torch.load(Path(cd) / "state.pt", map_location="cpu", weights_only=False)
-        model.load_state_dict(st["model"], strict=False)
+        load_trainable_state(model, st["model"])
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["schedule"])
         gen.set_state(st["generator"])
