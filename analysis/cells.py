@@ -30,7 +30,7 @@ from scipy import stats
 
 from analysis.frontier import pareto_front
 from analysis.load import COMPLETED, DEVICE_S, ERRORED, RUNNING, STOPPED, TOTAL_FLOPS, cell_of
-from trainables import metrics as M
+from study.core import metrics as M
 
 CELL_KEYS = (M.SPLIT, M.BACKBONE, M.INIT, M.FROZEN_DEPTH)
 SCRATCH = "scratch"

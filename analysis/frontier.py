@@ -12,7 +12,7 @@ import pandas as pd
 
 from analysis.load import (COMPLETED, EPOCHS, ERRORED, RUNNING, SOURCE_KEY, STOPPED,
                            TOTAL_FLOPS)
-from trainables import metrics as M
+from study.core import metrics as M
 
 # A configuration: what a trial ran, apart from its seed (repeats differ only in the seed).
 CONFIG = (M.SPLIT, M.BACKBONE, M.INIT, M.FROZEN_DEPTH, M.LR)

@@ -28,16 +28,16 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from trainables import metrics as M
+from study.core import metrics as M
 
-from study.layout import filesystem  # noqa: E402
-from study.layout import PROVENANCE_FILE, SOURCES_DIR, STUDY_FILE, SUMMARY_FILE  # noqa: F401
+from study.core.layout import filesystem  # noqa: E402
+from study.core.layout import PROVENANCE_FILE, SOURCES_DIR, STUDY_FILE, SUMMARY_FILE  # noqa: F401
 # the one status vocabulary of runner, progress lines, summary.json and reports
-from study.layout import COMPLETED, ERRORED, RUNNING, STATUSES, STOPPED  # noqa: F401
+from study.core.layout import COMPLETED, ERRORED, RUNNING, STATUSES, STOPPED  # noqa: F401
 RESULT_FILE = "result.json"
 ERROR_FILES = ("error.txt", "error.pkl")
 
-# Derived trial columns (the config and metric names come from trainables.metrics).
+# Derived trial columns (the config and metric names come from study.core.metrics).
 BEST_VAL_ACC = "best_val_acc"
 BEST_EPOCH = "best_epoch"
 SOURCE_KEY = "source_key"
@@ -86,7 +86,7 @@ class Study:
 # ----------------------------------------------------------------------------- storage
 
 class _Store:
-    """Just enough filesystem for a study, local path or URI alike (``study.layout.filesystem``:
+    """Just enough filesystem for a study, local path or URI alike (``study.core.layout.filesystem``:
     pyarrow.fs for both)."""
 
     def __init__(self, path: str):

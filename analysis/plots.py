@@ -16,7 +16,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from analysis.frontier import pareto_front  # noqa: E402
 from analysis.load import COMPLETED, TOTAL_FLOPS  # noqa: E402
-from trainables import metrics as M  # noqa: E402
+from study.core import metrics as M  # noqa: E402
 
 MARKERS = {"source": "o", "imagenet": "s", "scratch": "^"}
 plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10,

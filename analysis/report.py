@@ -27,11 +27,11 @@ import pandas as pd
 
 from analysis import cells as C
 from analysis import frontier as F
-from study.layout import write_atomic
+from study.core.layout import write_atomic
 from analysis import plots
 from analysis.load import (COMPLETED, DEVICE_S, EPOCHS, ERRORED, RUNNING, STOPPED, TOTAL_FLOPS,
                            ReportError, Study, load_study)
-from trainables import metrics as M
+from study.core import metrics as M
 
 MARKER = "report.json"
 OUTPUT_FILES = ("report.md", "report.html")

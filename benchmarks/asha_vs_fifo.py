@@ -172,7 +172,7 @@ def feature_cache_mode(study_dir) -> str:
 def build_spec(args, scheduler: str, storage: Path):
     """quick.yaml with the benchmark's overrides. Lists and the backbones mapping are replaced,
     not merged (``load_spec``'s overrides merge mappings, so they could not drop a backbone)."""
-    from study.spec import load_spec_dict
+    from study.core.spec import load_spec_dict
 
     raw = yaml.safe_load((REPO / args.spec).read_text())
     splits = [s for s in raw["splits"] if s["name"] in args.splits]
@@ -205,7 +205,7 @@ def build_spec(args, scheduler: str, storage: Path):
 
 def summarise(sdir: Path, wall: float) -> dict:
     from analysis.load import load_study
-    from trainables import metrics as M
+    from study.core import metrics as M
 
     st = load_study(sdir)
     t = st.trials
@@ -216,7 +216,7 @@ def summarise(sdir: Path, wall: float) -> dict:
     epochs = t["epochs"].fillna(0).astype(int)
     cfg_key = [M.SPLIT, M.BACKBONE, M.INIT, M.FROZEN_DEPTH, M.LR]
     from study.space import grid_points
-    from study.spec import load_spec_dict
+    from study.core.spec import load_spec_dict
 
     grid = [tuple(str(p[k]) for k in cfg_key) for p in grid_points(load_spec_dict(st.spec))]
     curves, eflops, order, test = {}, {}, {}, {}

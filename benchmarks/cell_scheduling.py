@@ -73,7 +73,7 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 from study import policy  # noqa: E402
-from trainables import metrics as M  # noqa: E402
+from study.core import metrics as M  # noqa: E402
 
 # name -> (policy rule, grouping)
 RULES = {"cell-asha": ("asha", "cell"), "cell-halving": ("halving", "cell"),

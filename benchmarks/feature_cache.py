@@ -58,10 +58,10 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import torch  # noqa: E402
 
-from study.spec import (FeatureCacheSpec, load_spec_dict, resolve_classes,  # noqa: E402
+from study.core.spec import (FeatureCacheSpec, load_spec_dict, resolve_classes,  # noqa: E402
                         resolve_stem)
 from trainables import features  # noqa: E402
-from trainables import metrics as M  # noqa: E402
+from study.core import metrics as M  # noqa: E402
 from trainables.backbones import REGISTRY, build, freeze  # noqa: E402
 from trainables.data import load_dataset  # noqa: E402
 from trainables.train import (describe_device, evaluate, make_optimizer, make_schedule, pick_device,  # noqa: E402

@@ -46,7 +46,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from study.spec import OptimizerSpec  # noqa: E402
+from study.core.spec import OptimizerSpec  # noqa: E402
 from trainables.backbones import REGISTRY, build, count_params, freeze  # noqa: E402
 from trainables.data import DeviceData  # noqa: E402
 from trainables.train import (autocast, describe_device, make_optimizer, make_schedule, prepare_model,  # noqa: E402

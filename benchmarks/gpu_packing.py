@@ -47,7 +47,7 @@ def train_worker(backbone: str, stem: str, device: str, images: int, epochs: int
     import numpy as np
     import torch
 
-    from study.spec import OptimizerSpec
+    from study.core.spec import OptimizerSpec
     from trainables.backbones import build, freeze
     from trainables.data import DeviceData
     from trainables.train import make_optimizer, make_schedule, prepare_model, train_one_epoch

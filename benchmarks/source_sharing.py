@@ -31,8 +31,8 @@ if str(REPO) not in sys.path:
 def source_sharing(study_dir) -> dict:
     """Per-key and total source accounting for one study directory (local path)."""
     from analysis.load import load_study
-    from study.layout import SOURCES_DIR
-    from trainables import metrics as M
+    from study.core.layout import SOURCES_DIR
+    from study.core import metrics as M
 
     study = load_study(study_dir)
     t = study.trials

@@ -133,7 +133,7 @@ COMPONENTS = [  # (label, key), in the order printed; they sum to held - work
 
 def account(summary: dict, tl: Timeline, clock: dict, slots: int) -> dict:
     """The slot accounting of one study (see the module docstring). Slot-seconds throughout."""
-    from trainables import metrics as M
+    from study.core import metrics as M
 
     sdir = Path(summary["results"])
     sources = [json.loads(f.read_text()) for f in sorted((sdir / "sources").glob("*/info.json"))]
@@ -237,5 +237,41 @@ def print_components(rows: dict[str, dict], per: str = "trial", indent: str = " 
     for label, k in COMPONENTS:
         print(f"{indent}{label:<36}" + "".join(
             f"{r['components'][k] / r['trials']:>12.2f}" for r in rows.values()))
-    print(f"{indent}{'= overhead per trial':<36}" + "".join(
+    print(f"{indent}{'= overhead, test eval as overhead':<36}" + "".join(
         f"{r['overhead_s'] / r['trials']:>12.2f}" for r in rows.values()))
+    print(f"{indent}{'= overhead, test eval as work':<36}" + "".join(
+        f"{(r['overhead_s'] - r['test_eval_s']) / r['trials']:>12.2f}" for r in rows.values()))
+
+
+def time_test_eval(backbone: str, stem: str, depth: int, n_images: int, classes: int,
+                   threads: int = 1, repeats: int = 3) -> float:
+    """Seconds of ``evaluate`` + ``classification_report`` (what a trial's last epoch adds for
+    the test split) on ``n_images`` random 32x32 images, in this process, median of ``repeats``
+    after one warm-up: a check of the 'test evaluation (est.)' component."""
+    import numpy as np
+    import torch
+
+    from trainables.backbones import build, freeze
+    from trainables.data import DeviceData
+    from trainables.train import classification_report, evaluate, pick_device, prepare_model
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        dev = pick_device()
+        rng = np.random.default_rng(0)
+        x = rng.integers(0, 256, (n_images, 32, 32, 3), dtype=np.uint8)
+        y = np.arange(n_images) % classes
+        model = prepare_model(build(backbone, classes, stem), dev)
+        freeze(model, depth)
+        dd = DeviceData(x, y, (0.5,) * 3, (0.25,) * 3, dev)
+        times = []
+        for i in range(repeats + 1):
+            t = time.perf_counter()
+            _, _, pred = evaluate(model, dd)
+            classification_report(pred, dd.y, [str(c) for c in range(classes)])
+            if i:
+                times.append(time.perf_counter() - t)
+        return MED(times)
+    finally:
+        torch.set_num_threads(before)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from study.spec import OptimizerSpec
+from study.core.spec import OptimizerSpec
 from trainables.backbones import REGISTRY, build, freeze
 from trainables.data import DeviceData
 from trainables.train import (describe_device, make_optimizer, make_schedule, pick_device, prepare_model,

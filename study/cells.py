@@ -26,9 +26,9 @@ import zlib
 
 import numpy as np
 
-from study.spec import Spec, resolve_stem
-from trainables import metrics as M
-from trainables.catalog import CATALOG
+from study.core.spec import Spec, resolve_stem
+from study.core import metrics as M
+from study.core.catalog import CATALOG
 
 
 @dataclasses.dataclass(frozen=True)

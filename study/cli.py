@@ -35,7 +35,7 @@ def _overrides(args) -> dict:
 def _check_classes(spec, data_root) -> str | None:
     """Split classes against the data (loaded, or CIFAR-10's known classes when data.root is
     null: the download's classes are known without downloading). Returns a line to print."""
-    from study.spec import CIFAR10_CLASSES, resolve_classes
+    from study.core.spec import CIFAR10_CLASSES, resolve_classes
 
     if data_root or spec.data.root:
         from trainables.data import load_dataset
@@ -50,7 +50,7 @@ def _check_classes(spec, data_root) -> str | None:
 
 def cmd_validate(args) -> int:
     from study.cells import trial_counts
-    from study.spec import load_spec
+    from study.core.spec import load_spec
 
     spec = load_spec(args.spec, _overrides(args))
     line = _check_classes(spec, args.data_root)
@@ -66,7 +66,7 @@ def cmd_validate(args) -> int:
 
 def cmd_plan(args) -> int:
     from study.plan import format_plan, make_plan
-    from study.spec import load_spec
+    from study.core.spec import load_spec
 
     spec = load_spec(args.spec, _overrides(args))
     _check_classes(spec, args.data_root)
@@ -82,14 +82,14 @@ def cmd_plan(args) -> int:
 
 
 def _report_summary(summary: dict) -> int:
-    from study.layout import COMPLETED, STOPPED
+    from study.core.layout import COMPLETED, STOPPED
 
     return EXIT_OK if summary[COMPLETED] + summary[STOPPED] > 0 else EXIT_FAIL
 
 
 def cmd_run(args) -> int:
     from study.runner import run_study
-    from study.spec import load_spec
+    from study.core.spec import load_spec
 
     spec = load_spec(args.spec, _overrides(args))
     if not (args.data_root or spec.data.root):
@@ -105,7 +105,7 @@ def cmd_resume(args) -> int:
 
 def cmd_submit(args) -> int:
     from study import jobs
-    from study.spec import load_spec
+    from study.core.spec import load_spec
 
     spec = load_spec(args.spec, _overrides(args))
     job = jobs.submit(spec, args.address)
@@ -252,8 +252,8 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_BAD_INPUT
     from study.jobs import AddressError, JobError
     from study.runner import StudyExistsError
-    from study.spec import SpecError
-    from trainables.errors import DataError, WeightsUnavailable
+    from study.core.spec import SpecError
+    from study.core.errors import DataError, WeightsUnavailable
 
     try:
         return {"validate": cmd_validate, "plan": cmd_plan, "run": cmd_run, "resume": cmd_resume,

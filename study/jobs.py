@@ -30,7 +30,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from study.spec import Spec, SpecError
+from study.core.spec import Spec, SpecError
 
 PACKAGES = ("study", "trainables", "analysis")
 REPO = Path(__file__).resolve().parent.parent

@@ -22,7 +22,7 @@ import time
 
 from study import cells as C
 from study import policy
-from study.spec import Spec
+from study.core.spec import Spec
 
 CIFAR10_TRAIN_PER_CLASS = 5000  # used when no data is given (data.root null: the download)
 

@@ -5,8 +5,8 @@ import time
 
 from ray.tune import Callback
 
-from study.layout import COMPLETED, ERRORED, RUNNING, STOPPED
-from trainables import metrics as M
+from study.core.layout import COMPLETED, ERRORED, RUNNING, STOPPED
+from study.core import metrics as M
 
 
 class Progress(Callback):

@@ -20,10 +20,10 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from study.spec import Spec, load_spec, load_spec_dict, resolve_classes
-from trainables import metrics as M
+from study.core.spec import Spec, load_spec, load_spec_dict, resolve_classes
+from study.core import metrics as M
 
-from study.layout import (COMPLETED, ERRORED, PROVENANCE_FILE, SOURCES_DIR, STOPPED,  # noqa: F401
+from study.core.layout import (COMPLETED, ERRORED, PROVENANCE_FILE, SOURCES_DIR, STOPPED,  # noqa: F401
                           STUDY_FILE, SUMMARY_FILE, is_uri, read_text, write_atomic)
 
 
@@ -332,7 +332,7 @@ def load_study_spec(path: str) -> Spec:
     """The resolved spec a study was started with (``<study dir>/study.yaml``, local or URI)."""
     import yaml
 
-    from study.spec import SpecError
+    from study.core.spec import SpecError
 
     f = f"{normalize_study_path(path)}/{STUDY_FILE}"
     try:

@@ -12,7 +12,7 @@ from ray.tune import Callback
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from study import policy
-from trainables import metrics as M
+from study.core import metrics as M
 
 
 class CellScheduler(FIFOScheduler):

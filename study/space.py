@@ -17,8 +17,8 @@ import pickle
 from ray.tune.search import Searcher
 
 from study import cells as C
-from study.spec import Spec, load_spec_dict
-from trainables import metrics as M
+from study.core.spec import Spec, load_spec_dict
+from study.core import metrics as M
 
 
 class DefineByRun:

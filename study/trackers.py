@@ -44,7 +44,7 @@ from pathlib import Path
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.logger import TBXLoggerCallback
 
-from trainables import metrics as M
+from study.core import metrics as M
 
 TRACKERS = ("tensorboard", "mlflow", "wandb")
 

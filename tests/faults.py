@@ -15,7 +15,7 @@ from pathlib import Path
 from ray.tune import Callback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from trainables import metrics as M  # noqa: E402
+from study.core import metrics as M  # noqa: E402
 
 
 def parent_pid(pid: int) -> int:
@@ -89,7 +89,7 @@ class CorruptSourceAfterTrial(Callback):
 
 def main(argv=None) -> int:
     from study.runner import run_study, study_dir
-    from study.spec import load_spec
+    from study.core.spec import load_spec
 
     p = argparse.ArgumentParser()
     p.add_argument("spec")

@@ -9,7 +9,7 @@ from scipy import stats
 
 from analysis import cells as C
 from analysis.load import COMPLETED, DEVICE_S, ERRORED, RUNNING, STOPPED, TOTAL_FLOPS
-from trainables import metrics as M
+from study.core import metrics as M
 
 T2 = 4.302652729911275  # t(0.975, df=2)
 T4 = 2.7764451051977987  # t(0.975, df=4)

@@ -7,7 +7,7 @@ import pytest
 
 from analysis.load import (COMPLETED, ERRORED, RUNNING, SOURCE_FLOPS_AMORTISED, STOPPED,
                            TOTAL_FLOPS, ReportError, load_study)
-from trainables import metrics as M
+from study.core import metrics as M
 
 
 def _trial(sdir: Path, tid: str, cfg: dict, epochs: int, target: int = 3, src_flops=0.0,

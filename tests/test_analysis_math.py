@@ -6,7 +6,7 @@ import pytest
 
 from analysis import frontier as F
 from analysis.load import COMPLETED, EPOCHS, ERRORED, SOURCE_KEY, STOPPED
-from trainables import metrics as M
+from study.core import metrics as M
 
 
 def test_pareto_front_minimises_x_maximises_y():
@@ -110,5 +110,5 @@ def test_finalists_prefer_completed_then_longest():
 
 
 def test_frames_need_only_named_columns():
-    # the functions name columns through trainables.metrics; a sanity check of the constants
+    # the functions name columns through study.core.metrics; a sanity check of the constants
     assert (M.VAL_ACC, EPOCHS, SOURCE_KEY) == ("val_acc", "epochs", "source_key")

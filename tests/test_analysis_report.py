@@ -11,7 +11,7 @@ import pytest
 
 from study.cli import main
 from study.runner import run_study
-from study.spec import load_spec_dict
+from study.core.spec import load_spec_dict
 
 SECTIONS = ("1. Answer: how much to freeze", "2. Cells: coverage and runs",
             "3. Accuracy vs frozen depth", "4. Transfer gain over scratch",

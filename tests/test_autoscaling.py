@@ -16,7 +16,7 @@ import yaml
 
 from test_jobs import free_port
 from test_study_integration import tiny_spec
-from trainables import metrics as M
+from study.core import metrics as M
 
 REPO = Path(__file__).resolve().parent.parent
 RAY = str(Path(sys.executable).parent / "ray")

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from study.cli import main
-from trainables import metrics as M
+from study.core import metrics as M
 
 from conftest import CIFAR_ARCHIVE
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from test_study_integration import tiny_spec
-from trainables import metrics as M
+from study.core import metrics as M
 
 pytestmark = pytest.mark.slow
 

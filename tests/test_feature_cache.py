@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from study.runner import run_study
-from study.spec import FeatureCacheSpec, OptimizerSpec, load_spec_dict
+from study.core.spec import FeatureCacheSpec, OptimizerSpec, load_spec_dict
 from trainables import features as F
-from trainables import metrics as M
+from study.core import metrics as M
 from trainables.backbones import build, freeze
 from trainables.data import DeviceData
 from trainables.train import (evaluate, make_optimizer, make_schedule, step_flops,

@@ -8,7 +8,7 @@ from ray.tune.schedulers import TrialScheduler
 
 from study import policy
 from study.scheduler import CellScheduler
-from trainables import metrics as M
+from study.core import metrics as M
 
 CONT, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
 

@@ -10,8 +10,8 @@ from ray.tune.search import Searcher
 
 from study import cells as C
 from study.space import DefineByRun, StudySearcher
-from study.spec import load_spec_dict
-from trainables import metrics as M
+from study.core.spec import load_spec_dict
+from study.core import metrics as M
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from study.cli import EXIT_BAD_INPUT, EXIT_OK, main
-from study.spec import (INITS, FeatureCacheSpec, SpecError, load_spec, load_spec_dict,
+from study.core.spec import (INITS, FeatureCacheSpec, SpecError, load_spec, load_spec_dict,
                         resolve_classes, resolve_stem)
 from trainables.backbones import REGISTRY
 
@@ -572,7 +572,7 @@ def test_validate_imports_neither_torch_nor_ray():
 
 
 def test_schema_defaults_written_once():
-    from study.spec import SearchSpec, describe
+    from study.core.spec import SearchSpec, describe
     assert SearchSpec().trials_per_cell == 4 and "search.trials_per_cell: default 4" in describe()
     assert load_spec_dict(copy.deepcopy(MINIMAL)).search == SearchSpec()
 

@@ -8,8 +8,8 @@ import yaml
 
 from study.cli import main
 from study.runner import PROVENANCE_FILE, STUDY_FILE, SUMMARY_FILE, StudyExistsError, run_study
-from study.spec import load_spec, load_spec_dict
-from trainables import metrics as M
+from study.core.spec import load_spec, load_spec_dict
+from study.core import metrics as M
 
 from conftest import make_image_folder
 

@@ -25,7 +25,7 @@ import pytest  # noqa: E402
 from study import trackers  # noqa: E402
 from study.trackers import (  # noqa: E402
     TRACKERS, TrackerUnavailable, check_trackers, tracker_callbacks)
-from trainables import metrics as M  # noqa: E402
+from study.core import metrics as M  # noqa: E402
 
 VAL = [0.25, 0.5, 0.75]  # val_acc of the 3 epochs
 FLOPS = [1e9, 2e9, 3e9]

@@ -8,8 +8,8 @@ import ray
 from ray.tune import Callback
 
 from study.runner import run_study
-from study.spec import load_spec_dict
-from trainables import metrics as M
+from study.core.spec import load_spec_dict
+from study.core import metrics as M
 
 from test_study_integration import tiny_spec
 

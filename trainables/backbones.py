@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from trainables.catalog import CATALOG, STEMS  # noqa: F401
+from study.core.catalog import CATALOG, STEMS  # noqa: F401
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,7 +211,7 @@ class BackboneInfo:
 
 _BUILDERS = {"scratch_cnn": build_scratch_cnn, "mobilenet_v2": build_mobilenet_v2,
              "resnet18": build_resnet18}
-# The facts (stage counts, stems, weights) live in trainables.catalog (torch-free, read by specs).
+# The facts (stage counts, stems, weights) live in study.core.catalog (torch-free, read by specs).
 REGISTRY: dict[str, BackboneInfo] = {
     n: BackboneInfo(_BUILDERS[n], f.num_stages, f.stems, f.imagenet_weights,
                     f.imagenet_stem_required) for n, f in CATALOG.items()}
@@ -235,7 +235,7 @@ def build(name: str, num_classes: int, stem: str = "cifar") -> StagedModel:
 
 # ----------------------------------------------------------------------------- ImageNet weights
 
-from trainables.errors import WeightsUnavailable  # noqa: E402,F401  (torch-free, for the CLI)
+from study.core.errors import WeightsUnavailable  # noqa: E402,F401  (torch-free, for the CLI)
 
 
 def imagenet_state_dict(name: str, weights_file: str | None = None) -> dict:

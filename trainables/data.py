@@ -28,8 +28,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".ti
 CACHE_VERSION = 1
 
 
-from study.layout import write_atomic  # noqa: E402
-from trainables.errors import DataError  # noqa: E402,F401  (torch-free, for the CLI)
+from study.core.layout import write_atomic  # noqa: E402
+from study.core.errors import DataError  # noqa: E402,F401  (torch-free, for the CLI)
 
 
 @dataclasses.dataclass

@@ -23,8 +23,10 @@ import torch
 from filelock import FileLock
 
 from trainables import features
-from trainables import metrics as M
-from study.layout import write_atomic
+from study.core import identity
+from study.core import metrics as M
+from study.core.spec import load_spec_dict, resolve_stem
+from study.core.layout import write_atomic
 from trainables import remote
 from trainables.backbones import (build, count_params, freeze, imagenet_state_dict,
                                   load_imagenet)
@@ -105,16 +107,9 @@ def _seed_everything(seed: int) -> torch.Generator:
 # ----------------------------------------------------------------------------- source models
 
 def source_key(spec, data: StudyData, split: str, backbone: str, stem: str, seed: int) -> str:
-    """Everything that determines a source model; trials with equal keys share one."""
-    src, _ = data.splits[split]
-    blob = json.dumps({
-        "data": data.fingerprint, "val_fraction": spec.data.val_fraction,
-        "max_train_per_class": spec.data.max_train_per_class, "image_size": spec.data.image_size,
-        "source_classes": src, "backbone": backbone, "stem": stem,
-        "source": dataclasses.asdict(spec.source), "optimizer": dataclasses.asdict(spec.optimizer),
-        "batch_size": spec.batch_size, "seed": seed, "version": 1,
-    }, sort_keys=True)
-    return f"{backbone}-{split}-s{seed}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+    """The source model's key (``study.core.identity.source_key``) for this study's data."""
+    return identity.source_key(spec, data.fingerprint, data.splits[split][0], split, backbone,
+                               stem, seed)
 
 
 class SourceFailed(RuntimeError):
@@ -201,8 +196,6 @@ def train_source_task(spec_dict: dict, data: StudyData, split: str, backbone: st
     """One source model as its own unit of work (a Ray task with the trial's resources, run by
     ``study.runner`` before the target trials): trains it unless it exists. Returns a plain
     status dict (a failure is returned, not raised, so the study goes on)."""
-    from study.spec import load_spec_dict
-
     spec = load_spec_dict(spec_dict)
     torch.set_num_threads(max(1, int(spec.resources.cpus)))
     t0 = time.perf_counter()
@@ -261,8 +254,6 @@ def build_target_model(spec, data: StudyData, cfg: dict, sources_dir: Path, tria
                        sources_uri: str | None = None):
     """The target model before any target training, frozen per the config.
     Deterministic for a config, so a resumed trial rebuilds the same frozen part."""
-    from study.spec import resolve_stem
-
     split, backbone, init = cfg[M.SPLIT], cfg[M.BACKBONE], cfg[M.INIT]
     src, tgt = data.splits[split]
     stem = resolve_stem(spec, backbone, init)
@@ -314,8 +305,6 @@ def transfer_trainable(config: dict, *, spec_dict: dict, data: StudyData, source
     images, each computed the first time it is drawn and kept; the test split runs through the
     whole model."""
     from ray import tune
-
-    from study.spec import load_spec_dict
 
     spec = load_spec_dict(spec_dict)
     gc.collect()  # a reused worker: the previous trial's model and optimiser go now

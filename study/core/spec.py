@@ -2,7 +2,7 @@
 
 The schema is written once: every field is a dataclass field whose metadata holds its default,
 its unit/meaning and its rule (``_f(default, rule, doc)``); the loader reads the rules from the
-dataclasses, so a default or a valid range is never spelled twice. ``python -c "from study.spec
+dataclasses, so a default or a valid range is never spelled twice. ``python -c "from study.core.spec
 import describe; print(describe())"`` prints the whole schema.
 
 Every error names the field (a dotted path), the value and the rule, e.g.::
@@ -10,7 +10,7 @@ Every error names the field (a dotted path), the value and the rule, e.g.::
     search.num_samples = -3: must be an integer in [1, 100000]
 
 All problems of a spec are collected and reported together (``SpecError.problems``). This module
-imports no torch and no Ray (backbone facts come from ``trainables.catalog``).
+imports no torch and no Ray (backbone facts come from ``study.core.catalog``).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from trainables.catalog import CATALOG as REGISTRY
+from study.core.catalog import CATALOG as REGISTRY
 
 INITS = ("source", "imagenet", "scratch")
 SEARCH_MODES = ("compare", "best")

@@ -1,0 +1,22 @@
+"""Which source model a trial uses: one key for everything that determines it. The trainable,
+the runner (which trains each key once, up front) and the reports all use this function."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+
+def source_key(spec, fingerprint: str, source_classes: list[int], split: str, backbone: str,
+               stem: str, seed: int) -> str:
+    """``<backbone>-<split>-s<seed>-<12 hex>``: the hash covers the data (fingerprint, validation
+    split, subsampling, image size), the source classes, backbone, stem, the source stage's
+    hyperparameters and optimiser, batch size and seed. Trials with equal keys share one model."""
+    blob = json.dumps({
+        "data": fingerprint, "val_fraction": spec.data.val_fraction,
+        "max_train_per_class": spec.data.max_train_per_class, "image_size": spec.data.image_size,
+        "source_classes": list(source_classes), "backbone": backbone, "stem": stem,
+        "source": dataclasses.asdict(spec.source), "optimizer": dataclasses.asdict(spec.optimizer),
+        "batch_size": spec.batch_size, "seed": seed, "version": 1,
+    }, sort_keys=True)
+    return f"{backbone}-{split}-s{seed}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
