@@ -115,7 +115,7 @@ def test_worker_node_lost_mid_study(three_nodes, tiny_folder, tmp_path):
         for key in (M.VAL_ACC, M.TEST_ACC, M.TARGET_FLOPS):
             assert r[-1][key] == ref[key], (key, _config(r[-1]))
     print(f"node loss: trial {killed['trial_id']} resumed; trials lost: "
-          f"{calm_s['finished'] - hit_s['finished']}")
+          f"{calm_s['completed'] - hit_s['completed']}")
 
 
 # ----------------------------------------------------------------------------- driver killed
