@@ -187,13 +187,16 @@ def _trainable(spec: Spec, data, sdir: str | None = None):
 
 def source_jobs(spec: Spec) -> list[tuple[str, str, str, int]]:
     """Every source model the study will need, known up front: (split, backbone, stem, seed) of
-    each init-'source' cell, for the tuning seed and (mode compare) each confirmation seed.
-    Tuning seed first, so those models are ready first."""
+    each init-'source' cell, for every seed its trials use (mode compare: the tuning seed and
+    each confirmation seed; mode best: the seed of each repeat). Tuning seed first, so those
+    models are ready first. The trainable asks for the same job (``identity.source_job``)."""
     from study.cells import cells
 
-    seeds = [spec.search.seed]
+    base = spec.search.seed
     if spec.search.mode == "compare":
-        seeds += [spec.search.seed + i for i in range(1, spec.confirm.seeds + 1)]
+        seeds = [base + i for i in range(spec.confirm.seeds + 1)]
+    else:
+        seeds = [base + r for r in range(spec.search.repeats)]
     out = []
     for sd in seeds:
         for c in cells(spec):
@@ -203,41 +206,98 @@ def source_jobs(spec: Spec) -> list[tuple[str, str, str, int]]:
     return out
 
 
+class SourceModels:
+    """The study's source models, each trained as its own Ray task (the trial's resources), all
+    submitted at once so they run in parallel across the cluster, alongside Tune: the searcher
+    asks ``ready(config)`` and holds back a trial until its source model is trained, handing out
+    trials that need none (init scratch / imagenet) or whose model is ready meanwhile. So no
+    target trial ever holds a device while a source model it needs is trained, and the Tune
+    start-up and first trials overlap the source training.
+
+    Finished models are reused (resume); a model that fails is recorded
+    (``sources/<key>/error.txt``) and fails only the trials of its cells (``ready`` is then
+    true: the trial starts and reports the error)."""
+
+    POLL_S = 0.2  # at most one ray.wait per this many seconds from ``ready`` (Tune calls often)
+
+    def __init__(self, spec: Spec, data, sdir: str, log=print):
+        import ray
+
+        from trainables.trainable import train_source_task
+
+        self.spec, self.log = spec, log
+        self.jobs = source_jobs(spec)
+        self.results: dict[tuple, dict] = {}  # job -> the task's status dict
+        self.pending: dict = {}  # ObjectRef -> job
+        self.t0 = time.time()
+        self._last_poll = 0.0
+        if not self.jobs:
+            return
+        opts = {"num_cpus": spec.resources.cpus, "max_retries": spec.max_failures}
+        if spec.resources.gpu:
+            opts["num_gpus"] = spec.resources.gpu
+        task = ray.remote(train_source_task).options(**opts)
+        data_ref = ray.put(data)
+        spec_dict = spec.to_dict()
+        local = str(sources_dir(spec, sdir))
+        self.local = Path(local)
+        uri = f"{sdir}/{SOURCES_DIR}" if is_uri(sdir) else None
+        log(f"source models: {len(self.jobs)} (split x backbone x seed), each a Ray task with "
+            f"{spec.resources.cpus:g} CPU{f' + {spec.resources.gpu:g} GPU' if spec.resources.gpu else ''}"
+            f"; trials that need none start meanwhile")
+        self.pending = {task.remote(spec_dict, data_ref, *job, local, uri): job for job in self.jobs}
+
+    def poll(self, timeout: float | None = 0.0) -> None:
+        """Collect the source tasks that have finished (waiting up to ``timeout`` s for one;
+        None: until one finishes)."""
+        import ray
+
+        self._last_poll = time.time()
+        if not self.pending:
+            return
+        done, _ = ray.wait(list(self.pending), num_returns=1 if timeout is None else len(self.pending),
+                           timeout=timeout)
+        for ref in done:
+            job = self.pending.pop(ref)
+            try:
+                r = ray.get(ref)
+            except Exception as e:  # noqa: BLE001 - the task itself died (e.g. its node was lost)
+                r = {"key": "/".join(map(str, job)), "ok": False, "error": f"{type(e).__name__}: {e}"}
+            self.results[job] = r
+            what = (f"trained in {r['train_s']:.0f}s, val_acc {r['val_acc']:.3f}" if r["ok"] and
+                    r["trained"] else "already trained" if r["ok"] else f"FAILED: {r['error']}")
+            self.log(f"[{time.time() - self.t0:6.0f}s] source {len(self.results)}/{len(self.jobs)} "
+                     f"{r['key']}: {what}")
+
+    def ready(self, config: dict) -> bool:
+        """True if this trial config needs no source model, or its model is trained (or failed)."""
+        from study.core.identity import source_job
+
+        job = source_job(self.spec, config)
+        if job is None or job in self.results or job not in self.jobs:
+            return True
+        if time.time() - self._last_poll >= self.POLL_S:
+            self.poll()
+        return job in self.results
+
+    def wait(self) -> dict:
+        """Block until every source task has finished; key -> the task's status dict."""
+        while self.pending:
+            self.poll(timeout=None)
+        return {r["key"]: r for r in self.results.values()}
+
+    def cancel(self) -> None:
+        import ray
+
+        for ref in self.pending:
+            ray.cancel(ref, force=True)
+        self.pending.clear()
+
+
 def train_sources(spec: Spec, data, sdir: str, log=print) -> dict:
-    """Train every source model of the study as its own Ray task (the trial's resources each),
-    all in parallel across the cluster, before the target trials start: no target trial ever
-    holds a device while a source model it needs is being trained. Finished models are reused
-    (resume); a model that fails is recorded (``sources/<key>/error.txt``) and fails only the
-    trials of its cells. Returns key -> the task's status dict."""
-    import ray
-
-    from trainables.trainable import train_source_task
-
-    jobs = source_jobs(spec)
-    if not jobs:
-        return {}
-    opts = {"num_cpus": spec.resources.cpus, "max_retries": spec.max_failures}
-    if spec.resources.gpu:
-        opts["num_gpus"] = spec.resources.gpu
-    task = ray.remote(train_source_task).options(**opts)
-    data_ref = ray.put(data)
-    spec_dict = spec.to_dict()
-    local = str(sources_dir(spec, sdir))
-    uri = f"{sdir}/{SOURCES_DIR}" if is_uri(sdir) else None
-    log(f"source models: {len(jobs)} (split x backbone x seed), each a Ray task with "
-        f"{spec.resources.cpus:g} CPU{f' + {spec.resources.gpu:g} GPU' if spec.resources.gpu else ''}")
-    t0 = time.time()
-    pending = {task.remote(spec_dict, data_ref, *job, local, uri): job for job in jobs}
-    out = {}
-    while pending:
-        (ref,), _ = ray.wait(list(pending), num_returns=1)
-        job = pending.pop(ref)
-        r = ray.get(ref)
-        out[r["key"]] = r
-        what = (f"trained in {r['train_s']:.0f}s, val_acc {r['val_acc']:.3f}" if r["ok"] and
-                r["trained"] else "already trained" if r["ok"] else f"FAILED: {r['error']}")
-        log(f"[{time.time() - t0:6.0f}s] source {len(out)}/{len(jobs)} {r['key']}: {what}")
-    return out
+    """Train every source model of the study (``SourceModels``) and wait for all of them (the
+    resume path; ``run_study`` runs them alongside Tune). Returns key -> the task's status."""
+    return SourceModels(spec, data, sdir, log).wait()
 
 
 def _scheduler(spec: Spec):
@@ -296,8 +356,10 @@ def run_study(spec: Spec, log=print, callbacks: list | None = None, warm: bool =
         f"{spec.search.algorithm} sampling, {spec.scheduler.type} early stopping per "
         f"{'cell' if spec.search.mode == 'compare' else 'split'}, up to "
         f"{spec.search.max_concurrent} at once; results in {sdir}")
-    if warm:
-        train_sources(spec, data, sdir, log)
+    t0 = time.time()
+    sources = start_sources(spec, data, sdir, log) if warm else None
+    if sources:
+        search_alg.ready = sources.ready
     tuner = tune.Tuner(
         _trainable(spec, data),
         tune_config=tune.TuneConfig(
@@ -314,9 +376,19 @@ def run_study(spec: Spec, log=print, callbacks: list | None = None, warm: bool =
                        *([RungState(scheduler)] if spec.scheduler.type != "fifo" else []),
                        *(callbacks or [])], verbose=0),
     )
-    t0 = time.time()
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+        if sources:
+            sources.wait()  # all were needed by some trial, so all have finished by now
+    finally:
+        if sources:
+            sources.cancel()  # only if Tune stopped early (time budget, interrupt, error)
     return _finish(spec, grid, sdir, time.time() - t0, log)
+
+
+def start_sources(spec: Spec, data, sdir: str, log=print) -> SourceModels:
+    """Submit the study's source-model tasks (``SourceModels``); they run alongside Tune."""
+    return SourceModels(spec, data, sdir, log)
 
 
 def normalize_study_path(path: str) -> str:

@@ -161,6 +161,8 @@ class StudySearcher(Searcher):
                     if "_proposal" in cfg:
                         self.proposal_of[trial_id] = cfg.pop("_proposal")
                     return cfg
+        if any(not self._ok(c) for c in self.pending_repeats):
+            return None  # a proposal waits for its source model: no new proposals meanwhile
         for split, n in self.remaining.items():
             if n <= 0:
                 continue
@@ -175,6 +177,10 @@ class StudySearcher(Searcher):
             self.proposal_of[trial_id] = pid
             for r in range(1, self.repeats):
                 self.pending_repeats.append({**cfg, M.REPEAT: r, "_proposal": pid})
+            if not self._ok(first):  # its source model is still training: handed out when ready
+                del self.proposal_of[trial_id]
+                self.pending_repeats.insert(0, {**first, "_proposal": pid})
+                return None
             return first
         return None
 

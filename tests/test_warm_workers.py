@@ -87,9 +87,12 @@ def test_memory_does_not_grow_over_20_reused_trials(tiny_folder, tmp_path, ray_l
     assert len({r[0]["pid"] for r in rows}) == 1
     rss = [r[-1][M.WORKER_RSS_MIB] for r in rows]
     print(f"\nworker RSS over 20 reused trials (MiB): {[round(x) for x in rss]}")
-    # allocator warm-up over the first trials, then a slow drift (measured 1-3 MiB per trial,
-    # not yet explained): bounded at 4 MiB per trial between trials 6-10 and 16-20
-    assert sum(rss[15:]) / 5 - sum(rss[5:10]) / 5 < 40, rss
+    # Allocator warm-up over the first trials, then a residual creep of 0.6-1.1 MiB per trial
+    # (measured; ~2.5 MiB untrimmed, before the trainable's gc.freeze + malloc_trim): Python
+    # objects and threads stay flat, and Tune's own bookkeeping in a trivial trainable with a
+    # checkpoint per report creeps ~0.5 MiB per trial before levelling off. Bounded at 2 MiB per
+    # trial between the means of trials 6-10 and 16-20.
+    assert sum(rss[15:]) / 5 - sum(rss[5:10]) / 5 < 20, rss
 
 
 def _all_rows(sdir: Path) -> list:

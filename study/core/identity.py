@@ -6,6 +6,9 @@ import dataclasses
 import hashlib
 import json
 
+from study.core import metrics as M
+from study.core.spec import resolve_stem
+
 
 def source_key(spec, fingerprint: str, source_classes: list[int], split: str, backbone: str,
                stem: str, seed: int) -> str:
@@ -20,3 +23,18 @@ def source_key(spec, fingerprint: str, source_classes: list[int], split: str, ba
         "batch_size": spec.batch_size, "seed": seed, "version": 1,
     }, sort_keys=True)
     return f"{backbone}-{split}-s{seed}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def trial_seed(config: dict, default_seed: int) -> int:
+    """A trial's seed: the config's seed (the study's ``search.seed`` if absent) plus its repeat
+    index (repeats of one sampled configuration differ only in their seed)."""
+    return int(config.get(M.SEED, default_seed)) + int(config.get(M.REPEAT, 0))
+
+
+def source_job(spec, config: dict) -> tuple[str, str, str, int] | None:
+    """(split, backbone, stem, seed) of the source model a trial config needs, or None when its
+    init is not 'source'. The runner trains each job once, up front; the trainable loads it."""
+    if config.get(M.INIT) != "source":
+        return None
+    b = config[M.BACKBONE]
+    return (config[M.SPLIT], b, resolve_stem(spec, b, "source"), trial_seed(config, spec.search.seed))

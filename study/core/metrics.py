@@ -30,6 +30,7 @@ TEST_RECALL = "test_recall_macro"
 TEST_F1 = "test_f1_macro"
 TEST_CONFUSION = "test_confusion"  # row = true class, column = predicted (target class order)
 TEST_PER_CLASS = "test_per_class"  # {class: {precision, recall, f1, support}}
+TEST_S = "test_s"  # seconds of the test split's evaluation + report (outside epoch_s and wall_s)
 DONE = "finished"  # True on the final report of a trial that ran to max_epochs
 
 # What the scheduler and the searcher optimise. Validation only: the test split never selects.
