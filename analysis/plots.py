@@ -35,6 +35,15 @@ def save(fig, path: Path) -> Path:
     return path
 
 
+def _backbone_init_handles(col: dict, t) -> list:
+    """Legend entries: one colour per backbone present in ``t``, one marker per init."""
+    handles = [Line2D([], [], color=c, marker="o", ls="", label=f"backbone {b}")
+               for b, c in col.items() if b in set(t[M.BACKBONE])]
+    handles += [Line2D([], [], color="grey", marker=MARKERS.get(i, "D"), ls="", label=f"init {i}")
+                for i in sorted(set(t[M.INIT].dropna()))]
+    return handles
+
+
 def _legend_below(fig, handles, ncol=4):
     if handles:
         fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0),
@@ -75,10 +84,7 @@ def frontier(trials: pd.DataFrame, split: str, y: str = M.VAL_ACC) -> plt.Figure
         ax.set_title(f"split {split}: {title}")
     axes[0].set_ylabel(f"validation accuracy ({y}, last epoch)")
     _pct(axes[0])
-    handles = [Line2D([], [], color=c, marker="o", ls="", label=f"backbone {b}")
-               for b, c in col.items() if b in set(t[M.BACKBONE])]
-    handles += [Line2D([], [], color="grey", marker=MARKERS.get(i, "D"), ls="", label=f"init {i}")
-                for i in sorted(set(t[M.INIT].dropna()))]
+    handles = _backbone_init_handles(col, t)
     handles += [Line2D([], [], color="grey", marker="o", ls="", mfc="none",
                        label="stopped by ASHA / incomplete"),
                 *([Line2D([], [], color="0.35", marker="o", ms=10, ls="", mfc="none",
@@ -238,10 +244,7 @@ def cell_frontier(summary: pd.DataFrame, frontier: pd.DataFrame, split: str,
     ax.set_ylabel(f"{_metric_label(summary)}: mean ± 95 % CI")
     _pct(ax)
     ax.set_title(f"split {split}: cells (label: frozen depth) and their Pareto frontier")
-    handles = [Line2D([], [], color=c, marker="o", ls="", label=f"backbone {b}")
-               for b, c in col.items() if b in set(t[M.BACKBONE])]
-    handles += [Line2D([], [], color="grey", marker=MARKERS.get(i, "D"), ls="", label=f"init {i}")
-                for i in sorted(set(t[M.INIT].dropna()))]
+    handles = _backbone_init_handles(col, t)
     handles += [Line2D([], [], color="grey", marker="o", ls="", mfc="white",
                        label="one run (no interval)"),
                 Line2D([], [], color="black", lw=1.6, label="Pareto frontier of cells")]

@@ -226,6 +226,27 @@ def account(summary: dict, tl: Timeline, clock: dict, slots: int) -> dict:
     }
 
 
+def row_printer(runs: dict[str, dict], indent: str = "   "):
+    """``row(label, f, fmt)``: one table row, ``f(run)`` formatted per run, side by side."""
+    def row(label, f, fmt="{:>12.1f}"):
+        print(f"{indent}{label:<36}" + "".join(fmt.format(f(r)) for r in runs.values()))
+    print(f"{indent}{'':<36}" + "".join(f"{n:>12}" for n in runs))
+    return row
+
+
+def print_common_rows(row) -> None:
+    """The rows both benchmarks print: wall, phases, work, source trainings, workers."""
+    row("study wall (s)", lambda r: r["wall_s"])
+    row("  Tuner.fit starts after (s)", lambda r: r["fit_start_after_s"])
+    row("  source models done after (s)", lambda r: r["sources_done_after_s"])
+    row("work: sum epoch_s (s)", lambda r: r["epochs_s"])
+    row("work: sum test_s (s)", lambda r: r["test_eval_s"])
+    row("work: source train_s (s)", lambda r: r["source_train_s"])
+    row("source models trained", lambda r: r["source_trainings"], "{:>12d}")
+    row("worker processes", lambda r: r["workers"], "{:>12d}")
+    row("max worker RSS (MiB)", lambda r: r["max_worker_rss_mib"], "{:>12.0f}")
+
+
 def print_components(rows: dict[str, dict], per: str = "trial", indent: str = "   "):
     """Side-by-side component table, in seconds per trial (rows: label -> account())."""
     names = list(rows)

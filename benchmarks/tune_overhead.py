@@ -82,7 +82,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))  # study_timing (benchmarks/ is not
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from study_timing import MED, Timeline, account, phase_clock, print_components  # noqa: E402
+from study_timing import (MED, Timeline, account, phase_clock, print_common_rows,  # noqa: E402
+                          print_components, row_printer)
 
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "cifar10-jpg.tar.xz"
 
@@ -196,24 +197,11 @@ def print_study(args, runs: dict[str, dict]) -> None:
           f"{args.max_train_per_class} img/class, {args.target_epochs} target + "
           f"{args.source_epochs} source epochs, FIFO, max_concurrent {args.max_concurrent}, "
           f"feature cache {s0['feature_cache']})")
-    names = list(runs)
-
-    def row(label, f, fmt="{:>12.1f}"):
-        print(f"   {label:<36}" + "".join(fmt.format(f(r)) for r in runs.values()))
-
-    print(f"   {'':<36}" + "".join(f"{n:>12}" for n in names))
+    row = row_printer(runs)
     row("trials (completed)", lambda r: r["completed"], "{:>12d}")
-    row("study wall (s)", lambda r: r["wall_s"])
-    row("  Tuner.fit starts after (s)", lambda r: r["fit_start_after_s"])
-    row("  source models done after (s)", lambda r: r["sources_done_after_s"])
+    print_common_rows(row)
     row("run_study incl. data + Ray (s)", lambda r: r["run_study_s"])
-    row("work: sum epoch_s (s)", lambda r: r["epochs_s"])
-    row("work: sum test_s (s)", lambda r: r["test_eval_s"])
-    row("work: source train_s (s)", lambda r: r["source_train_s"])
-    row("source models trained", lambda r: r["source_trainings"], "{:>12d}")
     row("median trial work (s)", lambda r: r["median_trial_work_s"])
-    row("worker processes", lambda r: r["workers"], "{:>12d}")
-    row("max worker RSS (MiB)", lambda r: r["max_worker_rss_mib"], "{:>12.0f}")
     row("overhead / median trial work (%)", lambda r: r["overhead_pct"])
     row("trial length for 2% (s)", lambda r: r["trial_s_for_2pct"], "{:>12.0f}")
     print_components(runs)

@@ -1,44 +1,44 @@
 """Busy fraction of the CPU slots a real study holds on a multi-node Ray cluster: old path
 (``warm=False``) vs new path (``warm=True``), one after the other on the same cluster.
 
-    python benchmarks/utilization.py [--data-root ../shared/datasets/cifar10-jpg.tar.xz] \\
-        [--max-train-per-class 200] [--target-epochs 3] [--source-epochs 2] \\
-        [--trials-per-cell 2] [--confirm-seeds 0] [--paths old new] [--json OUT]
+    python benchmarks/utilization.py [--study quick|small] \
+        [--data-root ../shared/datasets/cifar10-jpg.tar.xz] [--paths old new] [--json OUT]
 
 The cluster is local (``ray.cluster_utils.Cluster``): a head node with 0 CPUs (it runs the
 driver: Tune's loop, never a trial) and 2 worker nodes with 1 CPU each, i.e. 2 slots of
-``resources.cpus: 1``. The study (``study.runner.run_study``, compare mode) on a CIFAR-10 subset
-(split 5to5, ``--max-train-per-class`` images per class before the validation split, 100 test
-images per class): scratch_cnn at frozen depths 0/2/4 and ResNet18 (ImageNet-layout stem) at
-depths 0/3, init source, plus each backbone's scratch baseline: 7 cells x ``trials_per_cell``
-learning rates (qmc) = 14 tuning trials, 2 source models (one per backbone), successive halving
-per cell (grace 1, reduction factor 3: at epoch 1 one trial of each cell's two goes on),
-``max_concurrent`` 2.
+``resources.cpus: 1``. The study (``study.runner.run_study``):
+
+* ``--study quick`` (default): ``examples/quick.yaml`` as it is (only the data root and storage
+  changed): 10 cells, 40 trials (3 per cell + 1 confirmation seed each), 4 source models
+  (scratch_cnn and ResNet18 x 2 seeds), successive halving per cell, ``max_concurrent`` 2.
+* ``--study small``: a shorter study of the same shape (split 5to5, 200 images per class, 100
+  test images per class): scratch_cnn at depths 0/2/4 and ResNet18 (ImageNet-layout stem) at
+  depths 0/3, init source + each backbone's scratch baseline: 7 cells x 2 learning rates = 14
+  trials, 2 source models, 3 target + 2 source epochs, halving (grace 1, reduction factor 3).
 
     busy fraction = (sum over trials of every reported epoch's epoch_s
-                     + sum over source models of train_s
-                     + sum over completed trials of the test evaluation)
+                     + sum over completed trials of test_s
+                     + sum over source models of train_s)
                     / (2 slots x study wall)
 
     study wall = Tuner.fit start -> Tuner.fit end            old path (sources trained inside
                                                              the first trial needing each)
-               = train_sources start -> Tuner.fit end        new path (source models as their
-                                                             own Ray tasks before Tuner.fit)
+               = start_sources called -> Tuner.fit end       new path (source models as their
+                                                             own Ray tasks, Tune alongside)
 
-``epoch_s`` is a target epoch's training + validation (``metrics.EPOCH_S``);
-``train_s`` a source model's training + its validation/test evaluation
-(``sources/<key>/info.json``); the test evaluation of a completed trial's last epoch is not
-reported by the trainable, so it is estimated: that report's ``time_this_iter_s - epoch_s`` minus
-the median of the same over the study's other epochs >= 2 (``study_timing.py``). Without it the
-fraction is printed too. Both phases are timed by wrapping ``study.runner.train_sources`` and
-``Tuner.fit`` (``study_timing.phase_clock``).
+``epoch_s`` is a target epoch's training + validation (``metrics.EPOCH_S``), ``test_s`` the test
+split's evaluation in a completed trial's last epoch (``metrics.TEST_S``), ``train_s`` a source
+model's training + its validation/test evaluation (``sources/<key>/info.json``): all measured by
+the trainable or source task itself. Both phases are timed by wrapping
+``study.runner.start_sources`` and ``Tuner.fit`` (``study_timing.phase_clock``).
 
-Where the idle slot-seconds go (``study_timing.account``, exact split, per trial): source phase
-(Ray task start, data fetch, a slot idle while the other source model still trains), sources ->
-Tuner.fit, launch gaps (a slot free -> the next trial started in it: scheduling, actor start or
-reuse, searcher), setup (the trainable before epoch 1, incl. waiting on another trial's source
-lock in the old path), per-epoch checkpoint + report, the driver's round trips + stop, and the
-tail (slots idle after their last trial, because none is left to start).
+Where the idle slot-seconds go (``study_timing.account``, exact split, per trial): source task
+start (Ray task start, worker imports, data fetch) and the rest of a source task outside its
+training, launch gaps (a slot free -> the next trial started in it: Tune's start-up, scheduling,
+actor start or reuse, the searcher, a trial waiting for its source model), setup (the trainable
+before epoch 1, incl. waiting on another trial's source lock in the old path), per-epoch
+checkpoint + report, the driver's round trips + stop, and the tail (slots idle after their last
+occupant, because nothing is left to start).
 
 The last line printed is ``busy_fraction=<value>`` of the new path. About 4-6 minutes on a
 2-core CPU (two studies of ~1-2 minutes plus the cluster's start).
@@ -64,37 +64,35 @@ sys.path.insert(0, str(REPO / "benchmarks"))  # study_timing (benchmarks/ is not
 
 import yaml  # noqa: E402
 
-from study_timing import (MED, Timeline, account, phase_clock, print_components,  # noqa: E402
-                          time_test_eval)
+from study_timing import (MED, Timeline, account, phase_clock, print_common_rows,  # noqa: E402
+                          print_components, row_printer)
 
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "cifar10-jpg.tar.xz"
 SLOTS = 2
 
 
 def study_spec(args, storage: Path, name: str):
-    try:
-        from study.core.spec import load_spec_dict
-    except ImportError:  # before the study.core layout
-        from study.spec import load_spec_dict
+    from study.core.spec import load_spec_dict
 
     raw = yaml.safe_load((REPO / "examples" / "quick.yaml").read_text())
-    raw.update({
-        "name": name,
-        "data": {**raw["data"], "root": str(args.data_root),
-                 "max_train_per_class": args.max_train_per_class, "max_test_per_class": 100},
-        "splits": [s for s in raw["splits"] if s["name"] == "5to5"],
-        "backbones": {"scratch_cnn": {"depths": [0, 2, 4]},
-                      "resnet18": {"depths": [0, 3], "stem": "imagenet"}},
-        "inits": ["source", "scratch"],
-        "target_epochs": args.target_epochs,
-        "source": {**raw["source"], "epochs": args.source_epochs},
-        "search": {"mode": "compare", "algorithm": "qmc", "trials_per_cell": args.trials_per_cell,
-                   "max_concurrent": SLOTS, "seed": 0},
-        "confirm": {"seeds": args.confirm_seeds},
-        "scheduler": {"type": "halving", "grace_period": 1, "reduction_factor": 3},
-        "resources": {"cpus": 1, "gpu": 0},
-        "storage": str(storage), "max_failures": 0,
-    })
+    raw.update({"name": name, "data": {**raw["data"], "root": str(args.data_root)},
+                "resources": {"cpus": 1, "gpu": 0}, "storage": str(storage)})
+    raw["search"] = {**raw["search"], "max_concurrent": SLOTS}
+    if args.study == "small":
+        raw.update({
+            "data": {**raw["data"], "max_train_per_class": 200, "max_test_per_class": 100},
+            "splits": [s for s in raw["splits"] if s["name"] == "5to5"],
+            "backbones": {"scratch_cnn": {"depths": [0, 2, 4]},
+                          "resnet18": {"depths": [0, 3], "stem": "imagenet"}},
+            "inits": ["source", "scratch"],
+            "target_epochs": 3,
+            "source": {**raw["source"], "epochs": 2},
+            "search": {"mode": "compare", "algorithm": "qmc", "trials_per_cell": 2,
+                       "max_concurrent": SLOTS, "seed": 0},
+            "confirm": {"seeds": 0},
+            "scheduler": {"type": "halving", "grace_period": 1, "reduction_factor": 3},
+            "max_failures": 0,
+        })
     return load_spec_dict(raw)
 
 
@@ -106,8 +104,7 @@ def run(args, storage: Path, warm: bool) -> dict:
     with phase_clock() as clock:
         summary = run_study(spec, callbacks=[tl], warm=warm)
     a = account(summary, tl, clock, SLOTS)
-    a["busy_fraction"] = (a["work_s"] + a["test_eval_s"]) / a["held_s"]
-    a["busy_fraction_excl_test"] = a["work_s"] / a["held_s"]
+    a["busy_fraction"] = a["work_s"] / a["held_s"]
     pt = a["per_trial"]
     a["first_report_setup_median_s"] = MED(t["setup_s"] for t in pt)
     a["launch_gap_median_s"] = MED(t["launch_s"] for t in pt)
@@ -118,39 +115,25 @@ def run(args, storage: Path, warm: bool) -> dict:
 
 
 def print_table(args, runs: dict[str, dict]) -> None:
-    names = list(runs)
     r0 = next(iter(runs.values()))
+    sp = study_spec(args, Path("/tmp"), "x")
     print(f"\nutilization: local Ray cluster (head 0 CPU + 2 x 1-CPU worker nodes = {SLOTS} slots); "
-          f"{r0['trials']} trials, {r0['sources']} source models; 5to5, "
-          f"{args.max_train_per_class} img/class, {args.target_epochs} target + "
-          f"{args.source_epochs} source epochs, halving per cell, confirm seeds "
-          f"{args.confirm_seeds}")
+          f"study {args.study}: {r0['trials']} trials, {r0['sources']} source models; "
+          f"{sp.data.max_train_per_class} img/class, {sp.target_epochs} target + "
+          f"{sp.source.epochs} source epochs, {sp.scheduler.type} per cell, confirm seeds "
+          f"{sp.confirm.seeds}")
 
-    def row(label, f, fmt="{:>12.1f}"):
-        print(f"   {label:<36}" + "".join(fmt.format(f(r)) for r in runs.values()))
-
-    print(f"   {'':<36}" + "".join(f"{n:>12}" for n in names))
+    row = row_printer(runs)
     row("trials completed / stopped", lambda r: f"{r['completed']}/{r['stopped']}", "{:>12}")
-    row("study wall (s)", lambda r: r["wall_s"])
-    row("  of which source phase (s)", lambda r: r["source_phase_wall_s"])
-    row("  of which Tuner.fit (s)", lambda r: r["fit_wall_s"])
+    print_common_rows(row)
     row("held: 2 x wall (slot-s)", lambda r: r["held_s"])
-    row("work: sum epoch_s (s)", lambda r: r["epochs_s"])
-    row("work: source train_s (s)", lambda r: r["source_train_s"])
-    row("work: test evaluation, est. (s)", lambda r: r["test_eval_s"])
-    row("idle slot-s", lambda r: r["held_s"] - r["work_s"] - r["test_eval_s"])
-    row("trial worker processes", lambda r: r["workers"], "{:>12d}")
-    row("max worker RSS (MiB)", lambda r: r["max_worker_rss_mib"], "{:>12.0f}")
+    row("idle slot-s", lambda r: r["held_s"] - r["work_s"])
     row("median launch gap (s)", lambda r: r["launch_gap_median_s"], "{:>12.2f}")
     row("median first-report setup (s)", lambda r: r["first_report_setup_median_s"], "{:>12.2f}")
     row("median cost per later report (s)", lambda r: r["per_report_cost_median_s"], "{:>12.3f}")
-    row("busy fraction, test eval excluded", lambda r: r["busy_fraction_excl_test"], "{:>12.3f}")
     row("BUSY FRACTION", lambda r: r["busy_fraction"], "{:>12.3f}")
     print("   idle slot-seconds by cause:")
     print_components(runs)
-    te = time_test_eval("scratch_cnn", "cifar", 0, 5 * 100, 5)
-    print(f"   (check of the test evaluation estimate: evaluate() on 500 images, scratch_cnn d0, "
-          f"1 thread, in the driver: {te:.2f} s)")
     for n, r in runs.items():
         print(f"\n   {n}: per trial (start order; s)")
         print(f"     {'cell':<30}{'ep':>3}{'launch':>8}{'setup':>7}{'epochs':>8}{'src':>6}"
@@ -165,11 +148,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-root", default=str(DEFAULT_DATA))
-    ap.add_argument("--max-train-per-class", type=int, default=200)
-    ap.add_argument("--target-epochs", type=int, default=3)
-    ap.add_argument("--source-epochs", type=int, default=2)
-    ap.add_argument("--trials-per-cell", type=int, default=2)
-    ap.add_argument("--confirm-seeds", type=int, default=0)
+    ap.add_argument("--study", choices=["quick", "small"], default="quick",
+                    help="quick: examples/quick.yaml as it is; small: the 14-trial study")
     ap.add_argument("--paths", nargs="+", choices=["old", "new"], default=["old", "new"],
                     help="runs in this order (old: warm=False, new: warm=True)")
     ap.add_argument("--storage", help="default: a new temp dir (kept)")
@@ -203,7 +183,6 @@ def main():
         Path(args.json).write_text(json.dumps({"args": vars(args), "runs": runs}, indent=1,
                                               default=str))
     last = runs.get("new") or runs[args.paths[-1]]
-    print(f"busy_fraction_excl_test_eval={last['busy_fraction_excl_test']:.3f}")
     print(f"busy_fraction={last['busy_fraction']:.3f}")
 
 

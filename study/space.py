@@ -12,6 +12,7 @@ experiment checkpoint (``save`` / ``restore``), so a resumed study continues the
 """
 from __future__ import annotations
 
+import math
 import pickle
 
 from ray.tune.search import Searcher
@@ -101,6 +102,8 @@ class StudySearcher(Searcher):
         self.configs: dict[str, dict] = {}  # trial -> the config handed out
         self.ended: dict[str, dict] = {}  # group -> {trial: (final val_acc or None, config)}
         self.confirmed: set[str] = set()
+        self.epoch_s: dict[str, float] = {}  # cell -> mean measured epoch_s (tuning order)
+        self.epoch_n: dict[str, int] = {}
         self.ready = None
 
     def __getstate__(self):
@@ -118,6 +121,13 @@ class StudySearcher(Searcher):
         if cfg.get(M.PHASE) == M.PHASE_TUNE:
             self.group_of[trial_id] = str(cfg[M.CELL] if self.study_mode == "compare" else cfg[M.SPLIT])
         return cfg
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        cfg = self.configs.get(trial_id)
+        if cfg and M.CELL in cfg and M.EPOCH_S in result:  # running mean per cell
+            c = cfg[M.CELL]
+            n = self.epoch_n[c] = self.epoch_n.get(c, 0) + 1
+            self.epoch_s[c] = self.epoch_s.get(c, 0.0) + (float(result[M.EPOCH_S]) - self.epoch_s.get(c, 0.0)) / n
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         self.live.discard(trial_id)
@@ -153,14 +163,33 @@ class StudySearcher(Searcher):
     def _ok(self, cfg: dict) -> bool:
         return self.ready is None or self.ready(cfg)
 
+    def _pick(self, q: list[dict]) -> int | None:
+        """Index of the next config of queue ``q`` to hand out (its source model ready).
+
+        The tuning queue (mode compare) goes round by round: cells with the most trials still to
+        hand out first, so every cell gets its k-th trial before any its (k+1)-th. Inside a round,
+        the cells whose trials measured the longest epochs so far go first (longest processing
+        time first; cells not yet measured keep the queue's order ahead of measured ones): a
+        cell's confirmation can only start once all its tuning trials have ended, so its
+        slowest cell started last would leave slots idle at the study's end. Other queues: FIFO."""
+        idx = [i for i, cfg in enumerate(q) if self._ok(cfg)]
+        if not idx:
+            return None
+        if q is not self.queue or self.study_mode != "compare":
+            return idx[0]
+        left: dict[str, int] = {}
+        for cfg in q:
+            left[cfg[M.CELL]] = left.get(cfg[M.CELL], 0) + 1
+        return max(idx, key=lambda i: (left[q[i][M.CELL]], self.epoch_s.get(q[i][M.CELL], math.inf), -i))
+
     def _next(self, trial_id: str) -> dict | None:
         for q in (self.confirm_queue, self.pending_repeats, self.queue):
-            for i, cfg in enumerate(q):
-                if self._ok(cfg):
-                    cfg = dict(q.pop(i))
-                    if "_proposal" in cfg:
-                        self.proposal_of[trial_id] = cfg.pop("_proposal")
-                    return cfg
+            i = self._pick(q)
+            if i is not None:
+                cfg = dict(q.pop(i))
+                if "_proposal" in cfg:
+                    self.proposal_of[trial_id] = cfg.pop("_proposal")
+                return cfg
         if any(not self._ok(c) for c in self.pending_repeats):
             return None  # a proposal waits for its source model: no new proposals meanwhile
         for split, n in self.remaining.items():

@@ -73,12 +73,12 @@ def test_tuning_configs_interleave_cells_and_carry_cell_and_phase():
                                     "confirm": 2 * n_cells, "total": 6 * n_cells}
 
 
-def _drive(searcher, score, order=None, stop_at=None):
+def _drive(searcher, score, order=None, stop_at=None, prefix="t"):
     """Run a searcher to the end: every suggested trial completes at once (or is 'stopped' at
     epoch 1 when stop_at(cfg)), scored by score(cfg). Returns the configs in suggestion order."""
     out, i = [], 0
     while True:
-        tid = f"t{i}"
+        tid = f"{prefix}{i}"
         cfg = searcher.suggest(tid)
         if cfg is Searcher.FINISHED:
             return out
@@ -134,6 +134,49 @@ def test_searcher_holds_back_trials_whose_source_is_not_ready():
     assert s.suggest("y") is None
     s.ready = lambda cfg: True
     assert s.suggest("y")[M.INIT] == "source"
+
+
+def test_searcher_goes_round_by_round_slowest_measured_cells_first():
+    spec = spec_with(backbones={"scratch_cnn": {"depths": [0, 2, 4]}}, inits=["source"],
+                     splits=[SPACE["splits"][0]], search={"trials_per_cell": 2})
+    s = StudySearcher(spec.to_dict())
+    first = [s.suggest(f"a{i}") for i in range(3)]
+    assert [c[M.CELL] for c in first] == [c.id for c in C.cells(spec)]  # round 1: queue order
+    slow = {"ab/scratch_cnn/source/d0": 3.0, "ab/scratch_cnn/source/d2": 9.0,
+            "ab/scratch_cnn/source/d4": 1.0}
+    for i, c in enumerate(first):
+        s.on_trial_result(f"a{i}", {M.EPOCH: 1, M.EPOCH_S: slow[c[M.CELL]]})
+    second = [s.suggest(f"b{i}")[M.CELL] for i in range(3)]
+    assert second == sorted(slow, key=slow.get, reverse=True)  # longest epochs first
+    assert s.suggest("c") is None  # confirmations wait for each cell's tuning to end
+
+
+def test_mode_best_holds_a_proposal_until_its_source_is_ready_and_every_repeat_seed_is_known():
+    from study.core.identity import source_job
+    from study.runner import source_jobs
+
+    spec = spec_with(backbones={"scratch_cnn": {"depths": [0, 4]}}, splits=[SPACE["splits"][0]],
+                     inits=["source", "scratch"], confirm={"seeds": 0},
+                     search={"mode": "best", "algorithm": "random", "num_samples": 6,
+                             "repeats": 2})
+    s = StudySearcher(spec.to_dict())
+    ready = {"source": False}
+    s.ready = lambda cfg: ready["source"] or cfg[M.INIT] != "source"
+    before, live = [], []
+    while (c := s.suggest(f"t{len(before)}")) not in (None, Searcher.FINISHED):
+        before.append(c)
+        live.append(f"t{len(before) - 1}")
+    assert all(c[M.INIT] == "scratch" for c in before)  # no trial holds a slot waiting
+    ready["source"] = True
+    for tid, c in zip(live, before):
+        s.on_trial_complete(tid, {M.EPOCH: 3, M.VAL_ACC: 0.5, "config": c})
+    after = _drive(s, lambda c: 0.5, prefix="u")
+    every = before + after
+    assert len([c for c in every if c[M.PHASE] == M.PHASE_TUNE]) == 6 * 2
+    # every source model a trial asks for is one the runner trains up front (one per seed)
+    jobs = {source_job(spec, c) for c in every} - {None}
+    assert jobs and jobs <= set(source_jobs(spec))
+    assert sorted(j[3] for j in source_jobs(spec)) == [3, 4]
 
 
 def test_mode_best_searches_each_split_separately():
