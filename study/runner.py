@@ -214,6 +214,9 @@ class SourceModels:
     target trial ever holds a device while a source model it needs is trained, and the Tune
     start-up and first trials overlap the source training.
 
+    A source model known only once a trial asks for it (mode best: the confirmation seeds of
+    the best configuration) is submitted then, as a task like the others.
+
     Finished models are reused (resume); a model that fails is recorded
     (``sources/<key>/error.txt``) and fails only the trials of its cells (``ready`` is then
     true: the trial starts and reports the error)."""
@@ -231,21 +234,26 @@ class SourceModels:
         self.pending: dict = {}  # ObjectRef -> job
         self.t0 = time.time()
         self._last_poll = 0.0
-        if not self.jobs:
-            return
         opts = {"num_cpus": spec.resources.cpus, "max_retries": spec.max_failures}
         if spec.resources.gpu:
             opts["num_gpus"] = spec.resources.gpu
-        task = ray.remote(train_source_task).options(**opts)
-        data_ref = ray.put(data)
-        spec_dict = spec.to_dict()
-        local = str(sources_dir(spec, sdir))
-        self.local = Path(local)
-        uri = f"{sdir}/{SOURCES_DIR}" if is_uri(sdir) else None
-        log(f"source models: {len(self.jobs)} (split x backbone x seed), each a Ray task with "
-            f"{spec.resources.cpus:g} CPU{f' + {spec.resources.gpu:g} GPU' if spec.resources.gpu else ''}"
-            f"; trials that need none start meanwhile")
-        self.pending = {task.remote(spec_dict, data_ref, *job, local, uri): job for job in self.jobs}
+        self._task = ray.remote(train_source_task).options(**opts)
+        self._data, self._args = data, None
+        self._dirs = (str(sources_dir(spec, sdir)), f"{sdir}/{SOURCES_DIR}" if is_uri(sdir) else None)
+        if self.jobs:
+            log(f"source models: {len(self.jobs)} (split x backbone x seed), each a Ray task with "
+                f"{spec.resources.cpus:g} CPU"
+                f"{f' + {spec.resources.gpu:g} GPU' if spec.resources.gpu else ''}"
+                f"; trials that need none start meanwhile")
+        for job in self.jobs:
+            self._submit(job)
+
+    def _submit(self, job: tuple) -> None:
+        import ray
+
+        if self._args is None:  # the study data goes to the object store once, when first needed
+            self._args = (self.spec.to_dict(), ray.put(self._data))
+        self.pending[self._task.remote(*self._args, *job, *self._dirs)] = job
 
     def poll(self, timeout: float | None = 0.0) -> None:
         """Collect the source tasks that have finished (waiting up to ``timeout`` s for one;
@@ -274,8 +282,12 @@ class SourceModels:
         from study.core.identity import source_job
 
         job = source_job(self.spec, config)
-        if job is None or job in self.results or job not in self.jobs:
+        if job is None or job in self.results:
             return True
+        if job not in self.jobs:  # known only now (mode best: the best's confirmation seeds)
+            self.jobs.append(job)
+            self.log(f"source model {len(self.jobs)}: {'/'.join(map(str, job))} (needed now)")
+            self._submit(job)
         if time.time() - self._last_poll >= self.POLL_S:
             self.poll()
         return job in self.results

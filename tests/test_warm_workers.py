@@ -100,3 +100,19 @@ def _all_rows(sdir: Path) -> list:
     for f in sdir.glob("*/result.json"):
         out.append([json.loads(line) for line in f.read_text().splitlines() if line.strip()])
     return out
+
+
+def test_mode_best_confirmation_source_is_its_own_task_too(tiny_folder, tmp_path, ray_local):
+    """Mode best learns which configuration to confirm only at the end of its search: the source
+    model of the confirmation seed is then submitted as a task, and the confirmation trial is
+    handed out once it is trained (never trained inside a trial)."""
+    s = load_spec_dict(tiny_spec(
+        tiny_folder, tmp_path / "storage", tmp_path / "cache", name="best",
+        backbones={"scratch_cnn": {"depths": [0, 4]}}, inits=["source"],
+        search={"mode": "best", "algorithm": "random", "num_samples": 3, "max_concurrent": 1,
+                "seed": 5},
+        confirm={"seeds": 1}, scheduler={"type": "fifo"}, target_epochs=2))
+    summary = run_study(s)
+    assert summary["completed"] == 4  # 3 samples + the best once more with seed 6
+    infos = [json.loads(f.read_text()) for f in Path(summary["results"]).glob("sources/*/info.json")]
+    assert len(infos) == 2 and {i["trained_by"] for i in infos} == {"source-task"}

@@ -195,8 +195,9 @@ def obtain_source_model(spec, data: StudyData, split: str, backbone: str, stem: 
                         sources_dir: Path, trial_id: str, log=print,
                         sources_uri: str | None = None) -> tuple[dict, dict]:
     """(state_dict, info) of the source model for this key, for a trial. The runner trains every
-    key up front as its own Ray task (``train_source_task``); a trial only trains one itself if
-    that did not happen (e.g. mode best's confirmation seeds), under the same lock.
+    key as its own Ray task (``train_source_task``) before it hands out a trial that needs it; a
+    trial only trains one itself if that did not happen (the old path, ``run_study(warm=False)``,
+    or a resumed mode-best study's confirmation seeds), under the same lock.
 
     info: {"flops", "val_acc", "train_s", "shared_by", "key"}; ``shared_by`` counts distinct
     trials that have used the model so far."""
