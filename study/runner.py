@@ -269,13 +269,26 @@ class SourceModels:
             job = self.pending.pop(ref)
             try:
                 r = ray.get(ref)
-            except Exception as e:  # noqa: BLE001 - the task itself died (e.g. its node was lost)
-                r = {"key": "/".join(map(str, job)), "ok": False, "error": f"{type(e).__name__}: {e}"}
+            except Exception as e:  # noqa: BLE001 - the task itself died, retries spent (node lost)
+                r = self._task_died(job, e)
             self.results[job] = r
             what = (f"trained in {r['train_s']:.0f}s, val_acc {r['val_acc']:.3f}" if r["ok"] and
                     r["trained"] else "already trained" if r["ok"] else f"FAILED: {r['error']}")
             self.log(f"[{time.time() - self.t0:6.0f}s] source {len(self.results)}/{len(self.jobs)} "
                      f"{r['key']}: {what}")
+
+    def _task_died(self, job: tuple, e: Exception) -> dict:
+        """Record a source task that died (not a training error, which it records itself) as
+        that key's ``error.txt``, so its cells' trials fail with the message, as for a training
+        error."""
+        from study.core.layout import write_atomic
+        from trainables.trainable import ERROR_FILE, source_key
+
+        key = source_key(self.spec, self._data, *job)
+        msg = f"source task died: {type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
+        (Path(self._dirs[0]) / key).mkdir(parents=True, exist_ok=True)
+        write_atomic(Path(self._dirs[0]) / key / ERROR_FILE, msg + "\n")
+        return {"key": key, "ok": False, "error": msg}
 
     def ready(self, config: dict) -> bool:
         """True if this trial config needs no source model, or its model is trained (or failed)."""

@@ -116,3 +116,23 @@ def test_mode_best_confirmation_source_is_its_own_task_too(tiny_folder, tmp_path
     assert summary["completed"] == 4  # 3 samples + the best once more with seed 6
     infos = [json.loads(f.read_text()) for f in Path(summary["results"]).glob("sources/*/info.json")]
     assert len(infos) == 2 and {i["trained_by"] for i in infos} == {"source-task"}
+
+
+def test_a_source_task_that_dies_fails_only_its_cells_with_the_message(tiny_folder, tmp_path):
+    """A task that dies (its node lost, retries spent) records error.txt like a training error
+    does; the trials of its cells then fail with that message, other keys are untouched."""
+    import pytest
+
+    from study.runner import SourceModels, prepare_data
+    from trainables.trainable import SourceFailed, ensure_source_model
+
+    spec = load_spec_dict(tiny_spec(tiny_folder, tmp_path / "storage", tmp_path / "cache",
+                                    name="died", inits=["scratch"]))
+    data = prepare_data(spec, log=lambda m: None)
+    sm = SourceModels(spec, data, str(tmp_path / "storage" / "died"), log=lambda m: None)
+    assert sm.jobs == [] and sm.wait() == {}  # no source cells: nothing submitted
+    job = ("ab_cd", "scratch_cnn", "cifar", 1)
+    r = sm._task_died(job, RuntimeError("node 10.0.0.3 lost"))
+    assert not r["ok"] and "node 10.0.0.3 lost" in r["error"]
+    with pytest.raises(SourceFailed, match="source task died: RuntimeError: node 10.0.0.3 lost"):
+        ensure_source_model(spec, data, *job, Path(sm._dirs[0]), "trial-x")
