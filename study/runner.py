@@ -359,6 +359,7 @@ def run_study(spec: Spec, log=print, callbacks: list | None = None, warm: bool =
     from study.progress import Progress
     from study.scheduler import RungState
     from study.space import StudySearcher
+    from study.state import StateBackup
     from study.trackers import check_trackers, tracker_callbacks
 
     sdir = study_dir(spec)
@@ -399,6 +400,7 @@ def run_study(spec: Spec, log=print, callbacks: list | None = None, warm: bool =
             callbacks=[Progress(spec.target_epochs, counts["cells"]),
                        *tracker_callbacks(spec.loggers, sdir, spec.name),
                        *([RungState(scheduler)] if spec.scheduler.type != "fifo" else []),
+                       *([StateBackup(sdir)] if not is_uri(sdir) else []),
                        *(callbacks or [])], verbose=0),
     )
     try:
@@ -501,6 +503,9 @@ def resume_study(path: str, log=print) -> dict:
     if not tune.Tuner.can_restore(sdir):
         raise StudyExistsError(f"{path}: no Tune experiment state to resume (it never started)")
     log(f"resuming study {spec.name!r} from {sdir}")
+    from study.state import restore_cut_experiment_state
+
+    restore_cut_experiment_state(sdir, log)
     for msg in repair_dangling_checkpoints(sdir, log):
         log(msg)
     train_sources(spec, data, sdir, log)  # finished models are kept; failed ones retried

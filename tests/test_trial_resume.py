@@ -51,3 +51,21 @@ def test_killed_trial_resumes_from_checkpoint_and_matches_undisturbed_run(tiny_f
         assert a[-1][key] == b[-1][key], key
     users = list(Path(hit["results"]).glob("sources/*/users.txt"))
     assert len(users) == 1 and len(users[0].read_text().split()) == 1
+
+
+def test_a_cut_off_experiment_state_is_restored_from_its_last_complete_copy(tmp_path):
+    """Tune writes experiment_state-*.json in place; a driver killed mid-write leaves it cut off.
+    The backup keeps only complete copies, and resume puts the last one back."""
+    from study.state import STATE_BACKUP_SUFFIX, backup_experiment_state, restore_cut_experiment_state
+
+    state = tmp_path / "experiment_state-2026-12-02_15-03-20.json"
+    good = '{"trial_data": [["{}", "{}"]], "runner_data": {}}'
+    state.write_text(good)
+    backup_experiment_state(str(tmp_path))
+    state.write_text(good[:17])  # a later save, cut off by the kill
+    backup_experiment_state(str(tmp_path))  # a cut-off file is never copied over a good one
+    assert (tmp_path / (state.name + STATE_BACKUP_SUFFIX)).read_text() == good
+    logs = []
+    assert restore_cut_experiment_state(str(tmp_path), logs.append)
+    assert state.read_text() == good and "restored its last complete copy" in logs[0]
+    assert not restore_cut_experiment_state(str(tmp_path), logs.append)  # complete: untouched
