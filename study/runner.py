@@ -405,11 +405,12 @@ def run_study(spec: Spec, log=print, callbacks: list | None = None, warm: bool =
     )
     try:
         grid = tuner.fit()
-        if sources:
-            sources.wait()  # all were needed by some trial, so all have finished by now
     finally:
-        if sources:
-            sources.cancel()  # only if Tune stopped early (time budget, interrupt, error)
+        if sources:  # every source a trial needed has finished; any other one is not needed now
+            sources.poll()
+            if sources.pending:  # e.g. time budget spent, or every trial of its cells errored
+                log(f"{len(sources.pending)} source model(s) no trial needs any more: cancelled")
+            sources.cancel()
     return _finish(spec, grid, sdir, time.time() - t0, log)
 
 
