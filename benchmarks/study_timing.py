@@ -9,11 +9,11 @@ tasks may use: the cluster's CPUs, or ``max_concurrent`` on a Ray limited to tha
 
 * old path (``warm=False``): start = ``Tuner.fit`` starts (the source models are trained inside
   the first trial that needs each, so their time is inside that trial); end = ``Tuner.fit`` ends;
-* new path (``warm=True``): start = ``study.runner.start_sources`` is called (every source model
+* new path (``warm=True``): start = ``study.runner.SourceModels`` is built (every source model
   submitted as its own Ray task; Tune starts right after, alongside); end = ``Tuner.fit`` ends
   (``run_study`` then waits for any source task still running: none is, all were needed).
 
-``phase_clock`` records these by wrapping ``study.runner.start_sources`` and ``Tuner.fit`` for
+``phase_clock`` records these by wrapping ``study.runner.SourceModels`` and ``Tuner.fit`` for
 one ``run_study`` call (nothing else changes) and keeps the ``SourceModels`` object, whose task
 results carry each task's own start/end wall-clock time and ``train_s``.
 
@@ -99,12 +99,13 @@ def phase_clock():
     from ray import tune
 
     t: dict = {}
-    orig_sources, orig_fit = runner.start_sources, tune.Tuner.fit
+    orig_sources, orig_fit = runner.SourceModels, tune.Tuner.fit
 
-    def start_sources(*a, **k):
-        t["src_start"] = time.time()
-        t["sources"] = orig_sources(*a, **k)
-        return t["sources"]
+    class SourceModels(orig_sources):  # run_study builds it once, before Tuner.fit
+        def __init__(self, *a, **k):
+            t["src_start"] = time.time()
+            super().__init__(*a, **k)
+            t["sources"] = self
 
     def fit(self, *a, **k):
         t["fit_start"] = time.time()
@@ -113,11 +114,11 @@ def phase_clock():
         finally:
             t["fit_end"] = time.time()
 
-    runner.start_sources, tune.Tuner.fit = start_sources, fit
+    runner.SourceModels, tune.Tuner.fit = SourceModels, fit
     try:
         yield t
     finally:
-        runner.start_sources, tune.Tuner.fit = orig_sources, orig_fit
+        runner.SourceModels, tune.Tuner.fit = orig_sources, orig_fit
 
 
 COMPONENTS = [  # (label, key), in the order printed; they sum to held - work

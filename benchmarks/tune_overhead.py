@@ -24,9 +24,9 @@ source model's ``train_s`` (``sources/*/info.json``, once). Then
 
     study wall = Tuner.fit                                 (old path; the source model is
                                                             trained inside it)
-               = start_sources called -> end of Tuner.fit  (new path)
+               = SourceModels built -> end of Tuner.fit   (new path)
 
-(timed by wrapping ``study.runner.start_sources`` and ``Tuner.fit``: ``study_timing.py``). With
+(timed by wrapping ``study.runner.SourceModels`` and ``Tuner.fit``: ``study_timing.py``). With
 ``--max-concurrent 1`` (the default) trials run one after the other, so this is exactly the time
 the study spends on anything but training and evaluating; with C > 1 it is the idle slot-seconds
 per trial. It is also given as % of the median trial's work, and as the trial length at which it

@@ -23,14 +23,14 @@ driver: Tune's loop, never a trial) and 2 worker nodes with 1 CPU each, i.e. 2 s
 
     study wall = Tuner.fit start -> Tuner.fit end            old path (sources trained inside
                                                              the first trial needing each)
-               = start_sources called -> Tuner.fit end       new path (source models as their
+               = SourceModels built -> Tuner.fit end         new path (source models as their
                                                              own Ray tasks, Tune alongside)
 
 ``epoch_s`` is a target epoch's training + validation (``metrics.EPOCH_S``), ``test_s`` the test
 split's evaluation in a completed trial's last epoch (``metrics.TEST_S``), ``train_s`` a source
 model's training + its validation/test evaluation (``sources/<key>/info.json``): all measured by
 the trainable or source task itself. Both phases are timed by wrapping
-``study.runner.start_sources`` and ``Tuner.fit`` (``study_timing.phase_clock``).
+``study.runner.SourceModels`` and ``Tuner.fit`` (``study_timing.phase_clock``).
 
 Where the idle slot-seconds go (``study_timing.account``, exact split, per trial): source task
 start (Ray task start, worker imports, data fetch) and the rest of a source task outside its

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from study.core.spec import Spec, load_spec, load_spec_dict, resolve_classes
 from study.core import metrics as M
+from study.core.identity import source_job
 
 from study.core.layout import (COMPLETED, ERRORED, PROVENANCE_FILE, SOURCES_DIR, STOPPED,  # noqa: F401
                           STUDY_FILE, SUMMARY_FILE, is_uri, read_text, write_atomic)
@@ -281,7 +282,6 @@ class SourceModels:
         """Record a source task that died (not a training error, which it records itself) as
         that key's ``error.txt``, so its cells' trials fail with the message, as for a training
         error."""
-        from study.core.layout import write_atomic
         from trainables.trainable import ERROR_FILE, source_key
 
         key = source_key(self.spec, self._data, *job)
@@ -292,8 +292,6 @@ class SourceModels:
 
     def ready(self, config: dict) -> bool:
         """True if this trial config needs no source model, or its model is trained (or failed)."""
-        from study.core.identity import source_job
-
         job = source_job(self.spec, config)
         if job is None or job in self.results:
             return True
@@ -383,7 +381,7 @@ def run_study(spec: Spec, log=print, callbacks: list | None = None, warm: bool =
         f"{'cell' if spec.search.mode == 'compare' else 'split'}, up to "
         f"{spec.search.max_concurrent} at once; results in {sdir}")
     t0 = time.time()
-    sources = start_sources(spec, data, sdir, log) if warm else None
+    sources = SourceModels(spec, data, sdir, log) if warm else None
     if sources:
         search_alg.ready = sources.ready
     tuner = tune.Tuner(
@@ -412,11 +410,6 @@ def run_study(spec: Spec, log=print, callbacks: list | None = None, warm: bool =
                 log(f"{len(sources.pending)} source model(s) no trial needs any more: cancelled")
             sources.cancel()
     return _finish(spec, grid, sdir, time.time() - t0, log)
-
-
-def start_sources(spec: Spec, data, sdir: str, log=print) -> SourceModels:
-    """Submit the study's source-model tasks (``SourceModels``); they run alongside Tune."""
-    return SourceModels(spec, data, sdir, log)
 
 
 def normalize_study_path(path: str) -> str:

@@ -127,7 +127,8 @@ class StudySearcher(Searcher):
         if cfg and M.CELL in cfg and M.EPOCH_S in result:  # running mean per cell
             c = cfg[M.CELL]
             n = self.epoch_n[c] = self.epoch_n.get(c, 0) + 1
-            self.epoch_s[c] = self.epoch_s.get(c, 0.0) + (float(result[M.EPOCH_S]) - self.epoch_s.get(c, 0.0)) / n
+            mean = self.epoch_s.get(c, 0.0)
+            self.epoch_s[c] = mean + (float(result[M.EPOCH_S]) - mean) / n
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         self.live.discard(trial_id)

@@ -33,10 +33,12 @@ def _parses(text: str) -> bool:
 
 
 def backup_experiment_state(sdir: str) -> None:
-    """Keep a copy of the newest experiment state file, if it is complete (it parses)."""
+    """Keep a copy of the newest experiment state file, if it looks complete. Called on every
+    Tune save, so it checks the end of the JSON object (``}``) instead of parsing the whole file
+    (28 ms for the quick example's 1.6 MB; the restore parses the copy before using it)."""
     state = _newest_state(sdir)
-    if state is not None and _parses(text := state.read_text()):
-        write_atomic(f"{state}{STATE_BACKUP_SUFFIX}", text)
+    if state is not None and (data := state.read_bytes()).rstrip().endswith(b"}"):
+        write_atomic(f"{state}{STATE_BACKUP_SUFFIX}", data)
 
 
 def restore_cut_experiment_state(sdir: str, log=print) -> bool:
@@ -58,7 +60,8 @@ def restore_cut_experiment_state(sdir: str, log=print) -> bool:
 class StateBackup(Callback):
     """Copies the experiment state file whenever Tune saves the experiment: ``get_state`` is
     Tune's public callback-state hook, called as Tune saves (after it has written the state
-    file). Only a copy that parses is kept, so correctness never depends on that order."""
+    file). Only a copy that looks complete is kept, and the restore parses it before use, so
+    correctness does not depend on that order."""
 
     def __init__(self, sdir: str):
         self.sdir = sdir

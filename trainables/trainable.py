@@ -417,9 +417,10 @@ def transfer_trainable(config: dict, *, spec_dict: dict, data: StudyData, source
             test = _device_split(data, "test", tgt, device)
             _, _, pred = evaluate(model, test)
             rep = classification_report(pred, test.y, [data.classes[i] for i in tgt])
-            result.update({M.TEST_S: time.perf_counter() - t_test,M.TEST_ACC: rep["acc"], M.TEST_PRECISION: rep["precision_macro"],
+            result.update({M.TEST_ACC: rep["acc"], M.TEST_PRECISION: rep["precision_macro"],
                            M.TEST_RECALL: rep["recall_macro"], M.TEST_F1: rep["f1_macro"],
-                           M.TEST_CONFUSION: rep["confusion"], M.TEST_PER_CLASS: rep["per_class"]})
+                           M.TEST_CONFUSION: rep["confusion"], M.TEST_PER_CLASS: rep["per_class"],
+                           M.TEST_S: time.perf_counter() - t_test})
         with tempfile.TemporaryDirectory() as cd:
             torch.save({"model": _trainable_state(model), "optimizer": opt.state_dict(),
                         "schedule": sched.state_dict(), "generator": gen.get_state(),
