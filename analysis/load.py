@@ -10,12 +10,11 @@ compared condition) and phase (``M.PHASE``: "tune", a learning-rate sample insid
 cells existed lack both keys: the cell is derived from the four config keys and the phase is
 "tune".
 
-Statuses:
-  completed  reached target_epochs
-  stopped    stopped early by ASHA (fewer epochs, no error, the run has ended)
-  errored    Tune recorded an error (error.txt / error.pkl, or ERROR in the experiment state)
-  running    incomplete: the study is still running or was interrupted (no summary.json, or the
-             experiment state says RUNNING / PENDING / PAUSED)
+Statuses: the one rule of ``study.core.status`` applied to the study's record
+(``trials.jsonl``, ``study.core.record``): completed (reached target_epochs), stopped (by the
+early-stopping rule), errored, interrupted (the study was interrupted before the trial ended),
+running (not ended, and the study has no summary.json yet: running, or its driver was killed).
+Studies written before the record existed: a trial has ended when the study has a summary.
 """
 from __future__ import annotations
 
@@ -31,9 +30,12 @@ import yaml
 from study.core import metrics as M
 
 from study.core.layout import filesystem  # noqa: E402
-from study.core.layout import PROVENANCE_FILE, SOURCES_DIR, STUDY_FILE, SUMMARY_FILE  # noqa: F401
-# the one status vocabulary of runner, progress lines, summary.json and reports
-from study.core.layout import COMPLETED, ERRORED, RUNNING, STATUSES, STOPPED  # noqa: F401
+from study.core.layout import (PROVENANCE_FILE, RECORD_FILE, SOURCES_DIR, STUDY_FILE,  # noqa: F401
+                               SUMMARY_FILE)
+from study.core.record import fold, parse
+# the one status vocabulary and rule of the record, progress lines, summary.json and reports
+from study.core.status import (COMPLETED, ERRORED, INTERRUPTED, RUNNING, STATUSES, STOPPED,  # noqa: F401
+                               trial_status)
 RESULT_FILE = "result.json"
 ERROR_FILES = ("error.txt", "error.pkl")
 
@@ -154,7 +156,8 @@ def load_study(path) -> Study:
     provenance = _read_json(store, PROVENANCE_FILE) or {}
     summary = _read_json(store, SUMMARY_FILE)
     name = str(spec.get("name") or provenance.get("study") or Path(store.root).name)
-    state = _experiment_state(store)
+    target_epochs = spec.get("target_epochs")
+    record = _record(store, target_epochs, study_running=summary is None)
     sources = _sources(store)
 
     records, epoch_rows = [], []
@@ -179,20 +182,19 @@ def load_study(path) -> Study:
                 err = "error (error.txt unreadable)"
         elif "error.pkl" in names:
             err = "error (see error.pkl)"
-        st = state.get(trial_id, {})
+        rec = record.get(trial_id)
         records.append(dict(trial_id=trial_id, trial_dir=entry, rows=rows,
                             config=(rows[-1].get("config") if rows else None) or params
-                            or st.get("config") or {},
-                            error=err or st.get("error"), state=st.get("status")))
-    for trial_id, st in state.items():  # trials Tune created but that have no folder yet
+                            or (rec or {}).get("config") or {},
+                            error=err or (rec or {}).get("error"), record=rec))
+    for trial_id, rec in record.items():  # trials that started but have no folder yet
         if trial_id not in seen:
             records.append(dict(trial_id=trial_id, trial_dir=None, rows=[],
-                                config=st.get("config") or {}, error=st.get("error"),
-                                state=st.get("status")))
+                                config=rec.get("config") or {}, error=rec.get("error"),
+                                record=rec))
     if not records or not any(r["rows"] for r in records):
         raise ReportError(f"{store.shown()}: empty study: no trial has reported a result yet")
 
-    target_epochs = spec.get("target_epochs")
     if not isinstance(target_epochs, int) or target_epochs < 1:
         target_epochs = max(int(r["rows"][-1].get(M.EPOCH, 0)) for r in records if r["rows"])
     users = {t: k for k, info in sources.items() for t in info.get("users", [])}
@@ -242,28 +244,15 @@ def _read_results(store: _Store, entry: str) -> list[dict]:
     return rows
 
 
-def _experiment_state(store: _Store) -> dict:
-    """trial_id -> {status, error, config} from Tune's newest experiment_state-*.json, if any.
-    Best effort: the format is Tune's, so anything unexpected just yields nothing."""
-    files = sorted(n for n, d in store.listdir(store.root)
-                   if not d and n.startswith("experiment_state") and n.endswith(".json"))
-    if not files:
+def _record(store: _Store, target_epochs, study_running: bool) -> dict:
+    """trial_id -> the trial folded from the study's record (``trials.jsonl``; {} for studies
+    written before it existed)."""
+    if not store.is_file(store.join(RECORD_FILE)) or not isinstance(target_epochs, int):
         return {}
     try:
-        raw = json.loads(store.read_text(store.join(files[-1])))
-        out = {}
-        for item in raw.get("trial_data", []):
-            meta = json.loads(item[0]) if isinstance(item[0], str) else item[0]
-            run = (json.loads(item[1]) if isinstance(item[1], str) else item[1]) if len(item) > 1 else {}
-            cfg = meta.get("config")
-            out[meta["trial_id"]] = {
-                "status": meta.get("status"),
-                "error": ("error (Tune experiment state)" if meta.get("status") == "ERROR"
-                          or (run or {}).get("error_filename") else None),
-                "config": cfg if isinstance(cfg, dict) else {}}
-        return out
-    except (ValueError, KeyError, TypeError, IndexError, OSError):
-        return {}
+        return fold(parse(store.read_text(store.join(RECORD_FILE))), target_epochs, study_running)
+    except (OSError, UnicodeDecodeError) as e:
+        raise ReportError(f"{store.shown(RECORD_FILE)}: unreadable: {e}") from e
 
 
 def _sources(store: _Store) -> dict:
@@ -308,16 +297,14 @@ def _trial_row(r: dict, target_epochs: int, study_ended: bool, sources: dict,
     rows, cfg = r["rows"], dict(r["config"] or {})
     last = rows[-1] if rows else {}
     epochs = int(last.get(M.EPOCH, 0) or 0)
-    if epochs >= target_epochs:
-        status = COMPLETED
-    elif r["error"]:
-        status = ERRORED
-    elif r["state"] in ("RUNNING", "PENDING", "PAUSED"):
-        status = RUNNING
-    elif r["state"] == "TERMINATED" or (r["state"] is None and study_ended):
-        status = STOPPED
+    rec = r["record"]
+    if rec is not None:  # the record knows how the trial ended (or that it has not)
+        status = trial_status(max(epochs, rec["epoch"]), target_epochs, ended=rec["ended"],
+                              error=bool(rec["error"]) or (bool(r["error"]) and rec["ended"]),
+                              study_running=not study_ended)
     else:
-        status = RUNNING
+        status = trial_status(epochs, target_epochs, ended=study_ended or bool(r["error"]),
+                              error=bool(r["error"]), study_running=True)
     vals = [_num(e.get(M.VAL_ACC)) for e in rows]
     best_i = int(np.nanargmax(vals)) if rows and not all(map(math.isnan, vals)) else None
     key = (rows[-1].get(M.SOURCE_KEY) if rows else None) or users.get(r["trial_id"])  # reported by the trial; users.txt for older studies
@@ -377,4 +364,4 @@ def _fill_source_users(t: pd.DataFrame) -> None:
     t[DEVICE_S] = t[M.WALL_S]
     t[TOTAL_DEVICE_S] = t[M.WALL_S] + np.where(
         uses_source, t[SOURCE_TRAIN_S].fillna(0) / users, 0.0)
-    t["incomplete"] = t["status"] == RUNNING
+    t["incomplete"] = t["status"].isin([RUNNING, INTERRUPTED])

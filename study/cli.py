@@ -49,14 +49,14 @@ def _check_classes(spec, data_root) -> str | None:
 
 
 def cmd_validate(args) -> int:
-    from study.cells import trial_counts
+    from study.core.design import StudyDesign
     from study.core.spec import load_spec
 
     spec = load_spec(args.spec, _overrides(args))
     line = _check_classes(spec, args.data_root)
     if line:
         print(line)
-    c = trial_counts(spec)
+    c = StudyDesign(spec).trial_counts()
     print(f"{args.spec}: valid study {spec.name!r}: {len(spec.splits)} split(s), "
           f"{len(spec.backbones)} backbone(s), inits {', '.join(spec.inits)}, {c['cells']} cells, "
           f"{c['total']} trials ({c['tuning']} tuning + {c['confirm']} confirmation; mode "

@@ -106,7 +106,7 @@ def results_location(spec: Spec) -> str:
 def submit(spec: Spec, address: str | None, *, extra_env: dict | None = None,
            log=print) -> str:
     """Submit a validated spec as a Ray job; returns the job's submission id."""
-    from study.runner import code_version
+    from study.provenance import code_version
 
     _check_cluster_paths(spec)
     c = client(address)

@@ -1,11 +1,18 @@
 """`study plan`: what a study will run and cost, before anything runs.
 
-Counts come from ``study.cells`` (the same lists the searcher hands out). FLOPs come from
+Counts come from the study's design (``study.core.design.StudyDesign``: the same lists the
+searcher hands out and the same source jobs the runner trains). FLOPs come from
 ``trainables.train.step_flops`` on each real (backbone, stem, depth, classes) model:
 
     source FLOPs  = source models x source.epochs x train images(source classes) x F_train(d=0)
     tuning FLOPs  = sum over cells of epochs x train images(target classes) x F_train(cell)
-    confirm FLOPs = cells x confirm.seeds x target_epochs x train images x F_train(cell)
+    confirm FLOPs = cells x seeds x target_epochs x train images x F_train(cell)
+
+with ``seeds`` = ``confirm.seeds`` (the minimum) and, with racing, ``confirm.max_seeds`` (the
+ceiling). Mode ``best`` samples (backbone, init, depth) per trial, so its tuning and
+confirmation are priced at the mean over the split's cells (uniform sampling), its source
+models at the repeat seeds plus, when a split's best uses a source model, its confirmation
+seeds (shown as "up to").
 
 where tuning epochs are given for FIFO (every trial to target_epochs) and for ideal synchronous
 successive halving (``n m_0 + keep_0 (m_1 - m_0) + ... + keep_last (T - m_last)``): the
@@ -20,8 +27,8 @@ from __future__ import annotations
 
 import time
 
-from study import cells as C
 from study import policy
+from study.core.design import StudyDesign
 from study.core.spec import Spec
 
 CIFAR10_TRAIN_PER_CLASS = 5000  # used when no data is given (data.root null: the download)
@@ -116,41 +123,57 @@ def make_plan(spec: Spec, per_class: int | None = None, flops_per_s: float | Non
                 f"GFLOP/s on {device.type}")
         return rates[(backbone, stem)]
 
+    design = StudyDesign(spec)
     splits = {s.name: s for s in spec.splits}
-    sizes = C.group_sizes(spec)
-    k = spec.confirm.seeds
-    rows, sources = [], {}
-    for c in C.cells(spec):
-        s = splits[c.split]
-        n_t = len(s.target)
+    sizes = design.group_sizes
+    k, k_max = len(design.confirm_seeds), len(design.ceiling_seeds)
+    compare = design.mode == "compare"
+    rows = []
+    for c in design.cells:
+        n_t = len(splits[c.split].target)
         imgs = train_images(spec, n_t, per_class)
         f = fpi(c.backbone, c.stem, c.depth, n_t)
-        n = sizes.get(c.id, 0) if spec.search.mode == "compare" else 0
+        if compare:
+            n, share = sizes.get(c.id, 0), 1.0
+        else:  # mode best: the split's trials spread over its cells (uniform sampling)
+            n, share = sizes.get(c.split, 0), 1.0 / len(design.cells_of_split(c.split))
         fifo_e, sh_e = tuning_epochs(spec, n)
-        confirm_e = k * spec.target_epochs if spec.search.mode == "compare" else 0
-        r = rate(c.backbone, c.stem)
-        rows.append({"cell": c.id, "tuning_trials": n, "epoch_flops": imgs * f,
-                     "tuning_flops_fifo": fifo_e * imgs * f, "tuning_flops_halving": sh_e * imgs * f,
-                     "confirm_trials": k if spec.search.mode == "compare" else 0,
-                     "confirm_flops": confirm_e * imgs * f, "rate": r})
-        if c.needs_source:
-            seeds = [spec.search.seed + i for i in range(k + 1)]
-            for sd in seeds:
-                key = (c.split, c.backbone, c.stem, sd)
-                if key not in sources:
-                    src_imgs = train_images(spec, len(s.source), per_class)
-                    sources[key] = (spec.source.epochs * src_imgs
-                                    * fpi(c.backbone, c.stem, 0, len(s.source)), r)
-    src_flops = sum(v[0] for v in sources.values())
-    src_s = sum(v[0] / v[1] for v in sources.values())
-    tot = {"source_models": len(sources), "source_flops": src_flops,
+        confirm_e = k * spec.target_epochs * share
+        rows.append({"cell": c.id, "tuning_trials": n * share, "epoch_flops": imgs * f,
+                     "tuning_flops_fifo": fifo_e * share * imgs * f,
+                     "tuning_flops_halving": sh_e * share * imgs * f,
+                     "confirm_trials": k * share, "confirm_flops": confirm_e * imgs * f,
+                     "confirm_flops_max": (k_max if design.racing else k) * share
+                     * spec.target_epochs * imgs * f,
+                     "rate": rate(c.backbone, c.stem)})
+    jobs = design.source_jobs()
+    later = []  # mode best: the confirmation seeds' models of a split whose best uses one
+    if not compare:
+        for sp in spec.splits:
+            src = [c for c in design.cells_of_split(sp.name) if c.needs_source]
+            if src:
+                later += [(sp.name, src[0].backbone, src[0].stem, sd)
+                          for sd in design.confirm_seeds if sd not in design.repeat_seeds]
+
+    def src_cost(job):
+        split, backbone, stem, _ = job
+        imgs = train_images(spec, len(splits[split].source), per_class)
+        flops = spec.source.epochs * imgs * fpi(backbone, stem, 0, len(splits[split].source))
+        return flops, flops / rate(backbone, stem)
+    costs = [src_cost(j) for j in [*jobs, *later]]
+    src_flops, src_s = sum(c[0] for c in costs), sum(c[1] for c in costs)
+    tot = {"source_models": len(jobs), "source_models_later": len(later),
+           "source_flops": src_flops,
            "tuning_flops_fifo": sum(r["tuning_flops_fifo"] for r in rows),
            "tuning_flops_halving": sum(r["tuning_flops_halving"] for r in rows),
-           "confirm_flops": sum(r["confirm_flops"] for r in rows)}
+           "confirm_flops": sum(r["confirm_flops"] for r in rows),
+           "confirm_flops_max": sum(r["confirm_flops_max"] for r in rows)}
     dev_s = {ph: src_s + sum(r[f"tuning_flops_{ph}"] / r["rate"] + r["confirm_flops"] / r["rate"]
                              for r in rows) for ph in ("fifo", "halving")}
-    return {"counts": C.trial_counts(spec), "cells": rows, "totals": tot, "device_s": dev_s,
-            "max_concurrent": spec.search.max_concurrent,
+    dev_s["ceiling"] = dev_s["fifo"] + sum((r["confirm_flops_max"] - r["confirm_flops"]) / r["rate"]
+                                          for r in rows)
+    return {"counts": design.trial_counts(), "racing": design.racing, "cells": rows,
+            "totals": tot, "device_s": dev_s, "max_concurrent": spec.search.max_concurrent,
             "throughput": "given" if flops_per_s else "probed", "per_class": per_class}
 
 
@@ -159,14 +182,17 @@ def format_plan(spec: Spec, plan: dict) -> str:
         return f"{x / 1e12:.2f} TFLOP" if x >= 1e11 else f"{x / 1e9:.2f} GFLOP"
 
     c, t = plan["counts"], plan["totals"]
+    later = f" (+ up to {t['source_models_later']} for the best's seeds)" if t["source_models_later"] else ""
+    racing = (f", racing up to {c['confirm_max']} confirmation = {c['total_max']} trials"
+              if plan["racing"] else "")
     lines = [f"study {spec.name!r} (mode {spec.search.mode}): {c['cells']} cells, "
-             f"{c['tuning']} tuning + {c['confirm']} confirmation trials = {c['total']} trials, "
-             f"{t['source_models']} source models; {plan['per_class']} training images per class "
-             f"before the validation split",
+             f"{c['tuning']} tuning + {c['confirm']} confirmation trials = {c['total']} trials"
+             f"{racing}, {t['source_models']} source models{later}; {plan['per_class']} training "
+             f"images per class before the validation split",
              "",
              f"{'cell':<44} {'tune':>4} {'confirm':>7} {'FLOP/epoch':>12} {'tuning (halving..FIFO)':>26}"]
     for r in plan["cells"]:
-        lines.append(f"{r['cell']:<44} {r['tuning_trials']:>4} {r['confirm_trials']:>7} "
+        lines.append(f"{r['cell']:<44} {r['tuning_trials']:>4.3g} {r['confirm_trials']:>7.3g} "
                      f"{g(r['epoch_flops']):>12} {g(r['tuning_flops_halving']):>12} .. "
                      f"{g(r['tuning_flops_fifo']):>11}")
     total_h = t["source_flops"] + t["tuning_flops_halving"] + t["confirm_flops"]
@@ -177,10 +203,11 @@ def format_plan(spec: Spec, plan: dict) -> str:
               f"tuning:         {g(t['tuning_flops_halving'])} (ideal successive halving) .. "
               f"{g(t['tuning_flops_fifo'])} (FIFO); expected early-stopping saving "
               f"{1 - t['tuning_flops_halving'] / max(t['tuning_flops_fifo'], 1):.0%} at most",
-              f"confirmation:   {g(t['confirm_flops'])}",
+              f"confirmation:   {g(t['confirm_flops'])}"
+              + (f" .. {g(t['confirm_flops_max'])} (racing ceiling)" if plan["racing"] else ""),
               f"total:          {g(total_h)} .. {g(total_f)}",
               f"device time:    {plan['device_s']['halving'] / 3600:.2f} .. "
-              f"{plan['device_s']['fifo'] / 3600:.2f} device-hours ({plan['throughput']} "
+              f"{plan['device_s']['ceiling' if plan['racing'] else 'fifo'] / 3600:.2f} device-hours ({plan['throughput']} "
               f"throughput); wall >= {plan['device_s']['halving'] / 3600 / plan['max_concurrent']:.2f} h "
               f"with {plan['max_concurrent']} trials at once (validation, start-up and "
               f"scheduling not included)"]

@@ -5,8 +5,8 @@ import time
 
 from ray.tune import Callback
 
-from study.core.layout import COMPLETED, ERRORED, RUNNING, STOPPED
 from study.core import metrics as M
+from study.core.status import COMPLETED, ERRORED, RUNNING, STOPPED, trial_status
 
 
 class Progress(Callback):
@@ -53,13 +53,14 @@ class Progress(Callback):
         self._line()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        last = trial.last_result or {}
-        done = last.get(M.EPOCH, 0) >= self.max_epochs
-        self.state[trial.trial_id] = COMPLETED if done else STOPPED
-        if done and trial.config.get(M.CELL):
-            self.cells_done.add(trial.config[M.CELL])
-        self._line(force=True)
+        self._end(trial, error=False)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.state[trial.trial_id] = ERRORED
+        self._end(trial, error=True)
+
+    def _end(self, trial, error: bool):
+        epochs = (trial.last_result or {}).get(M.EPOCH, 0)
+        st = self.state[trial.trial_id] = trial_status(epochs, self.max_epochs, ended=True, error=error)
+        if st == COMPLETED and trial.config.get(M.CELL):
+            self.cells_done.add(trial.config[M.CELL])
         self._line(force=True)

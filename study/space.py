@@ -1,11 +1,20 @@
 """What a study samples, and in what order: the Tune searcher.
 
-Mode ``compare`` (default): the trials are known up front (``study.cells.tuning_configs``: each
-cell's learning rates, interleaved across cells). Mode ``best``: one Optuna search per split over
-(backbone, init, frozen depth, lr) (``DefineByRun``), so what a split's trials teach the sampler
-never steers another split. In both modes, once every tuning trial of a group (cell / split) has
-ended, the group's best configuration (highest final ``val_acc`` among its trials that reached
-``target_epochs``) is queued again with ``confirm.seeds`` new seeds.
+What it hands out comes from the study's design (``study.core.design.StudyDesign``). Mode
+``compare`` (default): the tuning trials are known up front (each cell's learning rates,
+interleaved across cells). Mode ``best``: one Optuna search per split over (backbone, init,
+frozen depth, lr) (``DefineByRun``), so what a split's trials teach the sampler never steers
+another split. In both modes, once every tuning trial of a group (cell / split) has ended, the
+group's best configuration (highest final ``val_acc`` among its trials that reached
+``target_epochs``) is queued again with the confirmation seeds.
+
+**Racing** (mode compare, ``confirm.max_seeds`` > ``confirm.seeds``): once every cell of an
+answer group (split x backbone x init) has its confirmation runs, the group's Answer is computed
+on paired per-seed test accuracies (``study.core.stats.next_seeds``); the cells whose comparison
+with the best is undecided and could change the Answer (and the best, for pairing) get one more
+seed each, and so on until decided or at the ceiling. Each such analysis is one look; the
+false-equivalence rate is split over the looks up to the ceiling (Bonferroni), so it holds
+whenever the racing stops.
 
 The searcher is plain data plus (mode best) Optuna's samplers: Tune saves it with every
 experiment checkpoint (``save`` / ``restore``), so a resumed study continues the same sequence.
@@ -17,9 +26,9 @@ import pickle
 
 from ray.tune.search import Searcher
 
-from study import cells as C
-from study.core.spec import Spec, load_spec_dict
 from study.core import metrics as M
+from study.core.design import StudyDesign, cell_id
+from study.core.spec import Spec, load_spec_dict
 
 
 class DefineByRun:
@@ -29,13 +38,14 @@ class DefineByRun:
 
     def __init__(self, spec_dict: dict, split: str):
         self.spec = load_spec_dict(spec_dict)  # validated once, not per sample
+        self.design = StudyDesign(self.spec)
         self.split = split
 
     def __call__(self, trial):
-        spec = self.spec
+        spec, design = self.spec, self.design
         backbone = trial.suggest_categorical(
-            M.BACKBONE, [b.name for b in spec.backbones if C.valid_inits(spec, b.name)])
-        inits = C.valid_inits(spec, backbone)
+            M.BACKBONE, [b.name for b in spec.backbones if design.valid_inits(b.name)])
+        inits = design.valid_inits(backbone)
         # One categorical per backbone: Optuna's distributions must not change between trials.
         init = trial.suggest_categorical(f"{M.INIT}__{backbone}", inits) if len(inits) > 1 else inits[0]
         depth = 0
@@ -44,9 +54,9 @@ class DefineByRun:
             depth = (trial.suggest_categorical(f"{M.FROZEN_DEPTH}__{backbone}", ds)
                      if len(ds) > 1 else ds[0])
         trial.suggest_float(M.LR, spec.lr.low, spec.lr.high, log=True)
-        cell = C.Cell(self.split, backbone, init, depth, "")
         return {M.SPLIT: self.split, M.INIT: init, M.FROZEN_DEPTH: depth,
-                M.SEED: spec.search.seed, M.CELL: cell.id, M.PHASE: M.PHASE_TUNE}
+                M.SEED: design.tune_seed, M.CELL: cell_id(self.split, backbone, init, depth),
+                M.PHASE: M.PHASE_TUNE}
 
 
 def _sampler(spec: Spec, seed: int):
@@ -60,28 +70,38 @@ def _sampler(spec: Spec, seed: int):
     return optuna.samplers.RandomSampler(seed=seed)
 
 
+_READY: dict[str, object] = {}  # study name -> the runner's ready(config) hook (driver-side)
+
+
+def register_ready(study: str, ready) -> None:
+    """The runner's ``ready(config)`` hook for the searcher of ``study``: a new searcher and one
+    Tune restored from the experiment state (the hook is not saved) both find it here."""
+    _READY[study] = ready
+
+
 class StudySearcher(Searcher):
-    """Hands out the study's tuning trials, then each group's confirmation trials.
+    """Hands out the study's tuning trials, then each group's confirmation trials (and, with
+    racing, further confirmation seeds where the Answer is still open).
 
-    ``ready(config) -> bool`` (set by the runner, not saved) may hold back a trial whose source
-    model is not trained yet; other trials go first."""
+    ``ready(config) -> bool`` (the runner passes its source models' check; not saved) may hold
+    back a trial whose source model is not trained yet; other trials go first."""
 
-    def __init__(self, spec_dict: dict):
+    def __init__(self, spec_dict: dict, ready=None):
         super().__init__(metric=M.OBJECTIVE, mode=M.MODE)
         spec = load_spec_dict(spec_dict)
+        design = StudyDesign(spec)
         self.spec_dict = spec_dict
-        self.study_mode = spec.search.mode
-        self.target_epochs = spec.target_epochs
-        self.sizes = C.group_sizes(spec)
+        self.study_mode = design.mode
+        self.target_epochs = design.target_epochs
+        self.sizes = dict(design.group_sizes)
         self.queue: list[dict] = []  # tuning configs not handed out yet (compare, best+grid)
         self.remaining: dict[str, int] = {}  # mode best + optuna: samples left per split
         self.proposers: dict = {}  # mode best + optuna: split -> OptunaSearch
         if self.study_mode == "compare":
-            self.queue = C.tuning_configs(spec)
+            self.queue = design.tuning_configs()
         elif spec.search.algorithm == "grid":
-            pts = C.best_grid(spec)
-            self.queue = [{**p, M.SEED: spec.search.seed} for r in range(spec.search.repeats)
-                          for p in pts]
+            pts = design.best_grid()
+            self.queue = [dict(p) for r in range(spec.search.repeats) for p in pts]
             for i, p in enumerate(self.queue):
                 p[M.REPEAT] = i // len(pts) if pts else 0
         else:
@@ -104,12 +124,28 @@ class StudySearcher(Searcher):
         self.confirmed: set[str] = set()
         self.epoch_s: dict[str, float] = {}  # cell -> mean measured epoch_s (tuning order)
         self.epoch_n: dict[str, int] = {}
-        self.ready = None
+        # racing (mode compare): per cell, the best config, its runs and the seeds asked for
+        self.best_cfg: dict[str, dict] = {}  # cell -> its best tuning config
+        self.runs: dict[str, dict] = {}  # cell -> {seed: test_acc} of its best config's runs
+        self.flops: dict[str, float] = {}  # cell -> target FLOPs of one complete run
+        self.asked: dict[str, set] = {}  # cell -> seeds handed out or queued (any outcome)
+        self.open_confirm: dict[str, int] = {}  # cell -> confirmation trials not ended yet
+        self.looks: dict[str, int] = {}  # answer group -> racing looks taken
+        self.decided: set[str] = set()  # answer groups racing has finished with
+        self.ready = ready
+        self._design = design
 
     def __getstate__(self):
         d = dict(self.__dict__)
-        d["ready"] = None  # a runner-side callable, set again after restore
+        d["ready"] = None  # a runner-side callable, passed again after restore
+        d["_design"] = None  # rebuilt from spec_dict
         return d
+
+    @property
+    def design(self) -> StudyDesign:
+        if self._design is None:
+            self._design = StudyDesign(load_spec_dict(self.spec_dict))
+        return self._design
 
     # ------------------------------------------------------------------ Tune's interface
     def suggest(self, trial_id: str):
@@ -119,7 +155,7 @@ class StudySearcher(Searcher):
         self.live.add(trial_id)
         self.configs[trial_id] = dict(cfg)
         if cfg.get(M.PHASE) == M.PHASE_TUNE:
-            self.group_of[trial_id] = str(cfg[M.CELL] if self.study_mode == "compare" else cfg[M.SPLIT])
+            self.group_of[trial_id] = self.design.group_of(cfg)
         return cfg
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -141,12 +177,17 @@ class StudySearcher(Searcher):
                 vals = [v for v in res if v is not None]
                 self.proposers[split].on_trial_complete(
                     ptid, {M.OBJECTIVE: sum(vals) / len(vals)} if vals else None, error=not vals)
+        cfg = self.configs.get(trial_id) or (result or {}).get("config") or {}
+        # a complete run (the one status rule: it reached target_epochs)
+        done = bool(result) and int(result.get(M.EPOCH, 0)) >= self.target_epochs
+        if cfg.get(M.PHASE) == M.PHASE_CONFIRM and self.study_mode == "compare":
+            self._confirm_ended(cfg, result if done else None)
         g = self.group_of.get(trial_id)
         if g is None:
             return
-        done = bool(result) and not error and int(result.get(M.EPOCH, 0)) >= self.target_epochs
-        cfg = self.configs.get(trial_id) or (result or {}).get("config") or {}
-        self.ended.setdefault(g, {})[trial_id] = (result.get(M.OBJECTIVE) if done else None, cfg)
+        self.ended.setdefault(g, {})[trial_id] = (
+            (result.get(M.OBJECTIVE), result.get(M.TEST_ACC), result.get(M.TARGET_FLOPS))
+            if done else None, cfg)
         self._maybe_confirm(g)
 
     def save(self, checkpoint_path: str) -> None:
@@ -162,7 +203,8 @@ class StudySearcher(Searcher):
 
     # ------------------------------------------------------------------ internals
     def _ok(self, cfg: dict) -> bool:
-        return self.ready is None or self.ready(cfg)
+        ready = self.ready or _READY.get(self.spec_dict.get("name"))
+        return ready is None or ready(cfg)
 
     def _pick(self, q: list[dict]) -> int | None:
         """Index of the next config of queue ``q`` to hand out (its source model ready).
@@ -220,11 +262,61 @@ class StudySearcher(Searcher):
             return
         self.confirmed.add(g)
         done = [(v, cfg) for v, cfg in ended.values() if v is not None and cfg]
-        if not done:
-            return  # no tuning trial of this group completed (all errored): nothing to confirm
-        best = max(done, key=lambda x: x[0])[1]
+        if done:
+            (_, test_acc, flops), best = max(done, key=lambda x: x[0][0])
+            self._queue_confirm(best, self.design.confirm_seeds)
+            if self.study_mode == "compare":  # the best's own tuning run is its first seed
+                c = best[M.CELL]
+                self.best_cfg[c] = best
+                self.runs.setdefault(c, {})[int(best[M.SEED])] = test_acc
+                self.flops[c] = flops
+                self.asked.setdefault(c, set()).add(int(best[M.SEED]))
+        # else: no tuning trial of this group completed (all errored): nothing to confirm
+        if self.study_mode == "compare":
+            self._race(self.design.cell(g).answer_group)
+
+    def _queue_confirm(self, best: dict, seeds) -> None:
+        cfgs = self.design.confirm_configs(best, seeds)
+        self.confirm_queue.extend(cfgs)
+        for cfg in cfgs:
+            c = cfg[M.CELL]
+            self.asked.setdefault(c, set()).add(int(cfg[M.SEED]))
+            self.open_confirm[c] = self.open_confirm.get(c, 0) + 1
+
+    def _confirm_ended(self, cfg: dict, result: dict | None) -> None:
+        c = cfg[M.CELL]
+        self.open_confirm[c] = self.open_confirm.get(c, 1) - 1
+        if result is not None:
+            self.runs.setdefault(c, {})[int(cfg[M.SEED])] = result.get(M.TEST_ACC)
+            self.flops.setdefault(c, result.get(M.TARGET_FLOPS))
+        self._race(self.design.cell(c).answer_group)
+
+    def _race(self, group: str | None) -> None:
+        """Racing, one look: when every cell of the answer group has ended its tuning and its
+        confirmation trials, add one seed to each cell that could still change the Answer."""
+        d = self.design
+        if not d.racing or group is None or group in self.decided:
+            return
+        from study.core import stats
+
+        cells = d.answer_groups[group]
+        if any(c not in self.confirmed or self.open_confirm.get(c, 0) > 0 for c in cells):
+            return
+        rows = [{"cell": c, "depth": d.cell(c).depth, "flops": self.flops.get(c) or 0.0,
+                 "accs": {s: a for s, a in self.runs.get(c, {}).items() if a is not None}}
+                for c in cells if c in self.best_cfg]
         spec = load_spec_dict(self.spec_dict)
-        self.confirm_queue.extend(C.confirm_configs(spec, best))
+        alpha = stats.alpha_per_look(spec.report.alpha, d.looks)
+        want = stats.next_seeds(rows, spec.report.tolerance / 100, alpha, len(d.ceiling_seeds)) if rows else []
+        self.looks[group] = self.looks.get(group, 0) + 1
+        added = False
+        for c in want:
+            seed = next((sd for sd in d.ceiling_seeds if sd not in self.asked.get(c, set())), None)
+            if seed is not None and c in self.best_cfg:
+                self._queue_confirm(self.best_cfg[c], [seed])
+                added = True
+        if not added:
+            self.decided.add(group)
 
     def _finished(self) -> bool:
         return (not self.live and not self.queue and not self.confirm_queue

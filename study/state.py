@@ -1,4 +1,6 @@
-"""Tune's experiment state file, kept recoverable.
+"""Tune's experiment state file: the one module that reads it, used only by ``study resume``.
+
+Kept recoverable:
 
 Tune (2.60) writes ``experiment_state-<session>.json`` in place (``open``, then ``json.dump``): a
 driver killed during that write leaves it empty or cut off, and ``study resume`` would then lose
@@ -10,6 +12,7 @@ writes the file in a local staging directory and uploads it).
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from ray.tune import Callback
@@ -72,3 +75,52 @@ class StateBackup(Callback):
 
     def set_state(self, state: dict) -> None:
         pass
+
+
+def repair_dangling_checkpoints(sdir: str, log=print) -> list[str]:
+    """Tune deletes a trial's previous checkpoint (num_to_keep=1) a moment before it saves the
+    experiment state that points to the new one; a driver killed in between leaves a state that
+    points to a deleted checkpoint, and Tune would fail that trial ("does not exist on storage
+    anymore"). The newer checkpoint is on disk: put it where the state looks (local storage).
+    The trial then resumes after the newer checkpoint's epoch, as the trainable reads its epoch
+    from the checkpoint itself. Returns what was repaired.
+
+    Tune has no public API for this, so it reads the experiment state *file* (JSON: each
+    trial's ``relative_logdir`` and ``last_result.checkpoint_dir_name``, written by Ray 2.60);
+    anything it does not recognise is logged and skipped: the resume then goes on without the
+    repair (a trial caught in that window fails as it would without it)."""
+    if is_uri(sdir):
+        return []
+    states = sorted(Path(sdir).glob("experiment_state-*.json"))
+    if not states:
+        return []
+    fixed = []
+    try:
+        for trial_json, meta_json in json.loads(states[-1].read_text())["trial_data"]:
+            trial, meta = json.loads(trial_json), json.loads(meta_json)
+            name = (meta.get("last_result") or {}).get("checkpoint_dir_name")
+            if not name or trial.get("status") == "TERMINATED":
+                continue
+            tdir = Path(sdir) / trial["relative_logdir"]
+            missing = tdir / name
+            if missing.exists():
+                continue
+            newer = sorted(d for d in tdir.glob("checkpoint_*") if d.is_dir() and d.name > name)
+            if newer:
+                shutil.copytree(newer[-1], missing)
+                fixed.append(f"trial {trial['trial_id']}: its recorded checkpoint {name} was "
+                             f"deleted before the driver stopped; resuming from {newer[-1].name}")
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        log(f"checkpoint repair skipped: {states[-1].name} is not in the layout this version "
+            f"knows (Ray 2.60 layout expected): {type(e).__name__}: {e}")
+    return fixed
+
+
+
+
+def prepare_resume(sdir: str, log=print) -> None:
+    """Before ``Tuner.restore``: put back a cut-off experiment state, repair checkpoints the
+    state points to but Tune deleted a moment before the driver stopped."""
+    restore_cut_experiment_state(sdir, log)
+    for msg in repair_dangling_checkpoints(sdir, log):
+        log(msg)

@@ -8,7 +8,7 @@ import optuna
 import pytest
 from ray.tune.search import Searcher
 
-from study import cells as C
+from study.core.design import StudyDesign, cell_id
 from study.space import DefineByRun, StudySearcher
 from study.core.spec import load_spec_dict
 from study.core import metrics as M
@@ -39,38 +39,39 @@ def spec_with(**changes):
 
 def test_cells_are_every_valid_combination():
     spec = spec_with()
-    ids = [c.id for c in C.cells(spec)]
+    ids = [c.id for c in StudyDesign(spec).cells]
     # per split: scratch_cnn 5 source depths + scratch (no ImageNet weights); resnet18 2 source +
     # 2 imagenet depths + scratch; mobilenet_v2 1 + 1 + scratch
     assert len(ids) == 2 * ((5 + 1) + (2 + 2 + 1) + (1 + 1 + 1)) == len(set(ids))
     assert "ab/scratch_cnn/scratch/d0" in ids and "ab/scratch_cnn/imagenet/d0" not in ids
     assert "ba/resnet18/imagenet/d3" in ids and "ba/resnet18/source/d2" not in ids
-    assert all(c.depth == 0 for c in C.cells(spec) if c.init == "scratch")
-    stems = {(c.backbone, c.init): c.stem for c in C.cells(spec)}
+    assert all(c.depth == 0 for c in StudyDesign(spec).cells if c.init == "scratch")
+    stems = {(c.backbone, c.init): c.stem for c in StudyDesign(spec).cells}
     assert stems[("resnet18", "imagenet")] == "imagenet" and stems[("resnet18", "source")] == "cifar"
 
 
 def test_qmc_samples_cover_the_log_range_deterministically():
     spec = spec_with()
-    lrs = C.lr_samples(spec, "ab/resnet18/source/d1", 4)
-    assert lrs == C.lr_samples(spec_with(), "ab/resnet18/source/d1", 4)  # seeded
-    assert lrs != C.lr_samples(spec, "ab/resnet18/source/d3", 4)  # per cell
+    lrs = StudyDesign(spec).lr_samples("ab/resnet18/source/d1", 4)
+    assert lrs == StudyDesign(spec_with()).lr_samples("ab/resnet18/source/d1", 4)  # seeded
+    assert lrs != StudyDesign(spec).lr_samples("ab/resnet18/source/d3", 4)  # per cell
     u = sorted((math.log(x) - math.log(0.003)) / (math.log(0.3) - math.log(0.003)) for x in lrs)
     assert [int(x * 4) for x in u] == [0, 1, 2, 3]  # one sample in each quarter of the range
-    assert C.lr_samples(spec_with(search={"algorithm": "grid"}), "x", 4) == [0.003, 0.03, 0.3]
+    assert StudyDesign(spec_with(search={"algorithm": "grid"})).lr_samples("x", 4) == [0.003, 0.03, 0.3]
 
 
 def test_tuning_configs_interleave_cells_and_carry_cell_and_phase():
     spec = spec_with()
-    cfgs = C.tuning_configs(spec)
-    n_cells = len(C.cells(spec))
+    cfgs = StudyDesign(spec).tuning_configs()
+    n_cells = len(StudyDesign(spec).cells)
     assert len(cfgs) == 4 * n_cells
     assert len({c[M.CELL] for c in cfgs[:n_cells]}) == n_cells  # every cell once, then again
     for c in cfgs:
         assert c[M.PHASE] == M.PHASE_TUNE and c[M.SEED] == 3
-        assert c[M.CELL] == C.cell_id(c[M.SPLIT], c[M.BACKBONE], c[M.INIT], c[M.FROZEN_DEPTH])
-    assert C.trial_counts(spec) == {"cells": n_cells, "groups": n_cells, "tuning": 4 * n_cells,
-                                    "confirm": 2 * n_cells, "total": 6 * n_cells}
+        assert c[M.CELL] == cell_id(c[M.SPLIT], c[M.BACKBONE], c[M.INIT], c[M.FROZEN_DEPTH])
+    assert StudyDesign(spec).trial_counts() == {
+        "cells": n_cells, "groups": n_cells, "tuning": 4 * n_cells, "confirm": 2 * n_cells,
+        "confirm_max": 2 * n_cells, "total": 6 * n_cells, "total_max": 6 * n_cells}
 
 
 def _drive(searcher, score, order=None, stop_at=None, prefix="t"):
@@ -141,7 +142,7 @@ def test_searcher_goes_round_by_round_slowest_measured_cells_first():
                      splits=[SPACE["splits"][0]], search={"trials_per_cell": 2})
     s = StudySearcher(spec.to_dict())
     first = [s.suggest(f"a{i}") for i in range(3)]
-    assert [c[M.CELL] for c in first] == [c.id for c in C.cells(spec)]  # round 1: queue order
+    assert [c[M.CELL] for c in first] == [c.id for c in StudyDesign(spec).cells]  # round 1: queue order
     slow = {"ab/scratch_cnn/source/d0": 3.0, "ab/scratch_cnn/source/d2": 9.0,
             "ab/scratch_cnn/source/d4": 1.0}
     for i, c in enumerate(first):
@@ -153,7 +154,6 @@ def test_searcher_goes_round_by_round_slowest_measured_cells_first():
 
 def test_mode_best_holds_a_proposal_until_its_source_is_ready_and_every_repeat_seed_is_known():
     from study.core.identity import source_job
-    from study.runner import source_jobs
 
     spec = spec_with(backbones={"scratch_cnn": {"depths": [0, 4]}}, splits=[SPACE["splits"][0]],
                      inits=["source", "scratch"], confirm={"seeds": 0},
@@ -175,8 +175,8 @@ def test_mode_best_holds_a_proposal_until_its_source_is_ready_and_every_repeat_s
     assert len([c for c in every if c[M.PHASE] == M.PHASE_TUNE]) == 6 * 2
     # every source model a trial asks for is one the runner trains up front (one per seed)
     jobs = {source_job(spec, c) for c in every} - {None}
-    assert jobs and jobs <= set(source_jobs(spec))
-    assert sorted(j[3] for j in source_jobs(spec)) == [3, 4]
+    assert jobs and jobs <= set(StudyDesign(spec).source_jobs())
+    assert sorted(j[3] for j in StudyDesign(spec).source_jobs()) == [3, 4]
 
 
 def test_mode_best_searches_each_split_separately():
@@ -190,7 +190,7 @@ def test_mode_best_searches_each_split_separately():
     confirm = [c for c in cfgs if c[M.PHASE] == M.PHASE_CONFIRM]
     assert sorted(c[M.SPLIT] for c in confirm) == ["ab", "ba"]
     for c in tune:
-        assert c[M.CELL] == C.cell_id(c[M.SPLIT], c[M.BACKBONE], c[M.INIT], c[M.FROZEN_DEPTH])
+        assert c[M.CELL] == cell_id(c[M.SPLIT], c[M.BACKBONE], c[M.INIT], c[M.FROZEN_DEPTH])
 
 
 def test_define_by_run_respects_each_backbones_depths():
@@ -203,5 +203,5 @@ def test_define_by_run_respects_each_backbones_depths():
         b = t.params[M.BACKBONE]
         if fixed[M.INIT] != "scratch":
             assert fixed[M.FROZEN_DEPTH] in spec.backbone(b).depth_list()
-        assert fixed[M.SPLIT] == "ab" and fixed[M.INIT] in C.valid_inits(spec, b)
+        assert fixed[M.SPLIT] == "ab" and fixed[M.INIT] in StudyDesign(spec).valid_inits(b)
         study.tell(t, 0.0)

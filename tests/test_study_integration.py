@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from study.cli import main
-from study.runner import PROVENANCE_FILE, STUDY_FILE, SUMMARY_FILE, StudyExistsError, run_study
+from study.core.layout import PROVENANCE_FILE, STUDY_FILE, SUMMARY_FILE
+from study.runner import StudyExistsError, run_study
 from study.core.spec import load_spec, load_spec_dict
 from study.core import metrics as M
 

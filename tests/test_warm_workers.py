@@ -43,20 +43,24 @@ def _same(a, b, path=""):
 
 
 def test_reused_worker_is_bit_identical_to_a_fresh_one(tiny_folder, tmp_path, ray_local):
-    def spec(name):
+    def spec(name, depths=(3, 0, 1), inits=("source", "scratch")):
         # depth 3 with the feature cache on, depth 0 and depth 1 uncached, scratch: 4 trials in
         # one worker, one after another
         return load_spec_dict(tiny_spec(
             tiny_folder, tmp_path / "storage", tmp_path / "cache", name=name,
-            backbones={"scratch_cnn": {"depths": [3, 0, 1]}}, inits=["source", "scratch"],
+            backbones={"scratch_cnn": {"depths": list(depths)}}, inits=list(inits),
             lr={"low": 0.05, "high": 0.05, "grid": [0.05]},
             search={"algorithm": "grid", "max_concurrent": 1, "seed": 4},
             scheduler={"type": "fifo"}, target_epochs=3, feature_cache={"mode": "on"}))
 
     warm = run_study(spec("warm"))
-    fresh = run_study(spec("fresh"), warm=False)
-    assert warm["completed"] == fresh["completed"] == 4
-    w, f = _trials(Path(warm["results"])), _trials(Path(fresh["results"]))
+    # the same trials, each the only trial of its own study: each in a fresh worker
+    fresh = [run_study(spec(f"fresh{d}", depths=[d], inits=["source"])) for d in (3, 0, 1)]
+    fresh.append(run_study(spec("fresh-scratch", inits=["scratch"])))
+    assert warm["completed"] == 4 and all(x["completed"] == 1 for x in fresh)
+    w, f = _trials(Path(warm["results"])), {}
+    for x in fresh:
+        f.update(_trials(Path(x["results"])))
     assert w.keys() == f.keys()
     assert len({rows[0]["pid"] for rows, _ in w.values()}) == 1, "trials did not share a worker"
     assert len({rows[0]["pid"] for rows, _ in f.values()}) == 4
@@ -123,7 +127,8 @@ def test_a_source_task_that_dies_fails_only_its_cells_with_the_message(tiny_fold
     does; the trials of its cells then fail with that message, other keys are untouched."""
     import pytest
 
-    from study.runner import SourceModels, prepare_data
+    from study.runner import prepare_data
+    from study.sources import SourceModels
     from trainables.trainable import SourceFailed, ensure_source_model
 
     spec = load_spec_dict(tiny_spec(tiny_folder, tmp_path / "storage", tmp_path / "cache",

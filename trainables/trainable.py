@@ -150,10 +150,11 @@ ERROR_FILE = "error.txt"
 
 def ensure_source_model(spec, data: StudyData, split: str, backbone: str, stem: str, seed: int,
                         sources_dir: Path, trained_by: str, log=print,
-                        sources_uri: str | None = None,
-                        retry_failed: bool = False) -> tuple[str, dict, bool]:
+                        sources_uri: str | None = None, retry_failed: bool = False,
+                        may_train: bool = True) -> tuple[str, dict, bool]:
     """Make sure the source model of this key exists (local ``sources_dir``, or the study's
-    shared copy under ``sources_uri``): trained here, under a file lock, if nobody has. A failed
+    shared copy under ``sources_uri``): trained here, under a file lock, if nobody has and
+    ``may_train`` (the source task); a trial (``may_train=False``) only loads it. A failed
     training leaves ``error.txt`` (its last line is what trials report) and raises
     ``SourceFailed``. Returns (key, info, whether it was trained by this call)."""
     key = source_key(spec, data, split, backbone, stem, seed)
@@ -170,6 +171,9 @@ def ensure_source_model(spec, data: StudyData, split: str, backbone: str, stem: 
         remote_dir = f"{sources_uri.rstrip('/')}/{key}" if sources_uri else None
         if not (model_file.exists() and info_file.exists()) and not (
                 remote_dir and remote.fetch(remote_dir, d)):
+            if not may_train:  # the runner trains every key before a trial that needs it runs
+                raise SourceFailed(f"source model {key} is not trained (its source task has not "
+                                   f"finished)")
             log(f"[{trained_by}] training source model {key}")
             try:
                 state, info = _train_source(spec, data, split, backbone, stem, seed,
@@ -195,14 +199,13 @@ def obtain_source_model(spec, data: StudyData, split: str, backbone: str, stem: 
                         sources_dir: Path, trial_id: str, log=print,
                         sources_uri: str | None = None) -> tuple[dict, dict]:
     """(state_dict, info) of the source model for this key, for a trial. The runner trains every
-    key as its own Ray task (``train_source_task``) before it hands out a trial that needs it; a
-    trial only trains one itself if that did not happen (the old path, ``run_study(warm=False)``,
-    or a resumed mode-best study's confirmation seeds), under the same lock.
+    key as its own Ray task (``train_source_task``) before it hands out a trial that needs it, so
+    a trial only loads it (local copy, or fetched from the study's shared storage).
 
     info: {"flops", "val_acc", "train_s", "shared_by", "key"}; ``shared_by`` counts distinct
     trials that have used the model so far."""
     key, _, _ = ensure_source_model(spec, data, split, backbone, stem, seed, sources_dir,
-                                    trial_id, log, sources_uri)
+                                    trial_id, log, sources_uri, may_train=False)
     d = sources_dir / key
     with FileLock(str(d / ".lock")):
         remote_dir = f"{sources_uri.rstrip('/')}/{key}" if sources_uri else None

@@ -7,12 +7,11 @@ PROVENANCE_FILE = "provenance.json"  # code/package versions, data fingerprint, 
 SUMMARY_FILE = "summary.json"  # written when a run ends
 SOURCES_DIR = "sources"  # shared source models: sources/<key>/{model.pt,info.json,users.txt}
 
-# Trial statuses, one vocabulary for the runner, the progress lines, summary.json and reports.
-COMPLETED = "completed"  # reached target_epochs
-STOPPED = "stopped"  # stopped early by the scheduler (fewer epochs, no error)
-ERRORED = "errored"  # failed after its retries
-RUNNING = "running"  # not ended: the study is running or was interrupted
-STATUSES = (COMPLETED, STOPPED, ERRORED, RUNNING)
+RECORD_FILE = "trials.jsonl"  # the study's own record: one line per trial event (study.recorder)
+
+# Trial statuses: one vocabulary and one rule (study.core.status) for the record, the progress
+# lines, summary.json and reports.
+from study.core.status import COMPLETED, ERRORED, INTERRUPTED, RUNNING, STATUSES, STOPPED  # noqa: E402,F401
 
 
 # ----------------------------------------------------------------------------- storage

@@ -1,0 +1,233 @@
+"""The study's design: one pure value built once from the spec (no torch, no Ray).
+
+``StudyDesign(spec)`` answers every question about *what* a study runs, so the runner, the
+searcher, the scheduler, ``study plan``, the progress lines and the analysis read it instead of
+re-deriving it from the spec:
+
+* **Cells** (the conditions compared): one per (split, backbone, init, frozen depth) the spec
+  allows: each backbone's depths (``frozen_depth: [lo, hi]`` or ``depths: [0, 2, 4]``), init
+  ``scratch`` only at depth 0 (it trains every stage), ``imagenet`` only for backbones with
+  ImageNet weights. A cell's id is ``<split>/<backbone>/<init>/d<depth>``.
+* **Groups**: what early stopping and the choice of a best configuration compare within: the
+  cell (mode ``compare``) or the split (mode ``best``). Never across splits.
+* **Answer groups**: what the Answer compares: the depths of one (split, backbone, init) with
+  init ``source`` or ``imagenet`` (``scratch`` is the baseline the transfer gain is measured
+  against).
+* **Trials and their roles**: ``tune`` trials (mode compare: ``trials_per_cell`` learning
+  rates per cell, stratified on the log scale, interleaved across cells; mode best: one search
+  per split), then ``confirm`` trials: the group's best configuration again with each
+  confirmation seed. With racing (``confirm.max_seeds`` > ``confirm.seeds``), cells whose
+  comparison is still undecided get further seeds, one round at a time, up to the ceiling.
+* **Seeds per role**, written once: tuning trials use the study seed ``s``; confirmation seed
+  ``i`` (1-based) is ``s + i``; mode best's repeat ``r`` is ``s + r``. A seed changes the
+  source model (each seed trains its own), the new head's initialisation, the data order and
+  the augmentation draws, and it is the same in every cell of a split x backbone x init, so
+  runs with equal seeds are paired (common random numbers).
+* **Source jobs**: (split, backbone, stem, seed) of every source model the study may need.
+
+Learning rates inside a cell (``search.algorithm: qmc``, the default) are stratified: the log
+range is cut into n equal intervals and one point drawn uniformly in each (a 1-D Latin
+hypercube), seeded by (study seed, cell id) and shuffled, so arrival order carries no lr trend;
+``random`` draws them i.i.d. log-uniform.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import zlib
+from functools import cached_property
+
+import numpy as np
+
+from study.core import metrics as M
+from study.core.catalog import CATALOG
+from study.core.identity import source_job
+from study.core.spec import Spec, resolve_stem
+
+ROLE_TUNE, ROLE_CONFIRM = M.PHASE_TUNE, M.PHASE_CONFIRM
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    split: str
+    backbone: str
+    init: str
+    depth: int
+    stem: str
+
+    @property
+    def id(self) -> str:
+        return cell_id(self.split, self.backbone, self.init, self.depth)
+
+    @property
+    def needs_source(self) -> bool:
+        return self.init == "source"
+
+    @property
+    def answer_group(self) -> str | None:
+        """``<split>/<backbone>/<init>``: the depths the Answer compares (None: scratch)."""
+        return None if self.init == "scratch" else f"{self.split}/{self.backbone}/{self.init}"
+
+
+def cell_id(split, backbone, init, depth) -> str:
+    """``<split>/<backbone>/<init>/d<depth>``; scratch trains every stage, so its depth is 0
+    whatever a config says."""
+    return f"{split}/{backbone}/{init}/d{0 if init == 'scratch' else int(depth)}"
+
+
+def _rng(seed: int, key: str) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(key.encode())])
+
+
+class StudyDesign:
+    """What a study runs (see the module docstring). Build it once per spec; it is cheap and
+    pure, so a Tune searcher or scheduler may rebuild it from the spec dict after a restore."""
+
+    def __init__(self, spec: Spec):
+        self.spec = spec
+        s = spec.search
+        self.mode = s.mode
+        self.target_epochs = spec.target_epochs
+        self.group_key = M.CELL if self.mode == "compare" else M.SPLIT
+        self.tune_seed = s.seed
+        k = spec.confirm.seeds
+        ceiling = max(k, getattr(spec.confirm, "ceiling", k))  # TODO(spec helper)
+        self.confirm_seeds = tuple(s.seed + i for i in range(1, k + 1))  # the first round(s)
+        self.ceiling_seeds = tuple(s.seed + i for i in range(1, ceiling + 1))  # racing's ceiling
+        self.repeat_seeds = tuple(s.seed + r for r in range(s.repeats))  # mode best
+        # racing: only in mode compare (mode best confirms one configuration per split)
+        self.racing = self.mode == "compare" and ceiling > k and k >= 1
+        self.looks = ceiling - k + 1 if self.racing else 1  # analyses of the confirmation data
+        self.cells = tuple(self._cells())
+        self._by_id = {c.id: c for c in self.cells}
+
+    # ------------------------------------------------------------------ cells and groups
+    def valid_inits(self, backbone: str) -> list[str]:
+        return [i for i in self.spec.inits if i != "imagenet" or CATALOG[backbone].imagenet_weights]
+
+    def _cells(self):
+        spec = self.spec
+        for sp in spec.splits:
+            for b in spec.backbones:
+                for init in self.valid_inits(b.name):
+                    for d in ([0] if init == "scratch" else b.depth_list()):
+                        yield Cell(sp.name, b.name, init, d, resolve_stem(spec, b.name, init))
+
+    def cell(self, cid: str) -> Cell:
+        return self._by_id[cid]
+
+    def cell_of(self, cfg: dict) -> Cell:
+        """The cell of a trial config (scratch: depth 0)."""
+        return self._by_id[cell_id(cfg[M.SPLIT], cfg[M.BACKBONE], cfg[M.INIT], cfg[M.FROZEN_DEPTH])]
+
+    def cells_of_split(self, split: str) -> list[Cell]:
+        return [c for c in self.cells if c.split == split]
+
+    def group_of(self, cfg: dict) -> str:
+        """What a trial is compared with when stopping early and choosing the best: its cell
+        (mode compare) or its split (mode best)."""
+        return str(cfg[self.group_key])
+
+    @cached_property
+    def answer_groups(self) -> dict[str, list[str]]:
+        """``<split>/<backbone>/<init>`` -> its cells' ids in depth order."""
+        out: dict[str, list[str]] = {}
+        for c in self.cells:
+            if c.answer_group:
+                out.setdefault(c.answer_group, []).append(c.id)
+        return out
+
+    # ------------------------------------------------------------------ trials
+    @property
+    def trials_per_cell(self) -> int:
+        s = self.spec.search
+        return len(self.spec.lr.grid) if s.algorithm == "grid" else s.trials_per_cell
+
+    def lr_samples(self, key: str, n: int) -> list[float]:
+        """n learning rates for one cell, deterministic in (search.seed, key)."""
+        spec = self.spec
+        if spec.search.algorithm == "grid":
+            return list(spec.lr.grid)
+        lo, hi = math.log(spec.lr.low), math.log(spec.lr.high)
+        rng = _rng(spec.search.seed, key)
+        if spec.search.algorithm == "random":
+            u = rng.random(n)
+        else:  # qmc: one point per equal log-interval
+            u = (np.arange(n) + rng.random(n)) / n
+            rng.shuffle(u)
+        return [float(math.exp(lo + x * (hi - lo))) for x in u]
+
+    @staticmethod
+    def config(cell: Cell, lr: float, seed: int, role: str) -> dict:
+        """A trial's config: its cell, lr, seed and role (``phase``)."""
+        return {M.SPLIT: cell.split, M.BACKBONE: cell.backbone, M.INIT: cell.init,
+                M.FROZEN_DEPTH: cell.depth, M.LR: lr, M.SEED: seed, M.CELL: cell.id,
+                M.PHASE: role}
+
+    def tuning_configs(self) -> list[dict]:
+        """Mode compare: every cell's tuning trials, round-robin across cells (each cell's first
+        sample, then each cell's second, ...), so every cell gets a completed run early and a
+        time budget cuts all cells alike. All use the tuning seed."""
+        per_cell = [[self.config(c, lr, self.tune_seed, ROLE_TUNE)
+                     for lr in self.lr_samples(c.id, self.trials_per_cell)] for c in self.cells]
+        out = []
+        for i in range(max((len(p) for p in per_cell), default=0)):
+            out.extend(p[i] for p in per_cell if i < len(p))
+        return out
+
+    def best_grid(self) -> list[dict]:
+        """Mode best, grid search: every (cell, lr.grid value)."""
+        return [self.config(c, lr, self.tune_seed, ROLE_TUNE) for c in self.cells
+                for lr in self.spec.lr.grid]
+
+    def confirm_configs(self, best: dict, seeds=None) -> list[dict]:
+        """The best configuration of a group again with ``seeds`` (default: the first
+        confirmation round, ``confirm_seeds``)."""
+        c = self.cell_of(best)
+        return [self.config(c, float(best[M.LR]), sd, ROLE_CONFIRM)
+                for sd in (self.confirm_seeds if seeds is None else seeds)]
+
+    @cached_property
+    def group_sizes(self) -> dict[str, int]:
+        """Tuning trials per group (successive halving needs to know how many will arrive)."""
+        spec = self.spec
+        if self.mode == "compare":
+            return {c.id: self.trials_per_cell for c in self.cells}
+        reps = spec.search.repeats
+        if spec.search.algorithm == "grid":
+            grid = self.best_grid()
+            return {s.name: sum(p[M.SPLIT] == s.name for p in grid) * reps for s in spec.splits}
+        return {s.name: spec.search.num_samples * reps for s in spec.splits}
+
+    def trial_counts(self) -> dict:
+        """Trials the study runs: tuning + confirmation (once per group; with racing, between
+        the first round and the ceiling)."""
+        tuning = sum(self.group_sizes.values())
+        groups = len(self.group_sizes)
+        confirm = groups * len(self.confirm_seeds)
+        confirm_max = groups * len(self.ceiling_seeds) if self.racing else confirm
+        return {"cells": len(self.cells), "groups": groups, "tuning": tuning,
+                "confirm": confirm, "confirm_max": confirm_max, "total": tuning + confirm,
+                "total_max": tuning + confirm_max}
+
+    # ------------------------------------------------------------------ seeds and sources
+    def run_seeds(self) -> tuple[int, ...]:
+        """Every seed a trial of this study may run with (tuning first)."""
+        if self.mode == "compare":
+            return (self.tune_seed, *self.ceiling_seeds)
+        return self.repeat_seeds
+
+    def source_jobs(self) -> list[tuple[str, str, str, int]]:
+        """(split, backbone, stem, seed) of every source model a trial may need, known up front
+        (with racing: up to the ceiling), tuning seed first so those are ready first. The
+        trainable asks for the same job (``identity.source_job``)."""
+        out: list = []
+        for sd in self.run_seeds():
+            for c in self.cells:
+                job = source_job(self.spec, self.config(c, 0.0, sd, ROLE_TUNE))
+                if job is not None and job not in out:
+                    out.append(job)
+        return out
+
+    def source_job(self, cfg: dict):
+        return source_job(self.spec, cfg)

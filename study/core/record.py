@@ -1,0 +1,69 @@
+"""The study's record, ``<study>/trials.jsonl``: its events and how they fold into one row per
+trial (pure: no Ray, no pandas; ``study.recorder`` writes it, the runner's summary and the
+analysis read it). One JSON object per line:
+
+  {"event": "start",  "trial_id", "cell", "role", "config", "t"}
+  {"event": "result", "trial_id", "epoch", "val_acc", "test_acc", "target_flops", ..., "t"}
+  {"event": "end",    "trial_id", "status", "epoch", "error", "t"}
+  {"event": "study",  "interrupted": bool, "t"}     (each time Tune returns)
+
+A resumed study appends to the same file: a trial's last ``start`` / ``end`` wins (a trial
+errored, then retried on resume and completed, is completed).
+"""
+from __future__ import annotations
+
+import json
+
+from study.core import metrics as M
+from study.core.status import trial_status
+
+RESULT_KEYS = (M.EPOCH, M.VAL_ACC, M.TEST_ACC, M.TARGET_FLOPS, M.SOURCE_FLOPS, M.EPOCH_S,
+               M.TEST_S, M.WALL_S, M.SOURCE_KEY)
+
+
+def parse(text: str) -> list[dict]:
+    """The events of a record's text; a cut-off line (a driver killed mid-write) is skipped."""
+    out = []
+    for line in text.splitlines():
+        try:
+            e = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(e, dict):
+            out.append(e)
+    return out
+
+
+def fold(events: list[dict], target_epochs: int, study_running: bool = False) -> dict:
+    """trial_id -> {trial_id, config, cell, role, epoch, the last result's metrics, ended,
+    error, status}, the status by the one rule (``study.core.status.trial_status``).
+
+    A ``study`` event (Tune returned) ends the trials still open then: as interrupted when the
+    study was interrupted, else as ended without error (e.g. its time budget ran out). Trials
+    open after the last ``study`` event are running if ``study_running``, else interrupted (the
+    driver was killed)."""
+    trials: dict[str, dict] = {}
+    for e in events:
+        kind, tid = e.get("event"), e.get("trial_id")
+        if kind == "study":
+            if not e.get("interrupted"):
+                for t in trials.values():
+                    t["ended"] = True
+            continue
+        if tid is None:
+            continue
+        t = trials.setdefault(tid, {"trial_id": tid, "config": {}, "ended": False, "error": None,
+                                    "epoch": 0})
+        if kind == "start":
+            t.update(config=e.get("config") or t["config"], cell=e.get("cell"),
+                     role=e.get("role"), ended=False, error=None)
+        elif kind == "result":
+            t.update({k: e[k] for k in RESULT_KEYS if k in e})
+            t["epoch"] = int(e.get(M.EPOCH) or 0)
+        elif kind == "end":
+            t.update(ended=True, error=e.get("error"))
+            t["epoch"] = max(t["epoch"], int(e.get(M.EPOCH) or 0))
+    for t in trials.values():
+        t["status"] = trial_status(t["epoch"], target_epochs, ended=t["ended"],
+                                   error=bool(t["error"]), study_running=study_running)
+    return trials
