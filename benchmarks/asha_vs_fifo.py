@@ -9,10 +9,10 @@
 
 Two real studies (``study.runner.run_study``, one process, one embedded Ray) built from
 ``examples/quick.yaml`` with the overrides above: the same space, seed and data, searched with
-``grid`` (``study.space.grid_points``: both studies run exactly the same configurations in the
-same order; TPE's configurations would depend on the results and differ), once with the FIFO
-scheduler (every trial runs ``target_epochs``) and once with ASHA. Each study is then read back
-with ``analysis.load.load_study`` and the script prints, for each:
+``grid`` (``study.core.design.StudyDesign``'s tuning configurations: both studies run exactly
+the same configurations in the same order; TPE's configurations would depend on the results and
+differ), once with the FIFO scheduler (every trial runs ``target_epochs``) and once with ASHA.
+Each study is then read back with ``analysis.load.load_study`` and the script prints, for each:
 
 * compute = target FLOPs of every trial (``target_flops``, training steps, from
   ``trainables.train.step_flops``) + the FLOPs of each distinct source model once;
@@ -69,6 +69,15 @@ import yaml  # noqa: E402
 from source_sharing import print_sharing, source_sharing  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "cifar10-jpg.tar.xz"
+
+
+def grid_configs(spec) -> list[dict]:
+    """The study's tuning configurations in its order (``StudyDesign``: mode compare, each
+    cell's grid, round-robin across cells; mode best, the grid cell by cell)."""
+    from study.core.design import StudyDesign
+
+    design = StudyDesign(spec)
+    return design.tuning_configs() if design.mode == "compare" else design.best_grid()
 
 
 def asha_rungs(target_epochs: int, grace: int, rf: float) -> list[int]:
@@ -215,10 +224,9 @@ def summarise(sdir: Path, wall: float) -> dict:
     best = done.loc[done[M.VAL_ACC].idxmax()] if len(done) else None
     epochs = t["epochs"].fillna(0).astype(int)
     cfg_key = [M.SPLIT, M.BACKBONE, M.INIT, M.FROZEN_DEPTH, M.LR]
-    from study.space import grid_points
     from study.core.spec import load_spec_dict
 
-    grid = [tuple(str(p[k]) for k in cfg_key) for p in grid_points(load_spec_dict(st.spec))]
+    grid = [tuple(str(p[k]) for k in cfg_key) for p in grid_configs(load_spec_dict(st.spec))]
     curves, eflops, order, test = {}, {}, {}, {}
     for _, r in t.iterrows():
         ep = st.epochs[st.epochs["trial_id"] == r["trial_id"]].sort_values(M.EPOCH)
@@ -290,12 +298,11 @@ def main():
         args.reduction_factor = sp["scheduler"]["reduction_factor"]
     else:
         from study.runner import run_study
-        from study.space import grid_points
 
         storage = Path(args.storage or tempfile.mkdtemp(prefix="tl-asha-vs-fifo-"))
         for sched in args.order:
             spec = build_spec(args, sched, storage)
-            print(f"=== {sched}: {len(grid_points(spec))} trials, target_epochs "
+            print(f"=== {sched}: {len(grid_configs(spec))} tuning trials, target_epochs "
                   f"{spec.target_epochs}, {storage / spec.name}", flush=True)
             t0 = time.time()
             summary = run_study(spec)
@@ -335,7 +342,7 @@ def main():
         print(f"  best {k}: {b['split']} {b['backbone']} {b['init']} d{b['frozen_depth']} "
               f"lr {b['lr']:g} ({b['trial_id']})")
     sync = synchronous_fraction(te, args.grace_period, args.reduction_factor)
-    print(f"trials reaching epoch e (FIFO / ASHA): "
+    print("trials reaching epoch e (FIFO / ASHA): "
           + ", ".join(f"{e}: {f['reached'][e]}/{a['reached'][e]}" for e in range(1, te + 1)))
     print(f"ASHA target-compute fraction: measured {a['target_flops'] / f['target_flops']:.3f}, "
           f"ideal synchronous successive halving {sync:.3f}")

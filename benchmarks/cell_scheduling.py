@@ -11,8 +11,8 @@ seen. This script reads such studies (local directories: ``<study>/<trial>/resul
 lines, one per epoch, with ``epoch``, ``val_acc``, cumulative ``target_flops``, ``test_acc`` on the
 last row and the trial's ``config``; ``study.yaml`` beside them for ``target_epochs``). Only
 tuning trials (``config.phase == "tune"``) are used; a trial without a report for every epoch
-1..target_epochs is skipped (named on stderr). No Ray, no training: the rules are
-``study.policy.simulate``, the same functions ``study.scheduler`` applies inside Tune.
+1..target_epochs is skipped (named on stderr). No Ray, no training: ``simulate`` below replays
+the rules of ``study.policy``, the same functions ``study.scheduler`` applies inside Tune.
 
 Rules replayed, each split on its own (trials of different splits are never compared):
 
@@ -25,9 +25,10 @@ Rules replayed, each split on its own (trials of different splits are never comp
 Each rule runs over ``--orders`` random arrival orders (seeded; ``permutation``: a random
 permutation of the split's tuning trials; ``interleaved``: each cell's trials shuffled and the
 cells in a random order, then round-robin across cells as the study schedules them) and once in
-the **round-robin** order the study itself uses (``study.cells.tuning_configs``: each cell's first
-trial, then each cell's second, ...; cells in the order of their first trial, trials of a cell in
-Tune's trial order, i.e. the order of the trial ids' index suffix or of the folder names).
+the **round-robin** order the study itself uses (``study.core.design.StudyDesign``'s
+``tuning_configs``: each cell's first trial, then each cell's second, ...; cells in the order of
+their first trial, trials of a cell in Tune's trial order, i.e. the order of the trial ids' index
+suffix or of the folder names).
 Trials start as ``--concurrency`` slots free up, one epoch per time unit, with rungs at
 ``grace * rf**k`` below ``max_t = target_epochs``.
 
@@ -50,9 +51,9 @@ The last line printed is ``halving_agreement=<value>``: the agreement of ``cell-
 all cells and random orders (of all studies given). ``--demo`` replaces the study directories by
 synthetic curves (6 cells x 4 learning rates in 2 splits, seeded, rising with noise, crossing).
 
-Model limits (those of ``study.policy.simulate``): every epoch takes one time unit in every
-cell, and a trial ruled out by *another* trial's result stops at once, where Tune stops it at its
-own next report (up to one epoch later), so halving's compute is slightly optimistic.
+Model limits (``simulate``'s): every epoch takes one time unit in every cell, and a trial ruled
+out by *another* trial's result stops at once, where Tune stops it at its own next report (up to
+one epoch later), so halving's compute is slightly optimistic.
 """
 from __future__ import annotations
 
@@ -233,6 +234,51 @@ def demo_study(seed: int = 0, epochs: int = 9) -> Study:
 
 # ------------------------------------------------------------------------------------- replay
 
+def simulate(curves: dict, order: list, *, rule: str, grace: int, rf: float, max_t: int,
+             concurrency: int, groups: dict | None = None) -> dict:
+    """Replay a rule of ``study.policy`` (the functions ``study.scheduler`` applies inside Tune)
+    on known learning curves: trials start in ``order`` as slots free up, each epoch takes one
+    time unit, results arrive epoch by epoch. ``curves``: trial -> scores per epoch (len max_t);
+    ``groups``: trial -> group (None: one group); rule 'halving', 'asha' or 'fifo'. Returns
+    {trial: epochs run}. (Used by tests/test_policy.py too.)"""
+    groups = groups or {t: 0 for t in curves}
+    ms = policy.milestones(grace, rf, max_t)
+    sizes: dict = {}
+    for t in order:
+        sizes[groups[t]] = sizes.get(groups[t], 0) + 1
+    keep = {g: policy.keep_counts(n, rf, len(ms)) for g, n in sizes.items()}
+    rungs: dict = {g: {} for g in sizes}
+    epochs = {t: 0 for t in order}
+    stopped: set = set()
+    queue, running = list(order), []
+    while queue or running:
+        while queue and len(running) < concurrency:
+            running.append(queue.pop(0))
+        for t in list(running):  # one epoch each, in start order
+            if t in stopped:
+                continue
+            epochs[t] += 1
+            e, g = epochs[t], groups[t]
+            score = curves[t][e - 1]
+            if rule == "asha":
+                for m in ms:
+                    if e == m:
+                        before = dict(rungs[g].get(m, {}))
+                        rungs[g].setdefault(m, {})[t] = score
+                        if policy.asha_stops(before, score, rf):
+                            stopped.add(t)
+            elif rule == "halving":
+                policy.record(rungs[g], t, e, score, ms)
+            if rule == "halving":  # results can rule out any running trial of the group
+                for u in running:
+                    if groups[u] == g and policy.halving_stops(rungs[g], u, keep[g], ms, sizes[g]):
+                        stopped.add(u)
+            if e >= max_t:
+                stopped.add(t)
+        running = [t for t in running if t not in stopped]
+    return epochs
+
+
 def round_robin(trials: list[Trial]) -> list[int]:
     """Indices (into ``trials``) in the study's order: each cell's first trial, then each cell's
     second, ...; cells by their first trial, trials of a cell by the study's trial order."""
@@ -305,8 +351,8 @@ def replay(study: Study, *, orders: int, seed: int, grace: int, rf: float, concu
             groups = cell_groups if grouping == "cell" else split_groups
             for kind, olist in order_sets.items():
                 for r, order in enumerate(olist):
-                    ep = policy.simulate(curves, order, rule=prule, grace=grace, rf=rf, max_t=T,
-                                         concurrency=concurrency, groups=groups)
+                    ep = simulate(curves, order, rule=prule, grace=grace, rf=rf, max_t=T,
+                                  concurrency=concurrency, groups=groups)
                     for k in split_cells:
                         done = [i for i in members[k] if ep[i] >= T]
                         spent[rule, kind][r, k] = sum(flops[i, ep[i] - 1] for i in members[k])

@@ -1,20 +1,25 @@
-"""Source-model sharing: how many source trainings a study actually ran, and the compute saved.
+"""Source-model sharing: how many source models a study trained, how many trials used each, and
+the compute that sharing saved (or, for models no trial used, wasted).
 
     python benchmarks/source_sharing.py STUDY_DIR [STUDY_DIR ...] [--json OUT]
 
 A trial with init ``source`` needs a model trained on the source classes. Trials with the same
-source key (data, split, backbone, stem, source hyperparameters, seed) share one: the first
-trains it under a file lock, the others load it (``trainables.trainable.obtain_source_model``).
-This script reads a finished study directory (no Ray, no training) and prints, per source key:
-the trials that used it (``sources/<key>/users.txt``), whether a model was trained
-(``sources/<key>/model.pt``), its training FLOPs (``info.json``), and
+source key (data, split, backbone, stem, source hyperparameters, seed) share one: the study
+trains every key it may need once, as its own Ray task, submitted up front
+(``study.sources.SourceModels``; with racing, up to the ceiling's seeds), and its trials only
+load it (``trainables.trainable.obtain_source_model``, which appends the trial to
+``users.txt``). This script reads a finished study directory (no Ray, no training) and prints,
+per source key: the trials that used it (``sources/<key>/users.txt``), whether a model was
+trained (``sources/<key>/model.pt``), its training FLOPs and seconds (``info.json``), and
 
     compute saved = (trials using the source - source trainings performed) x source FLOPs
 
 i.e. what the study would have spent if every trial trained its own source model, minus what it
-did spend. The totals line also gives the saving as a share of the compute the study would have
-needed without sharing (target FLOPs of all trials + every trial's own source training).
-``benchmarks/asha_vs_fifo.py`` prints the same table for both of its studies.
+did spend. A model trained that no trial used (a racing seed never raced, cells whose trials all
+errored, a time budget spent first) counts as negative: its training was wasted; the totals line
+gives these apart. The totals line also gives the saving as a share of the compute the study
+would have needed without sharing (target FLOPs of all trials + every trial's own source
+training). ``benchmarks/asha_vs_fifo.py`` prints the same table for both of its studies.
 """
 from __future__ import annotations
 
@@ -49,11 +54,13 @@ def source_sharing(study_dir) -> dict:
     target = float(t[M.TARGET_FLOPS].fillna(0).sum())
     spent_source = sum(k["trainings"] * k["flops"] for k in keys)
     saved = sum(k["saved_flops"] for k in keys)
+    unused = [k for k in keys if k["trainings"] and not k["users"]]
     return {
         "study": str(study_dir), "trials": int(len(t)),
         "trials_using_source": int(len(src_trials)),
         "source_users": sum(k["users"] for k in keys),
         "source_trainings": sum(k["trainings"] for k in keys),
+        "unused_trainings": len(unused), "unused_flops": sum(k["flops"] for k in unused),
         "target_flops": target, "source_flops_spent": spent_source, "saved_flops": saved,
         "saved_share": saved / (target + spent_source + saved) if target + spent_source + saved else 0.0,
         "keys": keys,
@@ -69,7 +76,8 @@ def print_sharing(r: dict, title: str | None = None) -> None:
               f"{k['train_s']:>9.1f}{k['saved_flops'] / 1e9:>13.1f}")
     print(f"  trials {r['trials']}, using a source model {r['trials_using_source']} "
           f"(users.txt entries {r['source_users']}), source trainings performed "
-          f"{r['source_trainings']}")
+          f"{r['source_trainings']}, of which no trial used {r['unused_trainings']} "
+          f"({r['unused_flops'] / 1e9:.1f} GFLOP, counted in the saving as negative)")
     print(f"  compute saved = (users - trainings) x source FLOPs = {r['saved_flops'] / 1e9:.1f} "
           f"GFLOP = {100 * r['saved_share']:.1f}% of the study's compute without sharing "
           f"(target {r['target_flops'] / 1e9:.1f} + sources spent "

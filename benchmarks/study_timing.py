@@ -1,55 +1,67 @@
-"""Where a real study's time goes: driver-side timestamps + the trials' and source tasks' own
-measurements, accounted per CPU slot. Shared by ``tune_overhead.py`` (part 1) and
-``utilization.py`` (benchmarks/ is not a package: the scripts import this module from their own
-directory).
+"""Where a real study's time goes, read from what the study writes, accounted per CPU slot.
+Shared by ``tune_overhead.py`` (part 1) and ``utilization.py`` (benchmarks/ is not a package:
+the scripts import this module from their own directory). Nothing in ``study`` or Tune is
+wrapped or patched: ``timed_study`` calls ``study.runner.run_study(spec, log, callbacks=[...])``
+with one public Tune callback and then reads the study directory.
 
-A study run by ``study.runner.run_study`` holds ``slots`` slots (the CPUs its trials and source
-tasks may use: the cluster's CPUs, or ``max_concurrent`` on a Ray limited to that many) from its
-**start** to its end:
+What is read:
 
-* old path (``warm=False``): start = ``Tuner.fit`` starts (the source models are trained inside
-  the first trial that needs each, so their time is inside that trial); end = ``Tuner.fit`` ends;
-* new path (``warm=True``): start = ``study.runner.SourceModels`` is built (every source model
-  submitted as its own Ray task; Tune starts right after, alongside); end = ``Tuner.fit`` ends
-  (``run_study`` then waits for any source task still running: none is, all were needed).
+* ``<study>/trials.jsonl`` (the study's record, ``study.core.record``): every trial's
+  ``start`` (Tune's ``on_trial_start``: its actor is up, new or reused), ``result`` (one per
+  reported epoch, with the trainable's own ``epoch_s`` and, in a completed trial's last epoch,
+  ``test_s``) and ``end`` events, each with the driver's wall-clock ``t``, and the ``study``
+  event written when Tune returned;
+* ``<study>/summary.json``: ``wall_s``, run_study's own clock from just before the source models
+  are submitted to just after Tune returned (its ``study`` event). The study holds its
+  ``slots`` from **start** = that event's ``t`` - ``wall_s`` (summary rounds to 0.1 s, so the
+  start is known to +-0.05 s) to **end** = that event's ``t``;
+* ``<study>/sources/<key>/info.json``: ``train_s`` (the source model's epochs + its validation
+  and test evaluation, measured by the source task) and the file's modification time (written
+  by the source task right after ``model.pt``, the last thing it does);
+* ``TuneClock`` (a ``ray.tune.Callback`` passed through ``run_study``): when Tune's experiment
+  started (``setup``) and ended (``on_experiment_end``);
+* ``<study>/provenance.json``: the code version the study ran (``git describe``);
+* each trial folder's ``result.json`` (Tune's): the worker ``pid`` and ``worker_rss_mib`` (how
+  many worker processes served the trials, and their memory).
 
-``phase_clock`` records these by wrapping ``study.runner.SourceModels`` and ``Tuner.fit`` for
-one ``run_study`` call (nothing else changes) and keeps the ``SourceModels`` object, whose task
-results carry each task's own start/end wall-clock time and ``train_s``.
+**Source tasks: approximated.** The study writes no start or end time of a source task
+(``train_source_task`` returns ``started_at`` / ``ended_at`` to the driver, which keeps them in
+memory only). A source task is counted as occupying a slot from ``mtime(info.json) - train_s``
+to ``mtime(info.json)``: its training and evaluation, shifted later by the time ``model.pt``
+takes to save. Everything else the task spends in its slot (Ray scheduling, worker process
+start + imports, the study data from the object store, data to the device, model build, FLOP
+probe, saving) falls into the gap before that interval: the component "source task outside
+training". Held and work, so the overhead and its total, are exact; only how the source task's
+own overhead is split from the next occupant's launch gap is estimated.
 
 Work is what the trials and source tasks measure themselves: every reported epoch's ``epoch_s``
-(training + validation of that epoch), every completed trial's ``test_s`` (the test split's
-evaluation in its last epoch) and every source model's ``train_s`` (its epochs plus its
-validation and test evaluation). Held slot-seconds minus work split, exactly, into
+(training + validation of that epoch), every completed trial's ``test_s`` and every source
+model's ``train_s``. Held slot-seconds (``slots`` x wall) minus work split, exactly, into
 
-  source task start  slot-seconds from a slot becoming free to a source task's function
-                     starting in it: Ray task scheduling, worker process start + imports, the
-                     study data fetched from the object store (new path)
-  source task rest   a source task's lifetime minus its train_s: model build, FLOP probe,
-                     checkpoint writes (new path)
+  source task outside training  slot-seconds from a slot becoming free to a source task's
+                     (est.)     training (see above)
   launch gaps        slot-seconds from a slot becoming free (the study's start, a trial's or
-                     source task's end) to the next trial starting in it: Tune's experiment
+                     source task's end) to the next trial's ``start`` event: Tune's experiment
                      start-up (first trial), scheduling, actor start (a new worker process) or
-                     reuse (``reset_config``), the searcher, or waiting for a source model
-  setup              per trial: first report's ``time_this_iter_s`` - its ``epoch_s`` - the
-                     source model it trained itself (old path): the trainable before epoch 1 (data
-                     from the object store, model build / source load, FLOP probe, data to the
-                     device, waiting on another trial's source-model lock) and epoch 1's
-                     checkpoint + report
-  per epoch          per trial: later reports' ``time_this_iter_s`` - ``epoch_s``: checkpoint
-                     save + persist + report (minus ``test_s``)
-  round trips        per trial: its lifetime seen by the driver (``on_trial_start`` ->
-                     ``on_trial_complete``) - the sum of its ``time_this_iter_s``: the
-                     synchronous result hand-off and the stop
+                     reuse (``reset_config``), the searcher, waiting for a source model
+  setup              per trial: ``start`` -> its first ``result`` minus that result's epoch_s +
+                     test_s: the trainable before epoch 1 (data from the object store, model
+                     build / source model load, FLOP probe, data to the device), epoch 1's
+                     checkpoint + report and its hand-off to the driver
+  per later report   per trial: each later ``result`` minus the one before, minus its epoch_s +
+                     test_s: checkpoint save + persist + report + hand-off
+  stop               per trial: its last ``result`` -> its ``end`` event: the driver processing
+                     the last result and stopping the trial (a trial open when Tune returned
+                     ends at the ``study`` event)
   tail               slot-seconds from each slot's last occupant's end to the study's end
 
 Slot assignment is by time (an occupant that starts takes the slot that became free earliest);
 with 1 slot it is exact, with more the split between gaps and tail is an attribution, their sum
-is exact (held slot-seconds - the occupants' lifetimes).
+is exact (held slot-seconds - the occupants' lifetimes). Only the run up to the record's first
+``study`` event is accounted (a resumed study appends more).
 """
 from __future__ import annotations
 
-import contextlib
 import heapq
 import json
 import statistics
@@ -61,120 +73,129 @@ from ray.tune import Callback
 MED = statistics.median
 
 
-class Timeline(Callback):
-    """Driver-side timestamps of the experiment and of every trial."""
+class TuneClock(Callback):
+    """When Tune's experiment started (``setup``: as ``Tuner.fit`` sets it up) and ended."""
 
     def __init__(self):
-        self.t_setup = None
-        self.t_end = None
-        self.start, self.complete = {}, {}
-        self.results: dict[str, list] = {}
-        self.status: dict[str, str] = {}
+        self.setup_t = None
+        self.end_t = None
 
     def setup(self, **info):
-        self.t_setup = time.time()
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        self.start[trial.trial_id] = time.time()
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        self.results.setdefault(trial.trial_id, []).append((time.time(), dict(result)))
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self.complete[trial.trial_id] = time.time()
-        self.status[trial.trial_id] = "complete"
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self.complete[trial.trial_id] = time.time()
-        self.status[trial.trial_id] = "error"
+        self.setup_t = time.time()
 
     def on_experiment_end(self, trials, **info):
-        self.t_end = time.time()
+        self.end_t = time.time()
 
 
-@contextlib.contextmanager
-def phase_clock():
-    """Wall-clock start/end of one ``run_study`` call's phases, and its ``SourceModels``."""
-    import study.runner as runner
-    from ray import tune
+def timed_study(spec, slots: int, log=print) -> dict:
+    """Run ``spec`` with ``study.runner.run_study`` and account it (``account``); also
+    ``run_study_s``: the whole call, data preparation and Ray start included."""
+    from study.runner import run_study
 
-    t: dict = {}
-    orig_sources, orig_fit = runner.SourceModels, tune.Tuner.fit
+    clock = TuneClock()
+    t0 = time.time()
+    summary = run_study(spec, log=log, callbacks=[clock])
+    a = account(summary, clock, slots)
+    a["run_study_s"] = time.time() - t0
+    return a
 
-    class SourceModels(orig_sources):  # run_study builds it once, before Tuner.fit
-        def __init__(self, *a, **k):
-            t["src_start"] = time.time()
-            super().__init__(*a, **k)
-            t["sources"] = self
 
-    def fit(self, *a, **k):
-        t["fit_start"] = time.time()
-        try:
-            return orig_fit(self, *a, **k)
-        finally:
-            t["fit_end"] = time.time()
+def record_trials(sdir: Path) -> tuple[list[dict], float | None]:
+    """The trials of ``<sdir>/trials.jsonl`` up to its first ``study`` event, in start order:
+    {trial_id, cell, start, end, results: [(t, epoch_s, test_s)], status}; and that event's t."""
+    from study.core import metrics as M
+    from study.recorder import read_record
 
-    runner.SourceModels, tune.Tuner.fit = SourceModels, fit
-    try:
-        yield t
-    finally:
-        runner.SourceModels, tune.Tuner.fit = orig_sources, orig_fit
+    trials: dict[str, dict] = {}
+    study_t = None
+    for e in read_record(str(sdir)):
+        kind, tid = e.get("event"), e.get("trial_id")
+        if kind == "study":
+            study_t = e["t"]
+            break
+        if kind == "start":
+            trials.setdefault(tid, {"trial_id": tid, "cell": e.get("cell"), "start": e["t"],
+                                    "end": None, "results": [], "status": "?"})
+        elif kind == "result" and tid in trials:
+            trials[tid]["results"].append((e["t"], float(e.get(M.EPOCH_S) or 0.0),
+                                           float(e.get(M.TEST_S) or 0.0)))
+        elif kind == "end" and tid in trials:
+            trials[tid].update(end=e["t"], status=e.get("status", "?"))
+    return sorted(trials.values(), key=lambda t: t["start"]), study_t
+
+
+def worker_of(sdir: Path, trial_id: str) -> tuple:
+    """(pid, worker_rss_mib) of a trial's last result in Tune's ``result.json`` (None if none)."""
+    from study.core import metrics as M
+
+    for f in sdir.glob(f"{trial_id}_*/result.json"):
+        lines = [x for x in f.read_text().splitlines() if x.strip()]
+        if lines:
+            r = json.loads(lines[-1])
+            return r.get("pid"), r.get(M.WORKER_RSS_MIB)
+    return None, None
+
+
+def source_tasks(sdir: Path) -> list[dict]:
+    """Per trained source model: key, train_s and the estimated interval of its training
+    (module docstring); keys that failed (no info.json) are left out."""
+    from study.core.layout import SOURCES_DIR
+
+    out = []
+    for f in sorted((sdir / SOURCES_DIR).glob("*/info.json")):
+        info = json.loads(f.read_text())
+        end, train = f.stat().st_mtime, float(info.get("train_s") or 0.0)
+        out.append({"key": f.parent.name, "train_s": train, "start": end - train, "end": end})
+    return out
 
 
 COMPONENTS = [  # (label, key), in the order printed; they sum to held - work
-    ("source task start (worker, data)", "source_start"),
-    ("source task rest (build, save)", "source_rest"),
+    ("source task outside training (est.)", "source_outside"),
     ("launch gaps (sched, actor, wait)", "launch"),
-    ("setup in trainable", "setup"),
-    ("per-epoch ckpt + report", "per_epoch"),
-    ("driver round trips + stop", "round_trips"),
+    ("setup: start -> 1st result", "setup"),
+    ("per later report (ckpt + report)", "per_epoch"),
+    ("stop: last result -> end", "stop"),
     ("tail (idle slots, wrap-up)", "tail"),
 ]
 
 
-def account(summary: dict, tl: Timeline, clock: dict, slots: int) -> dict:
-    """The slot accounting of one study (see the module docstring). Slot-seconds throughout."""
-    from study.core import metrics as M
+def account(summary: dict, clock: TuneClock | None, slots: int) -> dict:
+    """The slot accounting of one study run (see the module docstring). Slot-seconds
+    throughout. ``clock``: the run's ``TuneClock`` (None: Tune's start is not reported)."""
+    from study.core.layout import PROVENANCE_FILE
 
     sdir = Path(summary["results"])
-    infos = [json.loads(f.read_text()) for f in sorted((sdir / "sources").glob("*/info.json"))]
-    src_by_trial: dict[str, float] = {}  # old path: source models trained inside trials
-    for info in infos:
-        if info["trained_by"] != "source-task":
-            src_by_trial[info["trained_by"]] = src_by_trial.get(info["trained_by"], 0.0) + info["train_s"]
-    tasks = [r for r in clock["sources"].results.values()] if clock.get("sources") else []
-
-    warm = "src_start" in clock
-    start = clock["src_start"] if warm else clock["fit_start"]
-    end = clock["fit_end"]
-    wall = end - start
+    recorded, study_t = record_trials(sdir)
+    if study_t is None:
+        raise ValueError(f"{sdir}: trials.jsonl has no 'study' event (did Tune return?)")
+    end = study_t
+    start = end - summary["wall_s"]
+    sources = source_tasks(sdir)
 
     trials = []
-    for tid in sorted(tl.start, key=tl.start.get):
-        res = [r for _, r in tl.results.get(tid, [])]
-        t_res = [t for t, _ in tl.results.get(tid, [])]
-        end_t = tl.complete.get(tid, t_res[-1] if t_res else tl.start[tid])
-        own_src = src_by_trial.get(tid, 0.0)
-        epochs_s = sum(r[M.EPOCH_S] for r in res)
-        test = sum(r.get(M.TEST_S, 0.0) for r in res)
-        tti = [r["time_this_iter_s"] for r in res]
-        per_epoch = sum(t - r[M.EPOCH_S] - r.get(M.TEST_S, 0.0) for t, r in zip(tti[1:], res[1:]))
-        setup = (tti[0] - res[0][M.EPOCH_S] - res[0].get(M.TEST_S, 0.0) - own_src) if res else 0.0
-        lifetime = end_t - tl.start[tid]
+    for r in recorded:
+        res = r["results"]
+        t_end = r["end"] if r["end"] is not None else end
+        epochs_s = sum(x[1] for x in res)
+        test = sum(x[2] for x in res)
+        if res:
+            setup = res[0][0] - r["start"] - res[0][1] - res[0][2]
+            per_epoch = sum(b[0] - a[0] - b[1] - b[2] for a, b in zip(res, res[1:]))
+            stop = t_end - res[-1][0]
+        else:  # nothing reported: its whole life was before epoch 1
+            setup, per_epoch, stop = t_end - r["start"], 0.0, 0.0
+        pid, rss = worker_of(sdir, r["trial_id"])
         trials.append({
-            "trial_id": tid, "cell": (res[0].get("config") or {}).get(M.CELL) if res else None,
-            "start": tl.start[tid], "end": end_t, "lifetime_s": lifetime,
-            "epochs": len(res), "epochs_s": epochs_s, "source_s": own_src, "test_eval_s": test,
-            "work_s": epochs_s + own_src + test, "setup_s": setup, "per_epoch_s": per_epoch,
-            "round_trips_s": lifetime - sum(tti),
-            "pid": res[0].get("pid") if res else None,
-            "worker_rss_mib": res[-1].get(M.WORKER_RSS_MIB) if res else None,
-            "status": tl.status.get(tid, "?"),
+            "trial_id": r["trial_id"], "cell": r["cell"], "status": r["status"],
+            "start": r["start"], "end": t_end, "lifetime_s": t_end - r["start"],
+            "epochs": len(res), "epochs_s": epochs_s, "test_eval_s": test,
+            "work_s": epochs_s + test, "setup_s": setup, "per_epoch_s": per_epoch,
+            "stop_s": stop, "pid": pid, "worker_rss_mib": rss,
         })
 
     # gaps: each occupant (trial or source task) that starts takes the slot free the longest
     occupants = [("trial", t["start"], t["end"], t) for t in trials] + \
-                [("source", r["started_at"], r["ended_at"], r) for r in tasks if "started_at" in r]
+                [("source", s["start"], s["end"], s) for s in sources]
     free = [start] * slots
     heapq.heapify(free)
     gaps = {"trial": 0.0, "source": 0.0}
@@ -189,41 +210,40 @@ def account(summary: dict, tl: Timeline, clock: dict, slots: int) -> dict:
             heapq.heappush(free, when)
     tail = sum(max(0.0, end - f) for f in free)
 
-    src_task_train = sum(r.get("train_s", 0.0) for r in tasks)
     comp = {
-        "source_start": gaps["source"],
-        "source_rest": sum(r["ended_at"] - r["started_at"] - r.get("train_s", 0.0)
-                           for r in tasks if "started_at" in r),
+        "source_outside": gaps["source"],
         "launch": gaps["trial"],
         "setup": sum(t["setup_s"] for t in trials),
         "per_epoch": sum(t["per_epoch_s"] for t in trials),
-        "round_trips": sum(t["round_trips_s"] for t in trials),
+        "stop": sum(t["stop_s"] for t in trials),
         "tail": tail,
     }
     epochs_s = sum(t["epochs_s"] for t in trials)
     test_s = sum(t["test_eval_s"] for t in trials)
-    src_total = src_task_train + sum(src_by_trial.values())
+    src_total = sum(s["train_s"] for s in sources)
+    wall = end - start
     held = slots * wall
     work = epochs_s + test_s + src_total
+    tune_start = clock.setup_t if clock is not None and clock.setup_t else float("nan")
+    first = min((t["start"] for t in trials), default=float("nan"))
+    prov = sdir / PROVENANCE_FILE
+    version = json.loads(prov.read_text()).get("code_version") if prov.is_file() else None
     return {
-        "dir": str(sdir), "warm": warm, "slots": slots, "trials": len(trials),
+        "dir": str(sdir), "slots": slots, "trials": len(trials),
+        "code_version": version,
         "completed": summary.get("completed"), "stopped": summary.get("stopped"),
         "errored": summary.get("errored"),
-        "wall_s": wall, "fit_wall_s": end - clock["fit_start"],
-        "fit_start_after_s": clock["fit_start"] - start,
-        "sources_done_after_s": max((r["ended_at"] for r in tasks if "ended_at" in r),
-                                    default=start) - start,
-        "summary_wall_s": summary["wall_s"], "held_s": held,
-        "epochs_s": epochs_s, "source_train_s": src_total, "sources": len(infos),
-        "source_trainings": sum(1 for i in infos if i.get("train_s") is not None),
+        "start_t": start, "end_t": end, "wall_s": wall, "held_s": held,
+        "fit_start_after_s": tune_start - start,
+        "sources_done_after_s": max((s["end"] for s in sources), default=start) - start,
+        "epochs_s": epochs_s, "source_train_s": src_total, "sources": len(sources),
         "test_eval_s": test_s, "work_s": work,
         "overhead_s": held - work, "components": comp,
         "unaccounted_s": held - work - sum(comp.values()),  # ~0 by construction (rounding)
-        "workers": len({t["pid"] for t in trials}),
+        "workers": len({t["pid"] for t in trials if t["pid"] is not None}),
         "max_worker_rss_mib": max((t["worker_rss_mib"] or 0.0) for t in trials) if trials else 0.0,
-        "experiment_start_to_first_trial_s": (min(t["start"] for t in trials) - clock["fit_start"])
-        if trials else float("nan"),
-        "per_trial": trials,
+        "experiment_start_to_first_trial_s": first - tune_start,
+        "per_trial": trials, "source_tasks": sources,
     }
 
 
@@ -236,22 +256,21 @@ def row_printer(runs: dict[str, dict], indent: str = "   "):
 
 
 def print_common_rows(row) -> None:
-    """The rows both benchmarks print: wall, phases, work, source trainings, workers."""
+    """The rows both benchmarks print: wall, phases, work, source models, workers."""
     row("study wall (s)", lambda r: r["wall_s"])
-    row("  Tuner.fit starts after (s)", lambda r: r["fit_start_after_s"])
-    row("  source models done after (s)", lambda r: r["sources_done_after_s"])
+    row("  Tune's experiment starts after (s)", lambda r: r["fit_start_after_s"])
+    row("  source models done after (s, est.)", lambda r: r["sources_done_after_s"])
     row("work: sum epoch_s (s)", lambda r: r["epochs_s"])
     row("work: sum test_s (s)", lambda r: r["test_eval_s"])
     row("work: source train_s (s)", lambda r: r["source_train_s"])
-    row("source models trained", lambda r: r["source_trainings"], "{:>12d}")
+    row("source models trained", lambda r: r["sources"], "{:>12d}")
     row("worker processes", lambda r: r["workers"], "{:>12d}")
     row("max worker RSS (MiB)", lambda r: r["max_worker_rss_mib"], "{:>12.0f}")
 
 
 def print_components(rows: dict[str, dict], per: str = "trial", indent: str = "   "):
     """Side-by-side component table, in seconds per trial (rows: label -> account())."""
-    names = list(rows)
-    print(f"{indent}{'component (s per ' + per + ')':<36}" + "".join(f"{n:>12}" for n in names))
+    print(f"{indent}{'component (s per ' + per + ')':<36}" + "".join(f"{n:>12}" for n in rows))
     for label, k in COMPONENTS:
         print(f"{indent}{label:<36}" + "".join(
             f"{r['components'][k] / r['trials']:>12.2f}" for r in rows.values()))
@@ -259,37 +278,3 @@ def print_components(rows: dict[str, dict], per: str = "trial", indent: str = " 
         f"{r['overhead_s'] / r['trials']:>12.2f}" for r in rows.values()))
     print(f"{indent}{'  (unaccounted, rounding)':<36}" + "".join(
         f"{r['unaccounted_s'] / r['trials']:>12.3f}" for r in rows.values()))
-
-
-def time_test_eval(backbone: str, stem: str, depth: int, n_images: int, classes: int,
-                   threads: int = 1, repeats: int = 3) -> float:
-    """Seconds of ``evaluate`` + ``classification_report`` (what a trial's last epoch adds for
-    the test split) on ``n_images`` random 32x32 images, in this process, median of ``repeats``
-    after one warm-up: a check of the 'test evaluation (est.)' component."""
-    import numpy as np
-    import torch
-
-    from trainables.backbones import build, freeze
-    from trainables.data import DeviceData
-    from trainables.train import classification_report, evaluate, pick_device, prepare_model
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        dev = pick_device()
-        rng = np.random.default_rng(0)
-        x = rng.integers(0, 256, (n_images, 32, 32, 3), dtype=np.uint8)
-        y = np.arange(n_images) % classes
-        model = prepare_model(build(backbone, classes, stem), dev)
-        freeze(model, depth)
-        dd = DeviceData(x, y, (0.5,) * 3, (0.25,) * 3, dev)
-        times = []
-        for i in range(repeats + 1):
-            t = time.perf_counter()
-            _, _, pred = evaluate(model, dd)
-            classification_report(pred, dd.y, [str(c) for c in range(classes)])
-            if i:
-                times.append(time.perf_counter() - t)
-        return MED(times)
-    finally:
-        torch.set_num_threads(before)

@@ -1,43 +1,57 @@
-"""Ray Tune overhead per trial (old path vs new path, side by side), the cost of a report with
-and without a checkpoint, and (``--all``) checkpoint sizes and reference costs.
+"""Ray Tune overhead per trial of a real study, the cost of a report with and without a
+checkpoint, and (``--all``) checkpoint sizes and reference costs.
 
     python benchmarks/tune_overhead.py [--data-root ../shared/datasets/cifar10-jpg.tar.xz] \\
         [--lr-grid 0.02 0.05] [--max-train-per-class 300] [--target-epochs 3] \\
-        [--source-epochs 2] [--max-concurrent 1] [--paths old new] [--report-rounds 8] \\
-        [--feature-cache auto|on|off] [--all] [--json OUT]
+        [--source-epochs 2] [--max-concurrent 1] [--report-rounds 8] \\
+        [--feature-cache auto|on|off] [--skip-study] [--all] [--json OUT]
 
-Part 1, study overhead. The same real study (``study.runner.run_study``) run twice in one
-process and one Ray instance limited to ``--max-concurrent`` CPUs (so nothing runs beside the
-slots the accounting counts): the **old path** (``warm=False``: a fresh Ray worker per trial;
-the source model trained inside the first trial that needs it) and the **new path**
-(``warm=True``, the default: the source model submitted up front as its own Ray task, Tune
-started alongside, a trial needing the model handed out once it is trained; trials in reused
-workers, Tune ``reuse_actors=True``). The study: 12 short scratch_cnn trials in compare mode on
-a CIFAR-10 subset (split 5to5 of ``examples/quick.yaml``; cells init source at frozen depths 0-4
-+ init scratch = 6, x 2 learning rates of ``lr.grid`` (``trials_per_cell`` 2),
-``confirm: {seeds: 0}``, FIFO so every trial runs to the end). Work is what the trials and the
-source task measure themselves: every epoch's ``epoch_s`` (``study.core.metrics.EPOCH_S``:
-training + validation), every completed trial's ``test_s`` (the test split's evaluation) and the
-source model's ``train_s`` (``sources/*/info.json``, once). Then
+Part 1, study overhead. A real study (``study.runner.run_study``: the source model submitted up
+front as its own Ray task, Tune started alongside, a trial needing the model handed out once it
+is trained; trials in reused workers, Tune ``reuse_actors=True``) in a Ray instance limited to
+``--max-concurrent`` CPUs (so nothing runs beside the slots the accounting counts). The study:
+12 short scratch_cnn trials in compare mode on a CIFAR-10 subset (split 5to5 of
+``examples/quick.yaml``; cells init source at frozen depths 0-4 + init scratch = 6, x 2 learning
+rates of ``lr.grid`` (``trials_per_cell`` 2), ``confirm: {seeds: 0}``, FIFO so every trial runs
+to the end). Work is what the trials and the source task measure themselves: every epoch's
+``epoch_s`` (``study.core.metrics.EPOCH_S``: training + validation), every completed trial's
+``test_s`` (the test split's evaluation) and the source model's ``train_s``
+(``sources/*/info.json``). Then
 
     overhead per trial = (max_concurrent x study wall - work) / trials
 
-    study wall = Tuner.fit                                 (old path; the source model is
-                                                            trained inside it)
-               = SourceModels built -> end of Tuner.fit   (new path)
+    study wall = summary.json's wall_s: source models submitted -> Tune returned
 
-(timed by wrapping ``study.runner.SourceModels`` and ``Tuner.fit``: ``study_timing.py``). With
+all read from what the study writes (``trials.jsonl``, ``summary.json``, ``sources/``) and a
+public Tune callback (``study_timing.py``; nothing in the study is wrapped). With
 ``--max-concurrent 1`` (the default) trials run one after the other, so this is exactly the time
 the study spends on anything but training and evaluating; with C > 1 it is the idle slot-seconds
 per trial. It is also given as % of the median trial's work, and as the trial length at which it
-would be 2%. It splits exactly (``study_timing.py``) into the source task's start (worker
-process, imports, data fetch) and the rest of it outside training, launch gaps (Tune's
-experiment start-up before the first trial, then the gap between a slot freeing and the next
-trial's actor being up or reused), setup (the trainable before epoch 1 + epoch 1's checkpoint),
-per-epoch checkpoint + report, the driver round trips, and the tail after the last trial. The
-last line printed is ``overhead_per_trial_s=<value>`` of the new path; the line before it is the
-same without the study's one-off costs (source task start, Tune's start-up to the first trial,
+would be 2%. It splits exactly (``study_timing.py``) into the source task's time outside its
+training (worker process, imports, data fetch, build, save; its split from the next launch gap
+is estimated), launch gaps (Tune's experiment start-up before the first trial, then the gap
+between a slot freeing and the next trial's actor being up or reused), setup (start -> first
+result: the trainable before epoch 1 + epoch 1's checkpoint and report), per later report
+(checkpoint + report), stop (last result -> trial end), and the tail after the last trial. The
+last line printed is ``overhead_per_trial_s=<value>``; the line before it is the same without
+the study's one-off costs (source task outside training, Tune's start-up to the first trial,
 tail): what each further trial adds.
+
+Before/after. The script measures the code it is run from. To compare with an older version
+(e.g. the removed ``warm=False`` path: a fresh Ray worker per trial, the source model trained
+inside the first trial; last present in commit ec2abbf, whose script runs it with
+``--paths old``), run that commit's own copy of the script on the same machine, with the same
+flags, and compare the ``name=value`` lines (``--json`` for the rest):
+
+    git worktree add /tmp/tl-old ec2abbf
+    (cd /tmp/tl-old && PYTHONPATH=/tmp/tl-old python benchmarks/tune_overhead.py --paths old)
+    python benchmarks/tune_overhead.py
+    git worktree remove /tmp/tl-old
+
+(``PYTHONPATH`` makes that checkout's packages win over the editable install of this one.) The
+headline ``overhead_per_trial_s`` is defined alike in both (held slot-seconds - work, per trial);
+the component split of older scripts used worker-side ``time_this_iter_s`` and is close to, not
+the same as, this one. Run them one after the other, not at once (they share the CPU).
 
 Part 2, report cost. A tiny function trainable (same Ray, same storage kind) alternates, round by
 round, ``tune.report`` without a checkpoint and ``torch.save`` + ``tune.report`` with a
@@ -51,17 +65,20 @@ optimizer state of trainable parameters, schedule, RNG states) vs a full-model c
 ``torch.save``. (Frozen parameters never get momentum buffers: the optimizer holds only
 trainable parameters.)
 
-Part 4 (``--all``), reference costs, each in a fresh process as an old-path trial's actor is
-(``reuse_actors=False``):
-an empty Ray actor's start, an actor start that imports the trainable, the imports alone, and
-``step_flops`` (first call in a process: torch's FlopCounterMode imports lazily; second call):
-what the launch and setup components above are made of.
+Part 4 (``--all``), reference costs, each in a fresh process (what the first trial's actor and
+the source task's worker pay once per study, and a fresh worker per trial would pay every
+trial): an empty Ray actor's start, an actor start that imports the trainable, the imports
+alone, and ``step_flops`` (first call in a process: torch's FlopCounterMode imports lazily;
+second call): what the one-off launch and setup costs above are made of.
 
-Defaults (parts 1 + 2) take about 3-5 minutes on a 2-core CPU; ``--all`` adds 1-2 minutes.
+Defaults (parts 1 + 2) take a few minutes on a 2-core CPU; ``--all`` adds 1-2 minutes. A quick
+check (6 trials, about 1 minute): ``--lr-grid 0.05 --max-train-per-class 100 --target-epochs 2
+--source-epochs 1 --report-rounds 3``.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import io
 import json
 import os
@@ -82,8 +99,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))  # study_timing (benchmarks/ is not
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from study_timing import (MED, Timeline, account, phase_clock, print_common_rows,  # noqa: E402
-                          print_components, row_printer)
+from study_timing import (MED, print_common_rows, print_components, row_printer,  # noqa: E402
+                          timed_study)
 
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "cifar10-jpg.tar.xz"
 
@@ -165,23 +182,15 @@ def study_spec(args, storage: Path, name: str):
     return load_spec_dict(raw)
 
 
-def study_overhead(args, storage: Path, warm: bool) -> dict:
-    """One run of the study (old path: warm=False, new path: warm=True), accounted per slot
-    (study_timing.account); slots = max_concurrent."""
-    from study.runner import run_study
-
-    spec = study_spec(args, storage, "overhead-" + ("new" if warm else "old"))
-    tl = Timeline()
-    t0 = time.time()
-    with phase_clock() as clock:
-        summary = run_study(spec, callbacks=[tl], warm=warm)
-    a = account(summary, tl, clock, args.max_concurrent)
-    a["run_study_s"] = time.time() - t0
+def study_overhead(args, storage: Path) -> dict:
+    """One run of the study, accounted per slot (study_timing.account); slots = max_concurrent."""
+    spec = study_spec(args, storage, "overhead")
+    a = timed_study(spec, args.max_concurrent)
     n = a["trials"]
     a["overhead_per_trial_s"] = a["overhead_s"] / n
     c = a["components"]
     first_launch = min(a["per_trial"], key=lambda t: t["start"])["launch_s"]
-    a["one_off_s"] = c["source_start"] + first_launch + c["tail"]
+    a["one_off_s"] = c["source_outside"] + first_launch + c["tail"]
     a["marginal_overhead_per_trial_s"] = (a["overhead_s"] - a["one_off_s"]) / n
     a["median_trial_work_s"] = MED(t["work_s"] for t in a["per_trial"])
     a["overhead_pct"] = 100 * a["overhead_per_trial_s"] / a["median_trial_work_s"]
@@ -190,13 +199,13 @@ def study_overhead(args, storage: Path, warm: bool) -> dict:
     return a
 
 
-def print_study(args, runs: dict[str, dict]) -> None:
-    s0 = next(iter(runs.values()))
-    print(f"\n1. study overhead: {s0['trials']} trials (compare mode, 5to5, scratch_cnn: init "
-          f"source d0-4 + scratch = 6 cells x {len(args.lr_grid)} lrs; "
+def print_study(args, run: dict) -> None:
+    print(f"\n1. study overhead ({run['code_version']}): {run['trials']} trials (compare mode, "
+          f"5to5, scratch_cnn: init source d0-4 + scratch = 6 cells x {len(args.lr_grid)} lrs; "
           f"{args.max_train_per_class} img/class, {args.target_epochs} target + "
           f"{args.source_epochs} source epochs, FIFO, max_concurrent {args.max_concurrent}, "
-          f"feature cache {s0['feature_cache']})")
+          f"feature cache {run['feature_cache']})")
+    runs = {"this run": run}
     row = row_printer(runs)
     row("trials (completed)", lambda r: r["completed"], "{:>12d}")
     print_common_rows(row)
@@ -205,15 +214,15 @@ def print_study(args, runs: dict[str, dict]) -> None:
     row("overhead / median trial work (%)", lambda r: r["overhead_pct"])
     row("trial length for 2% (s)", lambda r: r["trial_s_for_2pct"], "{:>12.0f}")
     print_components(runs)
-    row("one-off: src start+1st launch+tail", lambda r: r["one_off_s"])
+    row("one-off: src outside+1st launch+tail", lambda r: r["one_off_s"])
     row("overhead per further trial (s)", lambda r: r["marginal_overhead_per_trial_s"], "{:>12.2f}")
-    print("   per trial, median s:  " + "   ".join(
-        f"{n}: launch {MED(t['launch_s'] for t in r['per_trial']):.2f} / setup "
-        f"{MED(t['setup_s'] for t in r['per_trial']):.2f} / per-epoch "
-        f"{MED(t['per_epoch_s'] for t in r['per_trial']):.2f} / round trips "
-        f"{MED(t['round_trips_s'] for t in r['per_trial']):.2f}" for n, r in runs.items()))
-    print("   (Tuner.fit start -> first trial start, Tune's experiment start-up: " + ", ".join(
-        f"{n} {r['experiment_start_to_first_trial_s']:.2f} s" for n, r in runs.items()) + ")")
+    pt = run["per_trial"]
+    later = [t["per_epoch_s"] / (t["epochs"] - 1) for t in pt if t["epochs"] > 1]
+    print(f"   per trial, median s: launch {MED(t['launch_s'] for t in pt):.2f} / setup "
+          f"{MED(t['setup_s'] for t in pt):.2f} / per later report "
+          f"{MED(later) if later else float('nan'):.3f} / stop {MED(t['stop_s'] for t in pt):.3f}")
+    print(f"   (Tune's experiment start -> first trial start: "
+          f"{run['experiment_start_to_first_trial_s']:.2f} s)")
 
 # ----------------------------------------------------------------------------- part 2
 
@@ -313,7 +322,7 @@ def reference_costs(repeats: int = 3) -> dict:
     @ray.remote(num_cpus=1)
     class WithTorch:
         def __init__(self):
-            import trainables.trainable  # noqa: F401 - what a trial's actor imports
+            importlib.import_module("trainables.trainable")  # what a trial's actor imports
 
         def ping(self):
             return 1
@@ -365,8 +374,6 @@ def main():
     ap.add_argument("--max-concurrent", type=int, default=1)
     ap.add_argument("--feature-cache", choices=["auto", "on", "off"],
                     help="the study's feature_cache mode (default: the spec's)")
-    ap.add_argument("--paths", nargs="+", choices=["old", "new"], default=["old", "new"],
-                    help="part 1's runs, in this order (old: warm=False, new: warm=True)")
     ap.add_argument("--report-rounds", type=int, default=8)
     ap.add_argument("--stem", default="cifar", help="stem for the checkpoint-size table")
     ap.add_argument("--all", action="store_true", help="also parts 3 and 4 (slower)")
@@ -380,17 +387,15 @@ def main():
 
     import ray
 
-    # Ray gets exactly the slots the accounting counts: with more CPUs the new path's source
-    # task and a trial could run side by side, and held = slots x wall would undercount.
+    # Ray gets exactly the slots the accounting counts: with more CPUs the source task and a
+    # trial could run side by side, and held = slots x wall would undercount.
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ray.init(num_cpus=args.max_concurrent, include_dashboard=False, logging_level="WARNING")
-    runs = {}
+    run = None
     if not args.skip_study:
-        for p in args.paths:
-            print(f"\n--- part 1, {p} path (warm={p == 'new'}) ---", flush=True)
-            runs[p] = study_overhead(args, storage, warm=p == "new")
-        out["study"] = runs
-        print_study(args, runs)
+        print("\n--- part 1 ---", flush=True)
+        run = out["study"] = study_overhead(args, storage)
+        print_study(args, run)
     from study.runner import init_ray
 
     init_ray()
@@ -414,12 +419,12 @@ def main():
         print("\n4. reference costs (median of 3, alternating; fresh processes)")
         for k, v in ref.items():
             print(f"   {k:<58}{v:>8.2f} s")
+    ray.shutdown()  # the workers' exit messages come before the headline lines, not after
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1, default=str))
-    if runs:
-        last = runs.get("new") or runs[args.paths[-1]]
-        print(f"marginal_overhead_per_trial_s={last['marginal_overhead_per_trial_s']:.3f}")
-        print(f"overhead_per_trial_s={last['overhead_per_trial_s']:.3f}")
+    if run:
+        print(f"marginal_overhead_per_trial_s={run['marginal_overhead_per_trial_s']:.3f}")
+        print(f"overhead_per_trial_s={run['overhead_per_trial_s']:.3f}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The `study` command line.
 
-Exit status: 0 success, 2 bad input (spec, data, paths: the message names the field, value and
-rule), 1 failure while running.
+Exit status: 0 success, 2 bad input (spec, data, paths, storage: the message names the field,
+value and rule), 1 failure while running, 130 interrupted (Ctrl-C: the line printed names the
+`study resume` that continues it).
 """
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ import argparse
 import sys
 
 EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command ended by Ctrl-C
+
+# The study directory of the running `run` / `resume`, for the line printed on Ctrl-C.
+_study_dir: str | None = None
 
 # --smoke: the same study, shrunk to a minute-scale check that everything runs end to end
 # (one trial per cell, no confirmation seeds).
@@ -87,20 +92,50 @@ def _report_summary(summary: dict) -> int:
     return EXIT_OK if summary[COMPLETED] + summary[STOPPED] > 0 else EXIT_FAIL
 
 
+def _check_storage(spec) -> None:
+    """Before anything starts: results can be written where the spec says (exit 2 if not).
+    A local path is checked down to the study directory (<storage>/<name>); a URI at the
+    storage itself (probed with a short time limit)."""
+    from study.checks import check_storage
+    from study.core.layout import is_uri
+    from study.runner import study_dir
+
+    check_storage(spec.storage if is_uri(spec.storage) else study_dir(spec))
+
+
+def _interrupted(e) -> int:
+    print(e, file=sys.stderr)  # StudyInterrupted: "interrupted: continue with study resume DIR"
+    return EXIT_INTERRUPTED
+
+
 def cmd_run(args) -> int:
-    from study.runner import run_study
+    global _study_dir
+    from study.runner import run_study, study_dir
     from study.core.spec import load_spec
 
     spec = load_spec(args.spec, _overrides(args))
+    _check_storage(spec)
     if not (args.data_root or spec.data.root):
         _check_classes(spec, None)  # before anything downloads
-    return _report_summary(run_study(spec))
+    from study.interrupt import StudyInterrupted  # imports Ray, as run_study does
+
+    _study_dir = study_dir(spec)
+    try:
+        return _report_summary(run_study(spec))
+    except StudyInterrupted as e:
+        return _interrupted(e)
 
 
 def cmd_resume(args) -> int:
-    from study.runner import resume_study
+    global _study_dir
+    from study.interrupt import StudyInterrupted
+    from study.runner import normalize_study_path, resume_study
 
-    return _report_summary(resume_study(args.path))
+    _study_dir = normalize_study_path(args.path)
+    try:
+        return _report_summary(resume_study(args.path))
+    except StudyInterrupted as e:
+        return _interrupted(e)
 
 
 def cmd_submit(args) -> int:
@@ -108,6 +143,12 @@ def cmd_submit(args) -> int:
     from study.core.spec import load_spec
 
     spec = load_spec(args.spec, _overrides(args))
+    from study.core.layout import is_uri
+
+    if is_uri(spec.storage):  # a path is on the cluster: the job's own `study run` checks it
+        from study.checks import check_storage
+
+        check_storage(spec.storage)
     job = jobs.submit(spec, args.address)
     if not args.wait:
         return EXIT_OK
@@ -161,7 +202,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from analysis.report import make_compare
+    from analysis.compare import make_compare
 
     _, text = make_compare(args.paths, args.out, force=args.force, tolerance=args.tolerance)
     print(text)
@@ -250,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         except ReportError as e:
             print(f"error: {e}", file=sys.stderr)
             return EXIT_BAD_INPUT
+    from study.checks import StorageError
     from study.jobs import AddressError, JobError
     from study.runner import StudyExistsError
     from study.core.spec import SpecError
@@ -259,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         return {"validate": cmd_validate, "plan": cmd_plan, "run": cmd_run, "resume": cmd_resume,
                 "submit": cmd_submit, "jobs": cmd_jobs, "status": cmd_status, "logs": cmd_logs,
                 "stop": cmd_stop}[args.command](args)
-    except (SpecError, DataError, StudyExistsError, WeightsUnavailable, AddressError) as e:
+    except (SpecError, DataError, StudyExistsError, WeightsUnavailable, AddressError,
+            StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except ImportError as e:
@@ -272,9 +315,26 @@ def main(argv: list[str] | None = None) -> int:
     except JobError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAIL
-    except KeyboardInterrupt:
-        print("interrupted; continue with `study resume <study dir>`", file=sys.stderr)
-        return EXIT_FAIL
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before Tune started
+        print(_interrupt_line(), file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _interrupt_line() -> str:
+    """What to print on KeyboardInterrupt: the `study resume` line when the study directory
+    holds a Tune experiment to continue, else just that it was interrupted."""
+    if _study_dir:
+        try:
+            from ray import tune
+
+            from study.interrupt import resume_line
+
+            if tune.Tuner.can_restore(_study_dir):
+                return resume_line(_study_dir)
+        except Exception:  # a half-written experiment or unreachable storage: no hint
+            pass
+        return f"interrupted before the study's trials started: {_study_dir} has nothing to resume"
+    return "interrupted"
 
 
 def entry() -> None:

@@ -146,7 +146,7 @@ def make_plan(spec: Spec, per_class: int | None = None, flops_per_s: float | Non
                      "confirm_flops_max": (k_max if design.racing else k) * share
                      * spec.target_epochs * imgs * f,
                      "rate": rate(c.backbone, c.stem)})
-    jobs = design.source_jobs()
+    jobs = design.source_jobs()  # trained up front, up to the racing ceiling's seeds
     later = []  # mode best: the confirmation seeds' models of a split whose best uses one
     if not compare:
         for sp in spec.splits:
@@ -187,8 +187,9 @@ def format_plan(spec: Spec, plan: dict) -> str:
               if plan["racing"] else "")
     lines = [f"study {spec.name!r} (mode {spec.search.mode}): {c['cells']} cells, "
              f"{c['tuning']} tuning + {c['confirm']} confirmation trials = {c['total']} trials"
-             f"{racing}, {t['source_models']} source models{later}; {plan['per_class']} training "
-             f"images per class before the validation split",
+             f"{racing}, {t['source_models']} source models{later}; "
+             f"{min(plan['per_class'], spec.data.max_train_per_class or plan['per_class'])} "
+             f"training images per class before the validation split",
              "",
              f"{'cell':<44} {'tune':>4} {'confirm':>7} {'FLOP/epoch':>12} {'tuning (halving..FIFO)':>26}"]
     for r in plan["cells"]:
@@ -199,13 +200,13 @@ def format_plan(spec: Spec, plan: dict) -> str:
     total_f = t["source_flops"] + t["tuning_flops_fifo"] + t["confirm_flops"]
     lines += ["",
               f"source models:  {t['source_models']} x {spec.source.epochs} epochs = "
-              f"{g(t['source_flops'])}",
+              f"{g(t['source_flops'])}" + (" (up to racing's ceiling seeds)" if plan["racing"] else ""),
               f"tuning:         {g(t['tuning_flops_halving'])} (ideal successive halving) .. "
               f"{g(t['tuning_flops_fifo'])} (FIFO); expected early-stopping saving "
               f"{1 - t['tuning_flops_halving'] / max(t['tuning_flops_fifo'], 1):.0%} at most",
               f"confirmation:   {g(t['confirm_flops'])}"
               + (f" .. {g(t['confirm_flops_max'])} (racing ceiling)" if plan["racing"] else ""),
-              f"total:          {g(total_h)} .. {g(total_f)}",
+              f"total:          {g(total_h)} .. {g(total_f + (t['confirm_flops_max'] - t['confirm_flops'] if plan['racing'] else 0))}",
               f"device time:    {plan['device_s']['halving'] / 3600:.2f} .. "
               f"{plan['device_s']['ceiling' if plan['racing'] else 'fifo'] / 3600:.2f} device-hours ({plan['throughput']} "
               f"throughput); wall >= {plan['device_s']['halving'] / 3600 / plan['max_concurrent']:.2f} h "

@@ -1,6 +1,6 @@
-"""Early-stopping policy as pure functions on plain data (no Ray): rungs, the two stopping rules,
-and a small simulator that replays a rule on known learning curves (``benchmarks/cell_scheduling.py``
-and the tests use it; ``study.scheduler`` applies the same functions inside Tune).
+"""Early-stopping policy as pure functions on plain data (no Ray): rungs and the two stopping
+rules. ``study.scheduler`` applies them inside Tune; ``benchmarks/cell_scheduling.py`` replays
+them on known learning curves (its ``simulate``).
 
 Rungs are at ``grace * rf**k`` epochs below ``max_t`` (as in Tune's ASHA). A trial's score at a
 rung is its metric at the first report at or after the rung's epoch. Records are kept *per group*
@@ -90,47 +90,3 @@ def asha_stops(recorded_before: dict, score: float, rf: float) -> bool:
         return False
     cutoff = np.nanpercentile(list(recorded_before.values()), (1 - 1 / rf) * 100)
     return bool(score < cutoff)
-
-
-def simulate(curves: dict, order: list, *, rule: str, grace: int, rf: float, max_t: int,
-             concurrency: int, groups: dict | None = None) -> dict:
-    """Replay a rule on known learning curves: trials start in ``order`` as slots free up, each
-    epoch takes one time unit, results arrive epoch by epoch. ``curves``: trial -> scores per
-    epoch (len max_t); ``groups``: trial -> group (None: one group); rule 'halving', 'asha' or
-    'fifo'. Returns {trial: epochs run}."""
-    groups = groups or {t: 0 for t in curves}
-    ms = milestones(grace, rf, max_t)
-    sizes: dict = {}
-    for t in order:
-        sizes[groups[t]] = sizes.get(groups[t], 0) + 1
-    keep = {g: keep_counts(n, rf, len(ms)) for g, n in sizes.items()}
-    rungs: dict = {g: {} for g in sizes}
-    epochs = {t: 0 for t in order}
-    stopped: set = set()
-    queue, running = list(order), []
-    while queue or running:
-        while queue and len(running) < concurrency:
-            running.append(queue.pop(0))
-        for t in list(running):  # one epoch each, in start order
-            if t in stopped:
-                continue
-            epochs[t] += 1
-            e, g = epochs[t], groups[t]
-            score = curves[t][e - 1]
-            if rule == "asha":
-                for m in ms:
-                    if e == m:
-                        before = dict(rungs[g].get(m, {}))
-                        rungs[g].setdefault(m, {})[t] = score
-                        if asha_stops(before, score, rf):
-                            stopped.add(t)
-            elif rule == "halving":
-                record(rungs[g], t, e, score, ms)
-            if rule == "halving":  # results can rule out any running trial of the group
-                for u in running:
-                    if groups[u] == g and halving_stops(rungs[g], u, keep[g], ms, sizes[g]):
-                        stopped.add(u)
-            if e >= max_t:
-                stopped.add(t)
-        running = [t for t in running if t not in stopped]
-    return epochs

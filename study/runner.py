@@ -73,8 +73,11 @@ def init_ray(log=print) -> None:
         return
     # Without this, a local Ray binds to the machine's network address (see README).
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    ray.init(include_dashboard=False, logging_level="WARNING", log_to_driver=True,
-             configure_logging=True)
+    # address="local": always start a new embedded Ray. A plain ray.init() would first read
+    # <Ray temp dir>/ray_current_cluster, which a killed `ray start` cluster leaves behind, and
+    # hang trying to join that dead cluster.
+    ray.init(address="local", include_dashboard=False, logging_level="WARNING",
+             log_to_driver=True, configure_logging=True)
 
 
 # ----------------------------------------------------------------------------- run / resume
@@ -180,6 +183,7 @@ def _execute(spec: Spec, data, sdir: str, log, callbacks, resume: bool) -> dict:
     in reused workers, the study's record and progress as Tune callbacks."""
     from ray import tune
 
+    from study.interrupt import InterruptWatch, StudyInterrupted, fit_watched
     from study.progress import Progress
     from study.recorder import Recorder, record_study_end
     from study.scheduler import RungState
@@ -208,7 +212,8 @@ def _execute(spec: Spec, data, sdir: str, log, callbacks, resume: bool) -> dict:
                                    resume_errored=True)
     else:
         scheduler = _scheduler(design)
-        cbs = [Progress(spec.target_epochs, counts["cells"]), Recorder(sdir, spec.target_epochs),
+        cbs = [InterruptWatch(), Progress(spec.target_epochs, counts["cells"]),
+               Recorder(sdir, spec.target_epochs),
                *tracker_callbacks(spec.loggers, sdir, spec.name),
                *([RungState(scheduler)] if spec.scheduler.type != "fifo" else []),
                *([StateBackup(sdir)] if not is_uri(sdir) else []), *(callbacks or [])]
@@ -223,16 +228,18 @@ def _execute(spec: Spec, data, sdir: str, log, callbacks, resume: bool) -> dict:
                 name=spec.name, storage_path=str(Path(sdir).parent) if not is_uri(sdir) else spec.storage,
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1), callbacks=cbs, verbose=0))
-    interrupted = False  # TODO(interrupt helper)
     try:
-        tuner.fit()
+        interrupted = fit_watched(tuner)  # Ctrl-C: Tune saves the experiment and returns
     finally:
         sources.poll()  # every source a trial needed has finished; any other one is not needed now
         if sources.pending:  # e.g. time budget spent, or every trial of its cells errored
             log(f"{len(sources.pending)} source model(s) no trial needs any more: cancelled")
         sources.cancel()
     record_study_end(sdir, interrupted)
-    return _finish(spec, sdir, time.time() - t0, log)
+    summary = _finish(spec, sdir, time.time() - t0, log, interrupted)
+    if interrupted:
+        raise StudyInterrupted(sdir, summary)
+    return summary
 
 
 def normalize_study_path(path: str) -> str:
@@ -266,7 +273,7 @@ def _ray_version() -> str:
         return "?"
 
 
-def _finish(spec: Spec, sdir: str, wall: float, log) -> dict:
+def _finish(spec: Spec, sdir: str, wall: float, log, interrupted: bool = False) -> dict:
     """summary.json from the study's record (``trials.jsonl``), statuses by the one rule."""
     from study.core.record import fold
     from study.recorder import read_record
@@ -286,7 +293,8 @@ def _finish(spec: Spec, sdir: str, wall: float, log) -> dict:
     uncovered = [c for c, n in per_cell.items() if n == 0]
     n = {s: sum(x["status"] == s for x in rows) for s in (COMPLETED, STOPPED, ERRORED, INTERRUPTED)}
     summary = {
-        "study": spec.name, "results": sdir, "wall_s": round(wall, 1), "trials": len(rows), **n,
+        "study": spec.name, "results": sdir, "wall_s": round(wall, 1),
+        "state": "interrupted" if interrupted else "finished", "trials": len(rows), **n,
         "cells": len(per_cell), "cells_completed": len(per_cell) - len(uncovered),
         "completed_per_cell": per_cell, "trial_rows": rows,
     }
@@ -297,5 +305,6 @@ def _finish(spec: Spec, sdir: str, wall: float, log) -> dict:
         f"{summary['cells_completed']}/{summary['cells']} cells have a completed run")
     if uncovered:
         log(f"cells without a completed run: {', '.join(uncovered)}")
-    log(f"results: {sdir} (the answer: `study report {sdir}`)")
+    if not interrupted:
+        log(f"results: {sdir} (the answer: `study report {sdir}`)")
     return summary

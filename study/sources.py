@@ -24,15 +24,19 @@ def sources_dir(spec: Spec, sdir: str) -> Path:
 
 
 class SourceModels:
-    """The study's source models, each trained as its own Ray task (the trial's resources), all
-    submitted at once so they run in parallel across the cluster, alongside Tune: the searcher
-    asks ``ready(config)`` and holds back a trial until its source model is trained, handing out
-    trials that need none (init scratch / imagenet) or whose model is ready meanwhile. So no
-    target trial ever holds a device while a source model it needs is trained, and the Tune
-    start-up and first trials overlap the source training.
+    """The study's source models, each trained as its own Ray task (the trial's resources), run
+    in parallel across the cluster, alongside Tune: the searcher asks ``ready(config)`` and holds
+    back a trial until its source model is trained, handing out trials that need none (init
+    scratch / imagenet) or whose model is ready meanwhile. So no target trial ever holds a
+    device while a source model it needs is trained, and the Tune start-up and first trials
+    overlap the source training.
 
-    A source model known only once a trial asks for it (mode best: the confirmation seeds of
-    the best configuration) is submitted then, as a task like the others.
+    Every model a trial may need is submitted at the start, the tuning seed's first (Ray runs
+    them roughly in submission order), up to racing's ceiling. Not later, when a seed is first
+    needed: Tune keeps its reused trial actors (and their CPUs/GPUs) while it waits for the
+    searcher, so a task submitted mid-study may get no slot until Tune gives up waiting
+    (measured: a 607 s stall of a tiny study, ``tests/test_racing_study.py``). Mode best's
+    confirmation models, known only once the best configuration is, are submitted then.
 
     Finished models are reused (resume); a model that fails is recorded
     (``sources/<key>/error.txt``) and fails only the trials of its cells (``ready`` is then
@@ -46,7 +50,8 @@ class SourceModels:
         from trainables.trainable import train_source_task
 
         self.spec, self.log = spec, log
-        self.jobs = StudyDesign(spec).source_jobs()
+        self.jobs = StudyDesign(spec).source_jobs()  # every model a trial may need
+        self.submitted: set = set()
         self.results: dict[tuple, dict] = {}  # job -> the task's status dict
         self.pending: dict = {}  # ObjectRef -> job
         self.t0 = time.time()
@@ -58,8 +63,8 @@ class SourceModels:
         self._data, self._args = data, None
         self._dirs = (str(sources_dir(spec, sdir)), f"{sdir}/{SOURCES_DIR}" if is_uri(sdir) else None)
         if self.jobs:
-            log(f"source models: {len(self.jobs)} (split x backbone x seed), each a Ray task with "
-                f"{spec.resources.cpus:g} CPU"
+            log(f"source models: {len(self.jobs)} (split x backbone x seed, the tuning seed's "
+                f"first), each a Ray task with {spec.resources.cpus:g} CPU"
                 f"{f' + {spec.resources.gpu:g} GPU' if spec.resources.gpu else ''}"
                 f"; trials that need none start meanwhile")
         for job in self.jobs:
@@ -70,6 +75,7 @@ class SourceModels:
 
         if self._args is None:  # the study data goes to the object store once, when first needed
             self._args = (self.spec.to_dict(), ray.put(self._data))
+        self.submitted.add(job)
         self.pending[self._task.remote(*self._args, *job, *self._dirs)] = job
 
     def poll(self, timeout: float | None = 0.0) -> None:
@@ -91,7 +97,7 @@ class SourceModels:
             self.results[job] = r
             what = (f"trained in {r['train_s']:.0f}s, val_acc {r['val_acc']:.3f}" if r["ok"] and
                     r["trained"] else "already trained" if r["ok"] else f"FAILED: {r['error']}")
-            self.log(f"[{time.time() - self.t0:6.0f}s] source {len(self.results)}/{len(self.jobs)} "
+            self.log(f"[{time.time() - self.t0:6.0f}s] source {len(self.results)}/{len(self.submitted)} "
                      f"{r['key']}: {what}")
 
     def _task_died(self, job: tuple, e: Exception) -> dict:
@@ -111,9 +117,10 @@ class SourceModels:
         job = source_job(self.spec, config)
         if job is None or job in self.results:
             return True
-        if job not in self.jobs:  # known only now (mode best: the best's confirmation seeds)
+        if job not in self.submitted:  # known only now (mode best: the best's confirmation seeds)
             self.jobs.append(job)
-            self.log(f"source model {len(self.jobs)}: {'/'.join(map(str, job))} (needed now)")
+            self.log(f"source model {len(self.submitted) + 1}/{len(self.jobs)}: "
+                     f"{'/'.join(map(str, job))} (needed now)")
             self._submit(job)
         if time.time() - self._last_poll >= self.POLL_S:
             self.poll()

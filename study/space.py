@@ -293,7 +293,9 @@ class StudySearcher(Searcher):
 
     def _race(self, group: str | None) -> None:
         """Racing, one look: when every cell of the answer group has ended its tuning and its
-        confirmation trials, add one seed to each cell that could still change the Answer."""
+        confirmation trials, add one seed to each cell that could still change the Answer
+        (``stats.next_seeds``), and the same seed to the group's best when it lacks it, so
+        every comparison stays paired. A group none of whose cells gets a seed is decided."""
         d = self.design
         if not d.racing or group is None or group in self.decided:
             return
@@ -302,19 +304,26 @@ class StudySearcher(Searcher):
         cells = d.answer_groups[group]
         if any(c not in self.confirmed or self.open_confirm.get(c, 0) > 0 for c in cells):
             return
-        rows = [{"cell": c, "depth": d.cell(c).depth, "flops": self.flops.get(c) or 0.0,
+        rows = [{"cell": c, "depth": d.cell(c).depth, "flops": self.flops.get(c),
                  "accs": {s: a for s, a in self.runs.get(c, {}).items() if a is not None}}
                 for c in cells if c in self.best_cfg]
-        spec = load_spec_dict(self.spec_dict)
-        alpha = stats.alpha_per_look(spec.report.alpha, d.looks)
-        want = stats.next_seeds(rows, spec.report.tolerance / 100, alpha, len(d.ceiling_seeds)) if rows else []
+        report = d.spec.report
+        alpha = stats.alpha_per_look(report.alpha, d.looks)
+        want = stats.next_seeds(rows, report.tolerance / 100, alpha, len(d.ceiling_seeds)) \
+            if rows else []
         self.looks[group] = self.looks.get(group, 0) + 1
+        best = stats.group_answer(rows, report.tolerance / 100, alpha)["best"] if want else None
         added = False
         for c in want:
+            if c == best:
+                continue  # the best gets exactly the seeds its open comparisons get (below)
             seed = next((sd for sd in d.ceiling_seeds if sd not in self.asked.get(c, set())), None)
-            if seed is not None and c in self.best_cfg:
-                self._queue_confirm(self.best_cfg[c], [seed])
-                added = True
+            if seed is None:
+                continue
+            self._queue_confirm(self.best_cfg[c], [seed])
+            added = True
+            if seed not in self.asked.get(best, set()):
+                self._queue_confirm(self.best_cfg[best], [seed])
         if not added:
             self.decided.add(group)
 

@@ -9,7 +9,10 @@ import pytest
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "cell_scheduling.py"
 
 
-def _load_bench():
+def load_bench():
+    """The benchmark as a module (also where ``simulate`` lives, for tests/test_policy.py)."""
+    if "cell_scheduling_bench" in sys.modules:
+        return sys.modules["cell_scheduling_bench"]
     spec = importlib.util.spec_from_file_location("cell_scheduling_bench", BENCH)
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod  # dataclasses look their module up there
@@ -53,7 +56,7 @@ def fifo_study(tmp_path) -> Path:
     root = tmp_path / "fifo"
     root.mkdir()
     (root / "study.yaml").write_text("name: tiny\ntarget_epochs: 4\n")
-    # the study's own order: round-robin across cells, as study.cells.tuning_configs
+    # the study's own order: round-robin across cells, as StudyDesign.tuning_configs
     index = 0
     for k in range(3):
         for cell, trials in CURVES.items():
@@ -67,7 +70,7 @@ def fifo_study(tmp_path) -> Path:
 
 
 def test_replay_on_a_tiny_fifo_study(fifo_study, capsys):
-    bench = _load_bench()
+    bench = load_bench()
     summ = bench.main([str(fifo_study), "--orders", "50", "--per-cell"])
     out = capsys.readouterr().out
     assert "6 tuning trials, 2 cells" in out
@@ -94,7 +97,7 @@ def test_replay_on_a_tiny_fifo_study(fifo_study, capsys):
 
 
 def test_demo_runs(capsys):
-    bench = _load_bench()
+    bench = load_bench()
     summ = bench.main(["--demo", "--orders", "5"])
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last == f"halving_agreement={summ['halving_agreement']:.4f}"

@@ -1,5 +1,6 @@
-"""Early-stopping policy without Ray (study.policy) and the Tune scheduler that applies it
-(study.scheduler, fed by hand): a trial is only ever compared with trials of its own cell."""
+"""Early-stopping policy without Ray (study.policy, replayed on known curves by the cell
+scheduling benchmark's ``simulate``) and the Tune scheduler that applies it (study.scheduler, fed
+by hand): a trial is only ever compared with trials of its own cell."""
 from types import SimpleNamespace
 
 import numpy as np
@@ -9,6 +10,9 @@ from ray.tune.schedulers import TrialScheduler
 from study import policy
 from study.scheduler import CellScheduler
 from study.core import metrics as M
+from test_cell_scheduling_bench import load_bench
+
+simulate = load_bench().simulate  # benchmarks/cell_scheduling.py (benchmarks/ is not a package)
 
 CONT, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
 
@@ -46,7 +50,7 @@ def test_halving_never_stops_synchronous_halvings_winner_when_curves_cross():
               "Y": [.60, .65, .70, .75, .80, .85, .86, .87, .88]}
     import itertools
     for order in itertools.permutations(curves):
-        ep = policy.simulate(curves, list(order), rule="halving", grace=1, rf=3, max_t=9,
+        ep = simulate(curves, list(order), rule="halving", grace=1, rf=3, max_t=9,
                              concurrency=2)
         assert ep["Y"] == 9, (order, ep)
 
@@ -63,9 +67,9 @@ def test_halving_always_completes_the_trial_that_leads_every_rung():
     curves[4] = [c + 1.0 for c in curves[4]]  # trial 4 leads at every epoch
     for seed in range(20):
         order = [int(x) for x in np.random.default_rng(seed).permutation(9)]
-        ep = policy.simulate(curves, order, rule="halving", grace=1, rf=3, max_t=9, concurrency=2)
+        ep = simulate(curves, order, rule="halving", grace=1, rf=3, max_t=9, concurrency=2)
         assert ep[4] == 9, order
-        fifo = policy.simulate(curves, order, rule="fifo", grace=1, rf=3, max_t=9, concurrency=2)
+        fifo = simulate(curves, order, rule="fifo", grace=1, rf=3, max_t=9, concurrency=2)
         assert sum(ep.values()) < sum(fifo.values()) == 81
 
 
@@ -77,11 +81,11 @@ def test_every_group_completes_a_run_whatever_the_other_group_scores():
     order = [t for pair in zip(sorted(c for c in curves if c[0] == "e"),
                                sorted(c for c in curves if c[0] == "h")) for t in pair]
     for rule in ("halving", "asha"):
-        ep = policy.simulate(curves, order, rule=rule, grace=1, rf=3, max_t=4, concurrency=2,
+        ep = simulate(curves, order, rule=rule, grace=1, rf=3, max_t=4, concurrency=2,
                              groups=groups)
         assert any(ep[t] == 4 for t in curves if t[0] == "h"), rule
         assert any(ep[t] == 4 for t in curves if t[0] == "e"), rule
-    one = policy.simulate(curves, order, rule="asha", grace=1, rf=3, max_t=4, concurrency=2)
+    one = simulate(curves, order, rule="asha", grace=1, rf=3, max_t=4, concurrency=2)
     assert not any(one[t] == 4 for t in curves if t[0] == "h")  # one group: hard starves
 
 

@@ -91,7 +91,7 @@ class StudyDesign:
         self.group_key = M.CELL if self.mode == "compare" else M.SPLIT
         self.tune_seed = s.seed
         k = spec.confirm.seeds
-        ceiling = max(k, getattr(spec.confirm, "ceiling", k))  # TODO(spec helper)
+        ceiling = spec.confirm.ceiling
         self.confirm_seeds = tuple(s.seed + i for i in range(1, k + 1))  # the first round(s)
         self.ceiling_seeds = tuple(s.seed + i for i in range(1, ceiling + 1))  # racing's ceiling
         self.repeat_seeds = tuple(s.seed + r for r in range(s.repeats))  # mode best

@@ -226,6 +226,18 @@ class SearchSpec:
 class ConfirmSpec:
     seeds: int = _f(2, Int(0, 100), "extra seeds for each cell's best configuration (mode best: "
                     "each split's), trained to target_epochs: k+1 complete runs per cell")
+    max_seeds: int | None = _f(None, Int(0, 100, optional=True), "racing ceiling: after the first "
+                               "`seeds`, cells whose comparison could still change the Answer get "
+                               "one more seed at a time up to this many (null: no racing, = seeds)")
+
+    @property
+    def ceiling(self) -> int:
+        """Confirmation seeds a cell can get at most (``max_seeds``, or ``seeds`` without racing)."""
+        return self.seeds if self.max_seeds is None else self.max_seeds
+
+    @property
+    def racing(self) -> bool:
+        return self.ceiling > self.seeds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,9 +276,11 @@ class FeatureCacheSpec:
 
 @dataclasses.dataclass(frozen=True)
 class ReportSpec:
-    tolerance: float = _f(1.0, Num(0, 100), "Answer: a cheaper depth is as good when its mean "
-                          "accuracy is within this many points of the best depth's and not "
-                          "significantly lower")
+    tolerance: float = _f(1.0, Num(0, 100), "Answer: a cheaper depth is shown equivalent to the best "
+                          "when the one-sided lower confidence bound of its paired accuracy "
+                          "difference lies above -tolerance (accuracy points)")
+    alpha: float = _f(0.05, Num(0, 0.5, lo_open=True), "error rate of each verdict (equivalent / "
+                      "worse); racing splits it over its looks (Bonferroni)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -337,7 +351,46 @@ def describe() -> str:
                              f"{f.metadata['doc']}")
     walk(DataSpec, "data.")
     walk(Spec, "")
+    lines += [f"{key}: {default}; {rule}; {doc}" for key, default, rule, doc in PARSED_KEYS]
     return "\n".join(lines)
+
+
+# The keys with a parser of their own (lists and mappings whose items are checked together);
+# their rules as the parsers below apply them, listed by ``describe()`` with the others.
+PARSED_KEYS = (
+    ("name", "required", "1-64 letters, digits, '_', '-' or '.', starting with a letter or digit",
+     "the study's name: its directory under storage"),
+    ("splits", "required", "a non-empty list of {name, source, target}; names unique",
+     "class splits: a source task (init 'source' trains on it) and a target task"),
+    ("splits[].source / .target", "required", "non-empty lists of class names or indices, "
+     "disjoint", "the classes of each task"),
+    ("backbones", "required", "a mapping of registered backbone names (scratch_cnn, "
+     "mobilenet_v2, resnet18) to {frozen_depth | depths, stem}", "the backbones compared"),
+    ("backbones.NAME.frozen_depth", "[0, n_stages]", "an integer or [lo, hi] within the "
+     "backbone's stage table", "range of frozen depths compared (stages frozen from the input)"),
+    ("backbones.NAME.depths", "[]", "a list of distinct depths within the stage table "
+     "(instead of frozen_depth)", "an explicit subset of depths"),
+    ("backbones.NAME.stem", "'auto'", "auto, cifar or imagenet", "first-layer layout; auto: "
+     "imagenet for ImageNet weights, else cifar"),
+    ("inits", "['source']", "a non-empty list of distinct values in source, imagenet, scratch",
+     "where the backbone's weights come from; scratch is the no-transfer baseline (depth 0)"),
+    ("lr.low / lr.high", "required", "numbers with 0 < low <= high", "target-stage peak "
+     "learning rate per step, sampled log-uniformly"),
+    ("lr.grid", "[]", "a list of positive numbers", "learning rates of search.algorithm grid"),
+    ("weights", "{}", "a mapping of backbone name to an existing local file",
+     "ImageNet weights read instead of downloading them"),
+    ("loggers", "[]", "a list of distinct values in tensorboard, mlflow, wandb",
+     "experiment trackers each trial reports to"),
+)
+
+
+def default_of(key: str):
+    """The schema's default of a dotted scalar key (``default_of("report.tolerance")``): the one
+    place a reader of results without a spec (the analysis) takes a default from."""
+    cls, *path, last = [Spec] + key.split(".")
+    for name in path:
+        cls = DataSpec if (cls, name) == (Spec, "data") else type(_default(cls, name))
+    return _default(cls, last)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -644,6 +697,9 @@ def _cross_checks(c: _Checker, spec: Spec) -> None:
     if mode_ok and s.mode == "compare" and s.algorithm == "tpe":
         c.bad("search.algorithm", "tpe", "must be qmc, random or grid when search.mode is "
               "'compare' (a cell's few trials are below TPE's random start-up; use mode best)")
+    cf = spec.confirm
+    if cf.max_seeds is not None and cf.max_seeds < cf.seeds:
+        c.bad("confirm.max_seeds", cf.max_seeds, f"must be >= confirm.seeds ({cf.seeds}) or null")
     if mode_ok and s.mode == "compare" and s.repeats != 1:
         c.bad("search.repeats", s.repeats, "must be 1 when search.mode is 'compare' (confirm.seeds "
               "retrains each cell's best configuration with more seeds)")

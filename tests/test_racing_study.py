@@ -1,0 +1,149 @@
+"""Racing in a real study (local Ray, tiny images): confirmation seeds go only where the paired
+comparison is still open, and a driver killed while racing resumes without losing anything.
+
+Each check replays the racing rule (``study.core.stats``) on the per-seed test accuracies the
+study recorded and asserts that the study ran exactly the seeds the rule asked for."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from study.core import metrics as M
+from study.core import stats
+from study.core.design import StudyDesign
+from study.core.record import fold
+from study.core.spec import load_spec_dict
+from study.core.status import COMPLETED
+from study.recorder import read_record
+from study.runner import run_study
+
+from conftest import REPO
+from test_study_integration import tiny_spec, two_task_folder
+
+
+def _racing_spec(base: Path, name: str) -> dict:
+    """3 depths of the small CNN (one answer group) on a target task of pure noise (test
+    accuracies scatter around chance, so comparisons stay open), 2 learning rates per cell, 1
+    confirmation seed then racing up to 3; tolerance 0: no cheaper depth can be shown
+    equivalent, racing runs until each is shown worse or reaches the ceiling."""
+    two_task_folder(base / "data")
+    d = tiny_spec(base / "data", base / "storage", base / "cache", name=name,
+                  splits=[{"name": "ab_ef", "source": ["a", "b"], "target": ["e", "f"]}],
+                  backbones={"scratch_cnn": {"depths": [0, 2, 4]}}, target_epochs=2,
+                  confirm={"seeds": 1, "max_seeds": 3}, report={"tolerance": 0.0, "alpha": 0.01})
+    d["search"].update(trials_per_cell=2, max_concurrent=2, seed=5)
+    return d
+
+
+def _runs(sdir: Path, target: int) -> dict:
+    """cell -> {seed: test_acc} of the completed runs of each cell's best configuration (its best
+    tuning run and its confirmation runs), from the study's record."""
+    table = fold(read_record(str(sdir)), target)
+    confirm = [t for t in table.values() if (t["config"] or {}).get(M.PHASE) == M.PHASE_CONFIRM]
+    lr_of = {t["config"][M.CELL]: t["config"][M.LR] for t in confirm}
+    out: dict = {}
+    for t in table.values():
+        cfg = t["config"] or {}
+        if t["status"] != COMPLETED or cfg.get(M.CELL) not in lr_of or cfg[M.LR] != lr_of[cfg[M.CELL]]:
+            continue
+        assert int(cfg[M.SEED]) not in out.get(cfg[M.CELL], {}), "a seed ran twice"
+        out.setdefault(cfg[M.CELL], {})[int(cfg[M.SEED])] = t[M.TEST_ACC]
+    return out
+
+
+def _replay(design: StudyDesign, runs: dict) -> dict:
+    """The seeds racing should have run, given the accuracies each seed produced: the first
+    ``confirm.seeds``, then one look at a time (``stats.next_seeds`` at the per-look alpha), the
+    best getting each seed an open cell gets."""
+    spec = design.spec
+    tol, alpha = spec.report.tolerance / 100, stats.alpha_per_look(spec.report.alpha, design.looks)
+    first = (design.tune_seed, *design.confirm_seeds)
+    asked = {c: set(first) for c in runs}
+    while True:
+        rows = [{"cell": c, "depth": design.cell(c).depth, "flops": 1.0 / (1 + design.cell(c).depth),
+                 "accs": {s: a for s, a in runs[c].items() if s in asked[c]}} for c in runs]
+        want = stats.next_seeds(rows, tol, alpha, len(design.ceiling_seeds))
+        best = stats.group_answer(rows, tol, alpha)["best"]
+        added = False
+        for c in want:
+            if c == best:
+                continue
+            seed = next((s for s in design.ceiling_seeds if s not in asked[c]), None)
+            if seed is None:
+                continue
+            asked[c].add(seed)
+            asked[best].add(seed)
+            added = True
+        if not added:
+            return {c: sorted(s) for c, s in asked.items()}
+
+
+def _check_racing(spec_dict: dict, sdir: Path) -> dict:
+    design = StudyDesign(load_spec_dict(spec_dict))
+    runs = _runs(sdir, design.target_epochs)
+    assert set(runs) == {c.id for c in design.cells}
+    ran = {c: sorted(r) for c, r in runs.items()}
+    assert ran == _replay(design, runs), "racing ran other seeds than the rule asks for"
+    for c, seeds in ran.items():  # never past the ceiling
+        assert len(seeds) <= 1 + len(design.ceiling_seeds)
+    return ran
+
+
+def test_racing_adds_seeds_only_to_open_comparisons(tmp_path, ray_local):
+    d = _racing_spec(tmp_path, "race")
+    summary = run_study(load_spec_dict(d))
+    assert summary["errored"] == 0 and summary["cells_completed"] == 3
+    ran = _check_racing(d, Path(summary["results"]))
+    print("\nracing: runs per cell", {c: len(s) for c, s in ran.items()})
+    assert max(len(s) for s in ran.values()) > 2, "no comparison was raced"
+
+
+@pytest.mark.slow
+def test_driver_killed_while_racing_then_resumed(tmp_path):
+    """SIGKILL the driver once a racing seed (beyond confirm.seeds) has reported; `study
+    resume` continues the racing: no finished trial lost or rerun, and the seeds run are still
+    exactly the ones the rule asks for."""
+    d = _racing_spec(tmp_path, "racekill")
+    d["max_failures"] = 1
+    spec = tmp_path / "racekill.yaml"
+    spec.write_text(yaml.safe_dump(d))
+    sdir = tmp_path / "storage" / "racekill"
+    design = StudyDesign(load_spec_dict(d))
+    racing_seeds = set(design.ceiling_seeds) - set(design.confirm_seeds)
+    study = [sys.executable, "-m", "study.cli"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open(tmp_path / "run.log", "w") as log:
+        driver = subprocess.Popen([*study, "run", str(spec)], stdout=log, stderr=subprocess.STDOUT,
+                                  env=env, cwd=REPO, start_new_session=True)
+        deadline = time.time() + 600
+        killed = False
+        while driver.poll() is None and time.time() < deadline:
+            table = fold(read_record(str(sdir)), design.target_epochs, study_running=True) \
+                if (sdir / "trials.jsonl").exists() else {}
+            if any((t["config"] or {}).get(M.SEED) in racing_seeds and t["epoch"]
+                   for t in table.values()):
+                os.killpg(driver.pid, signal.SIGKILL)
+                killed = True
+                break
+            time.sleep(0.2)
+        driver.wait(timeout=60)
+    assert time.time() < deadline, (tmp_path / "run.log").read_text()[-3000:]
+    if not killed:  # every comparison decided at the first look: nothing to race here
+        pytest.skip("the study decided without racing; nothing to kill during racing")
+    before = fold(read_record(str(sdir)), design.target_epochs)
+    finished = {t: v for t, v in before.items() if v["status"] == COMPLETED}
+    res = subprocess.run([*study, "resume", str(sdir)], capture_output=True, text=True, env=env,
+                         cwd=REPO, timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    after = fold(read_record(str(sdir)), design.target_epochs)
+    for t, v in finished.items():  # not lost, not rerun
+        assert after[t]["status"] == COMPLETED and after[t][M.TEST_ACC] == v[M.TEST_ACC], t
+    summary = json.loads((sdir / "summary.json").read_text())
+    assert summary["errored"] == 0 and summary["interrupted"] == 0, summary
+    _check_racing(d, sdir)
