@@ -33,9 +33,13 @@ Headline (last three lines, over the depth-curve groups of every sd):
   decided_fraction: groups decided when racing stopped;
   seeds_vs_ceiling: confirmation seeds used / confirmation seeds if every cell got the ceiling.
 
-Replaying a finished study (``--study DIR``) is not offered: a study's ``report.json`` only names
-the studies, and per-seed test accuracies of a cell's runs come from the trials table through
-``analysis.cells.cell_runs``, outside this benchmark's files.
+``--study DIR`` replays a finished study instead: the per-seed test accuracies it measured
+(``trials.jsonl``: each cell's best configuration, its tuning run and confirmation runs), look
+by look, as the racing rule saw (or would have seen) them, with the study's own tolerance, alpha,
+``confirm.seeds`` and ``confirm.max_seeds`` (``--max-seeds`` overrides the ceiling, e.g. to ask
+what racing would have done on a study run without it). Per answer group it prints each look's
+verdicts and open cells; last, ``decided_fraction=`` and ``seeds_vs_ceiling=`` (the false
+equivalence rate needs the true differences, which a real study does not know).
 """
 from __future__ import annotations
 
@@ -74,6 +78,64 @@ def _run(diffs, sd, seeds, max_seeds, tol, alpha, groups, rng, check_best=False)
     return counts, runs, tot
 
 
+def replay(study_dir: str, max_seeds: int | None = None) -> int:
+    """Replay a study's measured per-seed results through the racing rule (see the docstring)."""
+    import yaml
+
+    from study.core import stats
+    from study.core.design import StudyDesign
+    from study.core.layout import STUDY_FILE, read_text
+    from study.core.record import fold, seed_runs
+    from study.core.spec import load_spec_dict
+    from study.recorder import read_record
+
+    spec = load_spec_dict(yaml.safe_load(read_text(f"{study_dir}/{STUDY_FILE}")))
+    design = StudyDesign(spec)
+    runs = seed_runs(fold(read_record(study_dir), spec.target_epochs))
+    k = spec.confirm.seeds
+    ceiling = max(k, spec.confirm.ceiling if max_seeds is None else max_seeds)
+    tol = spec.report.tolerance / 100
+    alpha = stats.alpha_per_look(spec.report.alpha, stats.looks(k, ceiling))
+    print(f"replay {study_dir}: tolerance {spec.report.tolerance} points, alpha "
+          f"{spec.report.alpha} ({alpha:.4f} per look), confirm.seeds {k}, ceiling {ceiling}")
+    groups = decided = used = cells_total = 0
+    for group, cells in design.answer_groups.items():
+        cells = [c for c in cells if c in runs]
+        if not cells:
+            continue
+        seeds = {c: sorted(runs[c])[: k + 1] for c in cells}
+        look = 0
+        while True:
+            look += 1
+            rows = [{"cell": c, "depth": design.cell(c).depth, "flops": -design.cell(c).depth,
+                     "accs": {s: runs[c][s] for s in seeds[c]}} for c in cells]
+            ans = stats.group_answer(rows, tol, alpha)
+            verdicts = " ".join(f"d{design.cell(c).depth}:{ans['comparisons'][c]['verdict'][:5]}"
+                                f"({len(seeds[c])})" for c in cells)
+            print(f"  {group} look {look}: best d{design.cell(ans['best']).depth}, answer "
+                  f"d{design.cell(ans['answer']).depth}, {verdicts}"
+                  f"{'' if ans['decided'] else ', open: ' + ', '.join(ans['open'])}")
+            want = stats.next_seeds(rows, tol, alpha, ceiling)
+            more = False
+            for c in want:  # the next measured seed of each cell the rule asks for
+                nxt = [s for s in sorted(runs[c]) if s not in seeds[c]]
+                if nxt:
+                    seeds[c].append(nxt[0])
+                    more = True
+            if not want or not more:
+                if want:
+                    print(f"  {group}: the rule asks for more seeds than the study measured")
+                break
+        groups += 1
+        decided += bool(ans["decided"])
+        used += sum(len(s) - 1 for s in seeds.values())
+        cells_total += len(cells)
+    print()
+    print(f"decided_fraction={decided / max(groups, 1):.4f}")
+    print(f"seeds_vs_ceiling={used / max(cells_total * ceiling, 1):.4f}")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--groups", type=int, default=2000, help="groups per configuration")
@@ -85,7 +147,10 @@ def main(argv=None) -> int:
     ap.add_argument("--max-seeds", type=int, default=6, help="ceiling of confirmation seeds")
     ap.add_argument("--alpha", type=float, default=0.05)
     ap.add_argument("--json", type=Path, help="write the numbers here")
+    ap.add_argument("--study", help="replay this finished study's measured results instead")
     a = ap.parse_args(argv)
+    if a.study:
+        return replay(a.study, a.max_seeds if "--max-seeds" in (argv or sys.argv) else None)
     tol, g = a.tolerance, a.groups
     diffs = [k * tol for k in DIFFS_IN_TOL]
     ids = ["ref"] + [f"c{i}" for i in range(len(diffs))]

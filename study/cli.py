@@ -61,10 +61,12 @@ def cmd_validate(args) -> int:
     line = _check_classes(spec, args.data_root)
     if line:
         print(line)
-    c = StudyDesign(spec).trial_counts()
+    design = StudyDesign(spec)
+    c = design.trial_counts()
+    racing = f", racing up to {c['total_max']}" if design.racing else ""
     print(f"{args.spec}: valid study {spec.name!r}: {len(spec.splits)} split(s), "
           f"{len(spec.backbones)} backbone(s), inits {', '.join(spec.inits)}, {c['cells']} cells, "
-          f"{c['total']} trials ({c['tuning']} tuning + {c['confirm']} confirmation; mode "
+          f"{c['total']} trials ({c['tuning']} tuning + {c['confirm']} confirmation{racing}; mode "
           f"{spec.search.mode}, {spec.search.algorithm}, {spec.scheduler.type})")
     return EXIT_OK
 

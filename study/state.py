@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from study.core.layout import is_uri, write_atomic
+from study.core.layout import REPORT_AGAIN_FILE, is_uri, write_atomic
 
 STATE_BACKUP_SUFFIX = ".complete"  # experiment_state-<session>.json.complete
 
@@ -83,7 +83,8 @@ def repair_dangling_checkpoints(sdir: str, log=print) -> list[str]:
     points to a deleted checkpoint, and Tune would fail that trial ("does not exist on storage
     anymore"). The newer checkpoint is on disk: put it where the state looks (local storage).
     The trial then resumes after the newer checkpoint's epoch, as the trainable reads its epoch
-    from the checkpoint itself. Returns what was repaired.
+    from the checkpoint itself; a ``REPORT_AGAIN_FILE`` in it makes the trainable first report
+    that epoch's result (saved in the checkpoint), which Tune never received. Returns what was repaired.
 
     Tune has no public API for this, so it reads the experiment state *file* (JSON: each
     trial's ``relative_logdir`` and ``last_result.checkpoint_dir_name``, written by Ray 2.60);
@@ -108,8 +109,10 @@ def repair_dangling_checkpoints(sdir: str, log=print) -> list[str]:
             newer = sorted(d for d in tdir.glob("checkpoint_*") if d.is_dir() and d.name > name)
             if newer:
                 shutil.copytree(newer[-1], missing)
+                (missing / REPORT_AGAIN_FILE).touch()  # its result never reached Tune
                 fixed.append(f"trial {trial['trial_id']}: its recorded checkpoint {name} was "
-                             f"deleted before the driver stopped; resuming from {newer[-1].name}")
+                             f"deleted before the driver stopped; resuming from {newer[-1].name} "
+                             f"(its epoch's result reported again)")
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         log(f"checkpoint repair skipped: {states[-1].name} is not in the layout this version "
             f"knows (Ray 2.60 layout expected): {type(e).__name__}: {e}")

@@ -17,7 +17,7 @@ import yaml
 from study.core import metrics as M
 from study.core import stats
 from study.core.design import StudyDesign
-from study.core.record import fold
+from study.core.record import fold, seed_runs
 from study.core.spec import load_spec_dict
 from study.core.status import COMPLETED
 from study.recorder import read_record
@@ -42,19 +42,13 @@ def _racing_spec(base: Path, name: str) -> dict:
 
 
 def _runs(sdir: Path, target: int) -> dict:
-    """cell -> {seed: test_acc} of the completed runs of each cell's best configuration (its best
-    tuning run and its confirmation runs), from the study's record."""
+    """cell -> {seed: test_acc} of the runs the Answer compares, from the study's record."""
     table = fold(read_record(str(sdir)), target)
-    confirm = [t for t in table.values() if (t["config"] or {}).get(M.PHASE) == M.PHASE_CONFIRM]
-    lr_of = {t["config"][M.CELL]: t["config"][M.LR] for t in confirm}
-    out: dict = {}
-    for t in table.values():
-        cfg = t["config"] or {}
-        if t["status"] != COMPLETED or cfg.get(M.CELL) not in lr_of or cfg[M.LR] != lr_of[cfg[M.CELL]]:
-            continue
-        assert int(cfg[M.SEED]) not in out.get(cfg[M.CELL], {}), "a seed ran twice"
-        out.setdefault(cfg[M.CELL], {})[int(cfg[M.SEED])] = t[M.TEST_ACC]
-    return out
+    runs = seed_runs(table)
+    n = sum(1 for t in table.values() if t["status"] == COMPLETED
+            and (t["config"] or {}).get(M.PHASE) == M.PHASE_CONFIRM)
+    assert n == sum(len(r) - 1 for r in runs.values()), "a seed ran twice"
+    return runs
 
 
 def _replay(design: StudyDesign, runs: dict) -> dict:

@@ -136,13 +136,14 @@ def test_quick_example_loads():
     assert [s.name for s in spec.splits] == ["5to5"]
     assert spec.split("5to5").source == ("airplane", "automobile", "bird", "cat", "deer")
     assert {b.name: (b.depth_list(), b.stem) for b in spec.backbones} == {
-        "scratch_cnn": ([0, 1, 2, 3, 4], "auto"),
+        "scratch_cnn": ([0, 2, 4], "auto"),
         "resnet18": ([0, 3, 5], "imagenet"),
     }
     assert spec.inits == ("source", "scratch")
     assert (spec.lr.low, spec.lr.high) == (0.005, 0.2)
     assert spec.data.root is None and spec.data.max_train_per_class == 400
     assert spec.target_epochs == 4 and spec.max_failures == 1
+    assert (spec.confirm.seeds, spec.confirm.max_seeds, spec.confirm.ceiling) == (2, 4, 4)
 
 
 def test_load_spec_overrides_merge_into_sections():
@@ -539,8 +540,8 @@ def test_cli_validate_quick(capsys):
     assert main(["validate", str(QUICK)]) == EXIT_OK
     out = capsys.readouterr().out
     assert "valid study 'quick'" in out
-    assert ("1 split(s), 2 backbone(s), inits source, scratch, 10 cells, 40 trials (30 tuning + 10 "
-            "confirmation; mode compare, qmc, halving)") in out
+    assert ("1 split(s), 2 backbone(s), inits source, scratch, 8 cells, 40 trials (24 tuning + 16 "
+            "confirmation, racing up to 56; mode compare, qmc, halving)") in out
 
 
 def test_cli_validate_grid_counts_points(tmp_path, capsys):
@@ -600,3 +601,28 @@ def test_cli_console_script_exit_code(tmp_path):
                        capture_output=True, text=True, cwd=REPO, timeout=120)
     assert r.returncode == 2, r.stderr
     assert "backbones.resnet18.frozen_depth = [0, 9]" in r.stderr
+
+
+# ----------------------------------------------------------------------------- racing and the Answer's keys
+
+def test_racing_ceiling_and_answer_keys():
+    from study.core.spec import default_of, describe
+
+    spec = load_spec_dict(copy.deepcopy(MINIMAL))
+    assert (spec.confirm.max_seeds, spec.confirm.ceiling, spec.confirm.racing) == (None, 2, False)
+    assert (spec.report.tolerance, spec.report.alpha) == (1.0, 0.05)
+    raced = load_spec_dict({**copy.deepcopy(MINIMAL), "confirm": {"seeds": 1, "max_seeds": 5}})
+    assert (raced.confirm.ceiling, raced.confirm.racing) == (5, True)
+    assert problems_of({**copy.deepcopy(MINIMAL), "confirm": {"seeds": 3, "max_seeds": 2}}) == [
+        "confirm.max_seeds = 2: must be >= confirm.seeds (3) or null"]
+    for bad in (0, 0.6, "x"):
+        (p,) = problems_of({**copy.deepcopy(MINIMAL), "report": {"alpha": bad}})
+        assert p.startswith(f"report.alpha = {bad!r}: must be"), p
+    # one default per key, read by the analysis through default_of
+    assert default_of("report.tolerance") == 1.0 and default_of("confirm.seeds") == 2
+    assert default_of("confirm.max_seeds") is None and default_of("data.val_fraction") == 0.1
+    # every key, the hand-parsed ones too
+    keys = {line.split(":")[0] for line in describe().splitlines()}
+    for k in ("splits", "backbones", "inits", "lr.low / lr.high", "weights", "loggers",
+              "confirm.max_seeds", "report.alpha", "search.seed"):
+        assert k in keys, k

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from study.core.layout import copy_file, filesystem, is_file, read_text, write_atomic
+from study.core.layout import copy_file, is_file, read_text, write_atomic
 
 FILES = ("model.pt", "info.json")
 

@@ -27,7 +27,7 @@ from trainables import features
 from study.core import identity
 from study.core import metrics as M
 from study.core.spec import load_spec_dict, resolve_stem
-from study.core.layout import write_atomic
+from study.core.layout import REPORT_AGAIN_FILE, write_atomic
 from trainables import remote
 from trainables.backbones import (build, count_params, freeze, imagenet_state_dict,
                                   load_imagenet)
@@ -379,6 +379,7 @@ def transfer_trainable(config: dict, *, spec_dict: dict, data: StudyData, source
     if ckpt:
         with ckpt.as_directory() as cd:
             st = torch.load(Path(cd) / "state.pt", map_location="cpu", weights_only=False)
+            report_again = (Path(cd) / REPORT_AGAIN_FILE).exists()
         load_trainable_state(model, st["model"])
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["schedule"])
@@ -387,6 +388,11 @@ def transfer_trainable(config: dict, *, spec_dict: dict, data: StudyData, source
         if "cuda_rng" in st and device.type == "cuda":
             torch.cuda.set_rng_state(st["cuda_rng"])
         start_epoch, flops, wall = st["epoch"], st["target_flops"], st["wall_s"]
+        if report_again and "result" in st:
+            # ``study resume`` repaired this checkpoint with a newer one whose result Tune never
+            # received (study.state.repair_dangling_checkpoints): report that epoch now, so no
+            # epoch is missing from the trial's results.
+            tune.report({**st["result"], M.WORKER_RSS_MIB: worker_rss_mib()})
         if cache.use:  # the features computed before, identically; their FLOPs are counted
             t0 = time.perf_counter()
             features.replay(net, train, val, generator_state=gen_start, epochs=start_epoch,
@@ -429,6 +435,6 @@ def transfer_trainable(config: dict, *, spec_dict: dict, data: StudyData, source
                         "schedule": sched.state_dict(), "generator": gen.get_state(),
                         "torch_rng": torch.get_rng_state(),
                         **({"cuda_rng": torch.cuda.get_rng_state()} if device.type == "cuda" else {}),
-                        "epoch": epoch, "target_flops": flops, "wall_s": wall},
+                        "epoch": epoch, "target_flops": flops, "wall_s": wall, "result": result},
                        Path(cd) / "state.pt")
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(cd))

@@ -8,6 +8,9 @@ SUMMARY_FILE = "summary.json"  # written when a run ends
 SOURCES_DIR = "sources"  # shared source models: sources/<key>/{model.pt,info.json,users.txt}
 
 RECORD_FILE = "trials.jsonl"  # the study's own record: one line per trial event (study.recorder)
+# In a checkpoint `study resume` put in place of a deleted one (study.state): the trial reports
+# that checkpoint's epoch again before it goes on, as Tune never received it.
+REPORT_AGAIN_FILE = "report_again"
 
 # Trial statuses: one vocabulary and one rule (study.core.status) for the record, the progress
 # lines, summary.json and reports.

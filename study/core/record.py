@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 
 from study.core import metrics as M
-from study.core.status import trial_status
+from study.core.status import COMPLETED, trial_status
 
 RESULT_KEYS = (M.EPOCH, M.VAL_ACC, M.TEST_ACC, M.TARGET_FLOPS, M.SOURCE_FLOPS, M.EPOCH_S,
                M.TEST_S, M.WALL_S, M.SOURCE_KEY)
@@ -67,3 +67,18 @@ def fold(events: list[dict], target_epochs: int, study_running: bool = False) ->
         t["status"] = trial_status(t["epoch"], target_epochs, ended=t["ended"],
                                    error=bool(t["error"]), study_running=study_running)
     return trials
+
+
+def seed_runs(table: dict) -> dict:
+    """cell -> {seed: test_acc} of the completed runs of each cell's confirmed configuration
+    (its best tuning run and its confirmation runs: the runs the Answer compares), from a
+    ``fold``ed record. Mode compare; cells without a confirmation trial are left out."""
+    cfgs = [t.get("config") or {} for t in table.values()]
+    lr_of = {c[M.CELL]: c[M.LR] for c in cfgs if c.get(M.PHASE) == M.PHASE_CONFIRM}
+    out: dict = {}
+    for t in table.values():
+        c = t.get("config") or {}
+        if (t["status"] == COMPLETED and c.get(M.CELL) in lr_of and c.get(M.LR) == lr_of[c[M.CELL]]
+                and t.get(M.TEST_ACC) is not None):
+            out.setdefault(c[M.CELL], {})[int(c[M.SEED])] = t[M.TEST_ACC]
+    return out
