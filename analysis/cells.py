@@ -5,9 +5,9 @@ A *cell* is one (split, backbone, init, frozen_depth) combination (``M.CELL``). 
 only the learning rate is tuned (phase "tune"); the cell's best configuration is then trained
 again with k more seeds (phase "confirm"). A cell's *runs* are the completed trials of its chosen
 configuration (``cell_runs``); every statistic here is computed over those runs only. Trials that
-ASHA stopped, that errored or that are still running never count: they did not train for the
-same number of epochs, so their accuracies are not comparable. They stay visible in the per-trial
-scatter data (``scatter_points``).
+early stopping stopped, that errored or that are still running never count: they did not train
+for the same number of epochs, so their accuracies are not comparable. They stay visible in the
+per-trial scatter data (``scatter_points``).
 
 Statistics, for a cell with runs x_1..x_n of the metric (accuracy in [0, 1]):
   mean  m = sum(x_i) / n

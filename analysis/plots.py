@@ -54,10 +54,12 @@ def _pct(ax):
     ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=0))
 
 
-def frontier(trials: pd.DataFrame, split: str, y: str = M.VAL_ACC) -> plt.Figure:
+def frontier(trials: pd.DataFrame, split: str, y: str = M.VAL_ACC,
+             stopped: str | None = "stopped early") -> plt.Figure:
     """Accuracy vs compute for one split: left with the amortised source cost, right without.
     Filled markers: completed trials; hollow: stopped / errored / running (stopped trials stay
-    visible here, never in the cell statistics). With a ``cell_run`` column
+    visible here, never in the cell statistics); ``stopped``: what the legend calls a stopped
+    trial (e.g. "stopped by ASHA"; None: the study stopped none early). With a ``cell_run`` column
     (``analysis.cells.scatter_points``), the trials that count in the cell statistics are ringed.
     Black steps: the Pareto frontier over all backbones; dashed: per backbone."""
     t = trials[trials[M.SPLIT] == split]
@@ -86,7 +88,7 @@ def frontier(trials: pd.DataFrame, split: str, y: str = M.VAL_ACC) -> plt.Figure
     _pct(axes[0])
     handles = _backbone_init_handles(col, t)
     handles += [Line2D([], [], color="grey", marker="o", ls="", mfc="none",
-                       label="stopped by ASHA / incomplete"),
+                       label=f"{stopped} / incomplete" if stopped else "incomplete"),
                 *([Line2D([], [], color="0.35", marker="o", ms=10, ls="", mfc="none",
                           label="counts in the cell statistics")] if "cell_run" in t else []),
                 Line2D([], [], color="black", lw=1.6, label="Pareto frontier (all backbones)"),
@@ -254,7 +256,8 @@ def cell_frontier(summary: pd.DataFrame, frontier: pd.DataFrame, split: str,
 
 
 def learning_curves(epochs: pd.DataFrame, finalists: pd.DataFrame, splits) -> plt.Figure:
-    """Validation accuracy per epoch: every trial in grey (ASHA's pruning), finalists coloured."""
+    """Validation accuracy per epoch: every trial in grey (early stopping's pruning), finalists
+    coloured."""
     splits = list(splits)
     fig, axes = plt.subplots(1, len(splits), figsize=(5.5 * len(splits), 4.2), squeeze=False,
                              sharey=True)
@@ -303,25 +306,27 @@ def confusion(trial: pd.Series, classes: list[str]) -> plt.Figure:
     return fig
 
 
-def asha(acc: dict, label: str = "") -> plt.Figure:
-    """Stacked bars: compute spent (by trial status, + source models) vs the FIFO estimate."""
+def early_stopping(acc: dict, name: str, stopped: str, label: str = "") -> plt.Figure:
+    """Stacked bars: compute spent (by trial status, + source models) under the early-stopping
+    rule ``name`` (e.g. "ASHA"; "FIFO": none) vs the FIFO estimate; ``stopped``: what a stopped
+    trial is called (``analysis.frontier.early_stopping_accounting`` gives ``acc``)."""
     fig, ax = plt.subplots(figsize=(9, 2.6))
     parts = [("completed", acc["spent"]["completed"], "#2b8cbe"),
-             ("stopped by ASHA", acc["spent"]["stopped"], "#a6bddb"),
+             (stopped, acc["spent"]["stopped"], "#a6bddb"),
              ("errored", acc["spent"]["errored"], "#e34a33"),
              ("running", acc["spent"]["running"], "#fdbb84"),
              ("source models", acc["source"], "#756bb1")]
     left = 0.0
-    for name, v, c in parts:
+    for part, v, c in parts:
         if v > 0:
-            ax.barh(1, v, left=left, color=c, label=name)
+            ax.barh(1, v, left=left, color=c, label=part)
             left += v
     ax.barh(0, acc["fifo_target"], color="0.6", label="FIFO estimate: target trials")
     if acc["source"] > 0:
         ax.barh(0, acc["source"], left=acc["fifo_target"], color="#756bb1")
-    ax.set_yticks([0, 1], ["FIFO (estimate:\nall trials to max_t)", "ASHA (spent)"])
+    ax.set_yticks([0, 1], ["FIFO (estimate:\nall trials to target_epochs)", f"{name} (spent)"])
     ax.set_xlabel("compute (FLOPs)")
-    ax.set_title(f"{label + ': ' if label else ''}ASHA spent {acc['total']:.3g} FLOPs; "
+    ax.set_title(f"{label + ': ' if label else ''}{name} spent {acc['total']:.3g} FLOPs; "
                  f"FIFO would spend ~{acc['fifo']:.3g} (savings x{acc['savings']:.2f})")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=6, frameon=False)
     ax.grid(axis="y", visible=False)

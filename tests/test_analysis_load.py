@@ -179,7 +179,8 @@ def test_bad_inputs_name_the_path(tmp_path, case):
 def test_reports_render_from_fake_studies_without_ray(tmp_path):
     """make_report / make_compare on hand-written study folders: a cell study with confirm runs
     and an old one (no cells, n=1, errored trial); sections in order, tolerance from the spec."""
-    from analysis.report import make_compare, make_report, tolerance_points
+    from analysis.compare import make_compare
+    from analysis.report import make_report, tolerance_points
 
     cells, old = make_cell_study(tmp_path / "a"), make_study(tmp_path / "b")
     out, text = make_report(cells, tmp_path / "r1")
@@ -190,7 +191,8 @@ def test_reports_render_from_fake_studies_without_ray(tmp_path):
     assert "72.0% ± 5.0 (n=3)" in md  # imagenet d2: test [.70, .72, .74]
     assert "x/resnet18/imagenet/d2 | 2 | 1 | 1 | 0 | 0 | 2 / 2 | 3" in md  # coverage row
     assert "within 1 accuracy point" in md and "tolerance 1 point" in text
-    for f in ("depth.png", "gain.png", "cell_frontier_x.png", "frontier_x.png", "asha.png"):
+    for f in ("depth.png", "gain.png", "cell_frontier_x.png", "frontier_x.png",
+              "early_stopping.png"):
         assert (out / f).stat().st_size > 0, f
     out, _ = make_report(old, tmp_path / "r2", tolerance=0.5)
     md = (out / "report.md").read_text()
@@ -204,3 +206,41 @@ def test_reports_render_from_fake_studies_without_ray(tmp_path):
     with pytest.raises(ReportError):
         make_report(cells, tmp_path / "r3", tolerance=-1)
     assert not (tmp_path / "r3").exists()
+
+
+@pytest.mark.parametrize("scheduler, label", [(None, "successive halving"),  # the spec default
+                                              ("halving", "successive halving"),
+                                              ("asha", "ASHA"), ("fifo", "none (FIFO)")])
+def test_report_names_the_early_stopping_that_ran(tmp_path, scheduler, label):
+    """Every sentence about early stopping names the study's scheduler.type."""
+    from analysis.report import make_report
+
+    s = make_cell_study(tmp_path)
+    if scheduler:
+        with open(s / "study.yaml", "a") as f:
+            f.write(f"scheduler: {{type: {scheduler}}}\n")
+    out, text = make_report(s, tmp_path / "r")
+    md = (out / "report.md").read_text().split("## 8. Provenance")[0]  # not the spec's own text
+    assert f"## 7. Early-stopping accounting: {label}" in md
+    assert f"; early stopping: {label}. Cells:" in md and f"early stopping: {label};" in text
+    assert (out / "early_stopping.png").stat().st_size > 0
+    others = {"successive halving", "ASHA"} - {label}
+    assert not any(o in md or o in text for o in others), others
+    if scheduler == "fifo":
+        assert "stopped by" not in md and "Under FIFO, the trials ran" in md
+        assert "hollow: incomplete;" in md
+    else:
+        assert f"stopped by {label}" in md and f"Under {label}, the trials ran" in md
+
+
+def test_spec_defaults_come_from_the_spec_schema():
+    from analysis.report import confirm_seeds, spec_default, tolerance_points
+    from study.core.spec import ConfirmSpec, ReportSpec, SchedulerSpec
+
+    assert spec_default("report.tolerance") == ReportSpec().tolerance
+    assert spec_default("confirm.seeds") == ConfirmSpec().seeds
+    assert spec_default("scheduler.type") == SchedulerSpec().type
+    assert tolerance_points({}) == spec_default("report.tolerance")
+    assert confirm_seeds({"confirm": {}}) == spec_default("confirm.seeds")
+    assert confirm_seeds({"confirm": {"seeds": 1}}) == 1
+    assert confirm_seeds({}) == 0  # a study written before the confirm phase

@@ -15,11 +15,11 @@ from study.core.spec import load_spec_dict
 
 SECTIONS = ("1. Answer: how much to freeze", "2. Cells: coverage and runs",
             "3. Accuracy vs frozen depth", "4. Transfer gain over scratch",
-            "5. Accuracy vs compute: Pareto frontier of cells", "6. Finalists", "7. ASHA accounting",
-            "8. Provenance")
+            "5. Accuracy vs compute: Pareto frontier of cells", "6. Finalists",
+            "7. Early-stopping accounting: ASHA", "8. Provenance")
 COMPARE_SECTIONS = ("1. Studies", "2. Answer per study", "3. Differences",
                     "4. Accuracy vs frozen depth", "5. Transfer gain over scratch",
-                    "6. Accuracy vs compute", "7. Finalists", "8. ASHA accounting",
+                    "6. Accuracy vs compute", "7. Finalists", "8. Early-stopping accounting",
                     "9. Provenance")
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -75,7 +75,7 @@ def test_report_has_every_section_and_output(report, study, capsys):
         assert f"## {s}" in md, s
         assert s in htm, s
     for f in ("trials.csv", "epochs.csv", "trials.parquet", "epochs.parquet", "report.json",
-              "frontier_ab_cd.png", "depth.png", "learning.png", "asha.png"):
+              "frontier_ab_cd.png", "depth.png", "learning.png", "early_stopping.png"):
         assert (report / f).stat().st_size > 0, f
     trials = pd.read_parquet(report / "trials.parquet")
     assert len(trials) == 8 == len(pd.read_csv(report / "trials.csv"))
@@ -83,6 +83,9 @@ def test_report_has_every_section_and_output(report, study, capsys):
     epochs = pd.read_parquet(report / "epochs.parquet")
     assert len(epochs) == trials["epochs"].sum()
     assert {"scratch", "source"} == set(trials["init"])
+    # the scheduler that ran (spec scheduler.type asha) is the one named
+    assert "; early stopping: ASHA. Cells:" in md and "stopped by ASHA" in md
+    assert "halving" not in md.split("## 8. Provenance")[0]
     # self-contained: figures embedded, nothing fetched from anywhere
     assert htm.count("<img src='data:image/png;base64,") >= 4
     assert not re.search(r"(src|href)=['\"]?(https?:|//|file:)", htm)
@@ -96,6 +99,7 @@ def test_report_prints_summary(study, tmp_path, capsys):
     assert main(["report", str(study), "-o", str(tmp_path / "o")]) == 0
     out = capsys.readouterr().out
     assert "study rep: 8 trials" in out and "ab_cd" in out and "savings x" in out
+    assert "early stopping: ASHA;" in out
 
 
 def test_report_refuses_other_studys_report(report, other_study, capsys):

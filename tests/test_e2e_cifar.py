@@ -1,6 +1,5 @@
 """End to end on the real CIFAR-10 (../shared/datasets/cifar10-jpg.tar.xz), a subset: `pytest -m slow`."""
 import json
-from pathlib import Path
 
 import pytest
 

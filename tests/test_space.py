@@ -5,7 +5,6 @@ import math
 import pickle
 
 import optuna
-import pytest
 from ray.tune.search import Searcher
 
 from study.core.design import StudyDesign, cell_id
