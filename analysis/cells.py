@@ -18,7 +18,10 @@ Two cells a, b (Welch, unequal variances):
   degrees of freedom  df = se^4 / ((s_a^2/n_a)^2/(n_a-1) + (s_b^2/n_b)^2/(n_b-1))
   95 % CI  d ± t(0.975, df) * se,  statistic T = d / se,
   p (two-sided) = 2 * P(t_df > |T|),  p (one-sided, H1: m_a < m_b) = P(t_df < T).
-Both need n >= 2 on each side; otherwise they are NaN.
+Both need n >= 2 on each side; otherwise they are NaN. Welch serves where runs cannot be paired
+(transfer gain over the scratch cell, studies side by side). Depths of one split x backbone x
+init are compared paired, per seed (``depth_answer``: ``study.core.stats``, the rule the racing
+uses too).
 """
 from __future__ import annotations
 
@@ -36,9 +39,6 @@ CELL_KEYS = (M.SPLIT, M.BACKBONE, M.INIT, M.FROZEN_DEPTH)
 SCRATCH = "scratch"
 LEVEL = 0.95  # confidence level of every interval
 ROLE = "role"  # in cell_runs: "selected" (the tune trial that chose the lr), "tune" or "confirm"
-TOLERANCE_ONLY = "tolerance only (n<2)"
-WELCH_AND_TOLERANCE = "tolerance + Welch"
-ONE_DEPTH = "one depth only (nothing to compare)"
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -207,85 +207,115 @@ def _best(g: pd.DataFrame) -> pd.Series:
                          ascending=[False, True, True], kind="stable").iloc[0]
 
 
-def depth_answer(summary: pd.DataFrame, tolerance: float = 0.01,
-                 alpha: float = 0.05) -> pd.DataFrame:
-    """How much to freeze, per split x backbone x init (init != scratch), from ``cell_summary``.
+def seed_accuracies(g: pd.DataFrame, metric: str = M.TEST_ACC) -> dict:
+    """seed -> ``metric`` of one cell's runs (rows of ``cell_runs``). Runs with the same seed in
+    cells of one split x backbone x init share the source model, the head's initialisation, the
+    data order and the augmentation draws, so they are compared paired. A cell whose seeds are
+    missing or repeat (studies written before seeds were recorded) gets keys no other cell has,
+    so it is compared unpaired (Welch)."""
+    v = g[[M.SEED, metric]].dropna(subset=[metric]) if M.SEED in g else g[[metric]].dropna()
+    if M.SEED in v and v[M.SEED].notna().all() and v[M.SEED].is_unique:
+        return {int(sd): float(x) for sd, x in zip(v[M.SEED], v[metric])}
+    cell = str(g[M.CELL].iloc[0])
+    return {f"{cell}#{i}": float(x) for i, x in enumerate(v[metric])}
 
-    Rule:
-      * best depth: the depth with the highest mean (ties: fewer target FLOPs, shallower).
-      * a depth d is *equivalent* to the best depth b when
-          (1) mean_d >= mean_b - tolerance   (``tolerance`` in accuracy: 0.01 = 1 point), and
-          (2) it is not significantly lower: the one-sided Welch test of H1: mean_d < mean_b
-              has p_less >= alpha.
-        When d or b has fewer than 2 runs the test cannot be made and only (1) applies
-        (column ``rule``: "tolerance only (n<2)").
-      * cheapest equivalent depth: the equivalent depth with the lowest mean target FLOPs
-        (ties: higher mean). The best depth is always equivalent to itself.
 
-    Columns: split, backbone, init, depths (compared), cheaper_depths (depths with fewer mean
-    target FLOPs than the best one: the candidates for a cheaper answer), best_depth, best_mean, best_ci, best_n,
-    cheap_depth, cheap_mean, cheap_ci, cheap_n, delta (= cheap_mean - best_mean, <= 0),
-    delta_lo, delta_hi (Welch CI of that difference; NaN if a side has n<2 or if the cheapest
-    is the best), p_less (the one-sided p), saving_target / saving_total (1 - cheap/best mean
-    target / total FLOPs: the fraction of compute saved), best_/cheap_ target_flops and
-    total_flops, rule (how the other depths were judged: "tolerance + Welch", "tolerance
-    only (n<2)", which depths were judged by the tolerance alone, or "one depth only"),
-    single_run (cells of the group with n=1, as "d<depth>" joined by ',').
-    "freeze <cheap_depth> stages: <100 * saving_target> % less compute, <100 * delta> points
-    [<100 * delta_lo>, <100 * delta_hi>]" reads straight off a row."""
+def depth_answer(runs: pd.DataFrame, tolerance: float = 0.01, alpha: float = 0.05,
+                 metric: str = M.TEST_ACC) -> pd.DataFrame:
+    """How much to freeze, per split x backbone x init (init != scratch), from ``cell_runs``:
+    ``study.core.stats.group_answer`` on each cell's per-seed ``metric`` (the one decision
+    rule, the same the racing uses; ``tolerance`` in accuracy, 0.01 = 1 point).
+
+    Per group: the best depth (highest mean), every other depth compared with it on per-seed
+    differences (paired t; Welch where runs cannot be paired), with one-sided (1 - alpha)
+    bounds lo, hi and a verdict: *equivalent* (lo > -tolerance), *worse* (hi < -tolerance) or
+    *undecided*. The answer is the cheapest depth (mean target FLOPs) shown equivalent, the best
+    itself included; the group is *decided* when no undecided depth cheaper than the answer
+    could still replace it.
+
+    Columns: split, backbone, init, depths, cheaper_depths (depths cheaper than the best),
+    best_depth, best_mean, best_ci, best_n, cheap_depth (the answer), cheap_mean, cheap_ci,
+    cheap_n, delta / delta_lo / delta_hi / test (the answer's comparison with the best: mean
+    paired difference and its one-sided bounds; 0 / NaN when the answer is the best), decided,
+    open (the undecided depths that could change the answer, "d1,d2"), seeds_to_decide (about
+    how many runs per cell would decide the open comparisons if the observed difference and
+    spread held; NaN if unknown), verdicts ("d1 worse, d3 equivalent"), saving_target /
+    saving_total (1 - answer / best mean target / total FLOPs), best_/cheap_ target_flops and
+    total_flops, single_run (depths with 1 run), tolerance, alpha, group (the full
+    ``group_answer`` dict, with each cell's per-seed values under ``accs``: report.json)."""
+    from study.core import stats as ST
+
     keys = [M.SPLIT, M.BACKBONE, M.INIT]
-    cols = keys + ["depths", "cheaper_depths", "best_depth", "best_mean", "best_ci", "best_n", "cheap_depth",
-                   "cheap_mean", "cheap_ci", "cheap_n", "delta", "delta_lo", "delta_hi",
-                   "p_less", "saving_target", "saving_total", "best_target_flops",
-                   "cheap_target_flops", "best_total_flops", "cheap_total_flops", "rule",
-                   "single_run", "tolerance", "alpha"]
-    s = summary[(summary[M.INIT] != SCRATCH) & summary["mean"].notna()]
+    cols = keys + ["depths", "cheaper_depths", "best_depth", "best_mean", "best_ci", "best_n",
+                   "cheap_depth", "cheap_mean", "cheap_ci", "cheap_n", "delta", "delta_lo",
+                   "delta_hi", "test", "decided", "open", "seeds_to_decide", "verdicts",
+                   "saving_target", "saving_total", "best_target_flops", "cheap_target_flops",
+                   "best_total_flops", "cheap_total_flops", "single_run", "tolerance", "alpha",
+                   "group"]
+    summ = cell_summary(runs, metric)
+    s = summ[(summ[M.INIT] != SCRATCH) & summ["mean"].notna()]
     rows = []
     for k, g in s.groupby(keys, sort=True):
-        b = _best(g)
-        eq, untested, tested = [], [], 0
-        for _, r in g.iterrows():
-            if r[M.CELL] == b[M.CELL]:
-                eq.append((r, welch(r["mean"], r["std"], r["n"], b["mean"], b["std"], b["n"])))
-                continue
-            w = welch(r["mean"], r["std"], r["n"], b["mean"], b["std"], b["n"])
-            testable = r["n"] >= 2 and b["n"] >= 2
-            if testable:
-                tested += 1
-            else:
-                untested.append(f"d{int(r[M.FROZEN_DEPTH])}")
-            within = r["mean"] >= b["mean"] - tolerance - 1e-12  # 1e-12: float noise
-            lower = testable and w["p_less"] < alpha
-            if within and not lower:
-                eq.append((r, w))
-        c, w = min(eq, key=lambda rw: (_finite(rw[0][M.TARGET_FLOPS]), -rw[0]["mean"]))
-        same = c[M.CELL] == b[M.CELL]
-        if len(g) == 1:
-            rule = ONE_DEPTH
-        elif not untested:
-            rule = WELCH_AND_TOLERANCE
-        elif not tested:
-            rule = TOLERANCE_ONLY
-        else:
-            rule = f"{TOLERANCE_ONLY} for {', '.join(untested)}; {WELCH_AND_TOLERANCE} otherwise"
-        cheaper = int((g[M.TARGET_FLOPS] < b[M.TARGET_FLOPS]).sum())
-        rows.append({**dict(zip(keys, k)), "depths": len(g), "cheaper_depths": cheaper,
+        by_cell = g.set_index(M.CELL)
+        cells = [{"cell": c, "depth": int(r[M.FROZEN_DEPTH]), "flops": r[M.TARGET_FLOPS],
+                  "accs": seed_accuracies(runs[runs[M.CELL] == c], metric)}
+                 for c, r in by_cell.iterrows()]
+        ans = ST.group_answer(cells, tolerance, alpha)
+        for c in cells:  # report.json: the per-seed values behind every comparison
+            ans["comparisons"][c["cell"]]["accs"] = {str(sd): x for sd, x in c["accs"].items()}
+        b, c = by_cell.loc[ans["best"]], by_cell.loc[ans["answer"]]
+        comp = ans["comparisons"][ans["answer"]]
+        same = ans["answer"] == ans["best"]
+        depth = {cid: f"d{int(by_cell.loc[cid, M.FROZEN_DEPTH])}" for cid in by_cell.index}
+        need = [ans["comparisons"][o]["seeds_to_decide"] for o in ans["open"]]
+        need = [x for x in need if x is not None]
+        rows.append({**dict(zip(keys, k)), "depths": len(g),
+                     "cheaper_depths": int((g[M.TARGET_FLOPS] < b[M.TARGET_FLOPS]).sum()),
                      "best_depth": int(b[M.FROZEN_DEPTH]), "best_mean": b["mean"],
                      "best_ci": b["ci"], "best_n": int(b["n"]),
                      "cheap_depth": int(c[M.FROZEN_DEPTH]), "cheap_mean": c["mean"],
                      "cheap_ci": c["ci"], "cheap_n": int(c["n"]),
-                     "delta": 0.0 if same else w["diff"],
-                     "delta_lo": math.nan if same else w["lo"],
-                     "delta_hi": math.nan if same else w["hi"],
-                     "p_less": math.nan if same else w["p_less"],
+                     "delta": 0.0 if same else comp["diff"],
+                     "delta_lo": math.nan if same or comp["lo"] is None else comp["lo"],
+                     "delta_hi": math.nan if same or comp["hi"] is None else comp["hi"],
+                     "test": "" if same else comp["test"], "decided": bool(ans["decided"]),
+                     "open": ",".join(depth[o] for o in ans["open"]),
+                     "seeds_to_decide": max(need) if need else math.nan,
+                     "verdicts": ", ".join(f"{depth[cid]} {v['verdict']}"
+                                           for cid, v in sorted(ans["comparisons"].items(),
+                                                                key=lambda x: x[1]["depth"])
+                                           if cid != ans["best"]),
                      "saving_target": _saving(c[M.TARGET_FLOPS], b[M.TARGET_FLOPS]),
                      "saving_total": _saving(c[TOTAL_FLOPS], b[TOTAL_FLOPS]),
                      "best_target_flops": b[M.TARGET_FLOPS], "cheap_target_flops": c[M.TARGET_FLOPS],
                      "best_total_flops": b[TOTAL_FLOPS], "cheap_total_flops": c[TOTAL_FLOPS],
-                     "rule": rule,
                      "single_run": ",".join(f"d{int(d)}" for d in g.loc[g["n"] < 2, M.FROZEN_DEPTH]),
-                     "tolerance": tolerance, "alpha": alpha})
+                     "tolerance": tolerance, "alpha": alpha, "group": ans})
     return pd.DataFrame(rows, columns=cols)
+
+
+def comparison_rows(answer: pd.DataFrame) -> pd.DataFrame:
+    """One row per depth of each group of ``depth_answer``: depth, role (best / candidate),
+    runs, mean, verdict, diff (paired mean difference from the best), lo / hi (its one-sided
+    bounds), test, seeds_to_decide, saving (1 - its target FLOPs / the best's), cell. The data
+    of the Answer's table and of the forest plot."""
+    keys = [M.SPLIT, M.BACKBONE, M.INIT]
+    out = []
+    for _, r in answer.iterrows():
+        g = r["group"]
+        best = g["comparisons"][g["best"]]
+        for cid, c in sorted(g["comparisons"].items(), key=lambda x: x[1]["depth"]):
+            out.append({**{k: r[k] for k in keys}, "depth": c["depth"], "cell": cid,
+                        "role": c["role"], "n": c["n"], "mean": c["mean"],
+                        "verdict": "best" if cid == g["best"] else c["verdict"],
+                        "answer": cid == g["answer"], "open": cid in g["open"],
+                        "diff": c["diff"], "lo": c["lo"], "hi": c["hi"], "test": c["test"],
+                        "seeds_to_decide": c["seeds_to_decide"],
+                        "saving": _saving(_finite(c["flops"]), _finite(best["flops"])),
+                        "tolerance": g["tolerance"]})
+    return pd.DataFrame(out, columns=keys + ["depth", "cell", "role", "n", "mean", "verdict",
+                                             "answer", "open", "diff", "lo", "hi", "test",
+                                             "seeds_to_decide", "saving", "tolerance"])
 
 
 def _finite(x) -> float:

@@ -5,6 +5,7 @@ CSV and Parquet."""
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -57,15 +58,29 @@ def prepare_out(out: Path, studies: list[Study], kind: str, force: bool) -> None
     out.mkdir(parents=True, exist_ok=True)
 
 
+def _plain(x):
+    """JSON without NaN: non-finite floats become null (numpy scalars become Python's)."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if hasattr(x, "item") and not isinstance(x, (str, bytes)):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
 def write_report(out: Path, title: str, sections: list[Section], studies: list[Study],
-                 kind: str) -> None:
-    """report.md, report.html and the marker report.json."""
+                 kind: str, data: dict | None = None) -> None:
+    """report.md, report.html and report.json: the marker (kind, the studies) plus ``data``
+    (a report's Answer as data)."""
     (out / "report.md").write_text(render_md(title, sections))
     write_atomic(out / "report.html", render_html(title, sections))
-    (out / MARKER).write_text(json.dumps({
+    write_atomic(out / MARKER, json.dumps(_plain({
         "kind": kind, "studies": [{**i, "path": s.path} for i, s in
                                   zip(_identity(studies), studies)],
-        "generated": now()}, indent=1))
+        "generated": now(), **(data or {})}), indent=1, allow_nan=False))
 
 
 def write_tables(out: Path, studies: list[Study], labels: list[str] | None = None) -> None:
@@ -86,10 +101,10 @@ def write_tables(out: Path, studies: list[Study], labels: list[str] | None = Non
 
 
 def publish(out: Path, studies: list[Study], kind: str, force: bool, title: str, sections,
-            labels: list[str] | None = None) -> None:
+            labels: list[str] | None = None, data: dict | None = None) -> None:
     """The whole output of a report (``kind`` "report") or comparison ("compare"): ``out``
     prepared (or refused), then ``sections(out)`` built (their figures are written to ``out``),
     rendered and written with the marker, and the studies' tables."""
     prepare_out(out, studies, kind, force)
-    write_report(out, title, sections(out), studies, kind)
+    write_report(out, title, sections(out), studies, kind, data)
     write_tables(out, studies, labels)

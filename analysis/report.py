@@ -71,6 +71,26 @@ def tolerance_points(spec: dict, tolerance=None) -> float:
     return v if math.isfinite(v) and v >= 0 else default
 
 
+def answer_alpha(spec: dict) -> tuple[float, float, int]:
+    """(alpha of each verdict, the spec's report.alpha, looks): the spec's ``report.alpha`` (its
+    default when absent), split over the racing looks when the study raced (``confirm.max_seeds``
+    above ``confirm.seeds``: ``stats.alpha_per_look``), so the report decides with the level
+    the racing decided with."""
+    from study.core import stats as ST
+
+    try:
+        alpha = float(_spec_get(spec, "report", "alpha", default=spec_default("report.alpha")))
+    except (TypeError, ValueError):
+        alpha = float(spec_default("report.alpha"))
+    k = confirm_seeds(spec)
+    try:
+        ceiling = int(_spec_get(spec, "confirm", "max_seeds", default=k))
+    except (TypeError, ValueError):
+        ceiling = k
+    looks = ST.looks(k, ceiling) if ceiling > k else 1
+    return ST.alpha_per_look(alpha, looks), alpha, looks
+
+
 def confirm_seeds(spec: dict) -> int:
     """The spec's confirm.seeds k (its default when the section lacks it); 0 for a study written
     before the confirm phase existed (no ``confirm`` section)."""
@@ -142,7 +162,11 @@ class CellView:
     answer: pd.DataFrame
     gains: pd.DataFrame
     frontier: pd.DataFrame
+    comparisons: pd.DataFrame  # one row per depth of each answer group (C.comparison_rows)
     tol_points: float
+    alpha: float  # of each verdict (per look when the study raced)
+    alpha_spec: float  # the spec's report.alpha
+    looks: int  # racing looks the alpha is split over (1: no racing)
     seeds: int  # confirm seeds k from the spec (0: none)
     mode: str  # "compare", "best", or "old" (a study written before cells)
     stopping: EarlyStopping  # the early-stopping rule the study ran
@@ -156,11 +180,13 @@ def cell_view(s: Study, tolerance=None) -> CellView:
         mode = "compare" if new else "old"
     runs = C.cell_runs(s.trials)
     summ = C.cell_summary(runs, METRIC)
+    alpha, alpha_spec, looks = answer_alpha(s.spec)
+    answer = C.depth_answer(runs, tolerance=tol / 100, alpha=alpha, metric=METRIC)
     return CellView(runs=runs, summary=summ, val=C.cell_summary(runs, M.VAL_ACC),
-                    coverage=C.cell_coverage(s.trials, runs),
-                    answer=C.depth_answer(summ, tolerance=tol / 100),
+                    coverage=C.cell_coverage(s.trials, runs), answer=answer,
                     gains=C.transfer_gain_cells(summ), frontier=C.cell_frontier(summ),
-                    tol_points=tol, seeds=confirm_seeds(s.spec), mode=mode,
+                    comparisons=C.comparison_rows(answer), tol_points=tol, alpha=alpha,
+                    alpha_spec=alpha_spec, looks=looks, seeds=confirm_seeds(s.spec), mode=mode,
                     stopping=EarlyStopping.of(s.spec))
 
 
@@ -194,17 +220,25 @@ def _freeze(d: int) -> str:
 
 
 def recommendation(r) -> str:
-    """One answer row as a sentence: 'freeze d stages: X % less compute, −Y points [95 % CI
-    lo, hi]' (compute: mean target FLOPs; points: cheapest minus best depth's mean)."""
+    """One answer row as a sentence. Decided: 'freeze d stages: X % less compute, shown
+    equivalent: −Y points (lower bound −Z)' or 'the most accurate depth (every cheaper depth
+    shown worse)'. Undecided: which cheaper depths are still open, and about how many runs per
+    cell would decide them."""
     d = int(r["cheap_depth"])
     if d == int(r["best_depth"]):
-        why = ("no cheaper depth is equivalent" if r.get("cheaper_depths", 1)
-               else "also the cheapest depth compared")
-        return f"{_freeze(d)}: the most accurate depth ({why})"
-    save = "–" if _nan(r["saving_target"]) else f"{100 * r['saving_target']:.0f} %"
-    ci = ci_text(r["delta_lo"], r["delta_hi"])
-    return (f"{_freeze(d)}: {save} less compute, {_pts(r['delta'])} points "
-            f"[95 % CI {ci.strip('[]')}]")
+        head = f"{_freeze(d)}: the most accurate depth"
+        if not r.get("cheaper_depths", 1):
+            return head + " (also the cheapest depth compared)"
+    else:
+        save = "–" if _nan(r["saving_target"]) else f"{100 * r['saving_target']:.0f} %"
+        head = (f"{_freeze(d)}: {save} less compute, shown equivalent: {_pts(r['delta'])} "
+                f"points (lower bound {_pts(r['delta_lo'])})")
+    if r["decided"]:
+        return head + ("" if d != int(r["best_depth"]) else " (every cheaper depth shown worse)")
+    need = r.get("seeds_to_decide")
+    more = ("" if _nan(need) else f"; about {int(need)} runs per cell would decide it "
+            "if the observed difference and spread held")
+    return (f"UNDECIDED: {r['open']} not yet shown equivalent or worse (so far: {head}){more}")
 
 
 def best_depth_text(r) -> str:
@@ -217,41 +251,62 @@ def _answer_table(v: CellView) -> pd.DataFrame:
     for _, r in v.answer.iterrows():
         rows.append({
             "split": r[M.SPLIT], "backbone": r[M.BACKBONE], "init": r[M.INIT],
-            "depths": r["depths"], "best depth": int(r["best_depth"]),
+            "best depth": f"d{int(r['best_depth'])}",
             "test acc at best (mean ± 95 % CI)": mean_ci(r["best_mean"], r["best_ci"],
                                                          r["best_n"]),
-            "cheapest equivalent depth": int(r["cheap_depth"]),
-            "test acc at cheapest": mean_ci(r["cheap_mean"], r["cheap_ci"], r["cheap_n"]),
-            "answer": recommendation(r),
+            "answer": recommendation(r), "decided": "yes" if r["decided"] else "NO",
+            "verdicts (vs best)": r["verdicts"] or "–",
             "total compute saved (incl. source)": "–" if _nan(r["saving_total"])
-            else f"{100 * r['saving_total']:.0f} %",
-            "one-sided p": p_text(r["p_less"]), "rule": r["rule"],
-            "cells with 1 run": r["single_run"] or "none"})
+            else f"{100 * r['saving_total']:.0f} %"})
+    return pd.DataFrame(rows)
+
+
+def comparison_table(v: CellView) -> pd.DataFrame:
+    """Every depth against its group's best: verdict, paired difference with its one-sided
+    bounds, the test, runs, what would decide it."""
+    rows = []
+    for _, c in v.comparisons.iterrows():
+        best = c["verdict"] == "best"
+        rows.append({
+            "group": f"{c[M.SPLIT]} / {c[M.BACKBONE]} / {c[M.INIT]}", "depth": f"d{c['depth']}",
+            "runs": int(c["n"]), "test acc (mean)": "–" if _nan(c["mean"]) else f"{100 * c['mean']:.1f}%",
+            "verdict": c["verdict"] + (" (answer)" if c["answer"] else ""),
+            "difference from best (points)": "0" if best else _pts(c["diff"]),
+            f"one-sided {100 * (1 - v.alpha):.4g} % bounds": "–" if best else ci_text(c["lo"], c["hi"]),
+            "test": "–" if best else c["test"],
+            "runs per cell to decide": "–" if _nan(c["seeds_to_decide"]) or c["seeds_to_decide"] is None
+            else int(c["seeds_to_decide"]),
+            "compute saved": "–" if _nan(c["saving"]) else f"{100 * c['saving']:.0f} %"})
     return pd.DataFrame(rows)
 
 
 def rule_text(v: CellView, stoppings: list[EarlyStopping] | None = None) -> str:
     """How the answer is reached; ``stoppings``: the early-stopping rules of the studies it
     speaks of (None: ``v``'s)."""
-    runs = (f"the k+1 = {v.seeds + 1} completed runs of each cell's best configuration (its "
-            f"best tune trial, then {v.seeds} more seeds)" if v.seeds else
+    runs = (f"the completed runs of each cell's best configuration (its best tune trial, then "
+            f"{v.seeds} more seeds{', and more where racing asked for them' if v.looks > 1 else ''})"
+            if v.seeds else
             "the completed runs of each cell's best configuration (this study has no confirm "
-            "phase: usually 1 run per cell, so no intervals)")
-    return (f"Metric: test accuracy, mean over {runs}. A cell's best configuration is the "
-            "learning rate of its completed tune trial with the best validation accuracy "
-            "(the test split never selects). A seed changes the source model (each seed trains "
-            "its own), the new head's initialisation, the data order and the augmentation draws "
-            "(ImageNet weights are the same for every seed). Only completed trials count: "
+            "phase: usually 1 run per cell, so nothing can be decided)")
+    level = (f"α = {v.alpha:.4g} per comparison (report.alpha {v.alpha_spec:g} split over the "
+             f"{v.looks} looks of the racing, as the racing decided)" if v.looks > 1 else
+             f"α = {v.alpha:g} (report.alpha)")
+    return (f"Metric: test accuracy of {runs}. A cell's best configuration is the learning rate "
+            "of its completed tune trial with the best validation accuracy (the test split never "
+            "selects). A seed changes the source model (each seed trains its own), the new "
+            "head's initialisation, the data order and the augmentation draws, and runs with "
+            "the same seed in the depths of one group share all of that, so depths are compared "
+            "paired: per seed, the difference from the best depth (paired t; Welch only where "
+            "runs cannot be paired, column 'test'). Only completed trials count: "
             f"{_never_counted(stoppings or [v.stopping])} never enters a mean, an interval, a "
-            "curve or a gain. Rule: the best depth has the highest mean; a depth is equivalent "
-            f"to it when its mean is within {v.tol_points:g} accuracy point(s) of the best "
-            "depth's (report.tolerance) AND it is not significantly lower (one-sided Welch "
-            "t-test, α = 0.05); when either side has fewer than 2 runs only the tolerance "
-            "applies (column 'rule'). The answer is the equivalent depth with the lowest mean "
-            "target FLOPs: 'X % less compute' compares mean target FLOPs per run with the best "
-            "depth's, 'points' is its mean minus the best depth's, with the Welch 95 % CI of "
-            "that difference. Intervals are 95 % t intervals of the mean; '–': one run, no "
-            "interval.")
+            "curve or a gain. Rule: the best depth has the highest mean; every other depth gets "
+            "one of three verdicts from the one-sided bounds of its difference from the best, "
+            f"at {level}: equivalent (lower bound above −{v.tol_points:g} points, "
+            "report.tolerance), worse (upper bound below −tolerance), or undecided. The answer "
+            "is the cheapest depth (mean target FLOPs per run) shown equivalent, the best itself "
+            "included; a group is decided when no undecided cheaper depth could still replace it, "
+            "and an undecided group says which depths are open and about how many runs per cell "
+            "would decide them. Intervals of single cells are 95 % t intervals of the mean.")
 
 
 def mode_note(v: CellView) -> str | None:
@@ -391,10 +446,11 @@ def provenance_table(s: Study) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- one study
 
-def study_sections(s: Study, out: Path, prefix: str = "", tolerance=None) -> list[Section]:
+def study_sections(s: Study, out: Path, prefix: str = "", tolerance=None,
+                   view: CellView | None = None) -> list[Section]:
     """The report's sections; ``tolerance`` in accuracy points (None: the spec's). Figures are
     written to ``out`` (file names prefixed by ``prefix``)."""
-    v = cell_view(s, tolerance)
+    v = view or cell_view(s, tolerance)
     return [section(s, v, out, prefix) for section in
             (_answer_section, _cells_section, _depth_section, _gain_section, _frontier_section,
              _finalists_section, _stopping_section, _provenance_section)]
@@ -424,9 +480,23 @@ def _answer_section(s: Study, v: CellView, out: Path, prefix: str) -> Section:
     else:
         h.table(_answer_table(v), "How much to freeze, per split, backbone and init "
                                   "(accuracies of different splits are not comparable)")
+        open_ = v.answer[~v.answer["decided"].astype(bool)]
+        h.p(f"Decided: {len(v.answer) - len(open_)} of {len(v.answer)} group(s)."
+            + ("" if open_.empty else " Undecided: " + "; ".join(
+                f"{r[M.SPLIT]} / {r[M.BACKBONE]} / {r[M.INIT]} ({r['open']} open)"
+                for _, r in open_.iterrows()) + ". Their answer is not settled by these runs: "
+                "more seeds (confirm.seeds, or racing with confirm.max_seeds) would decide it."))
+        level = f"{100 * (1 - v.alpha):.4g} %"
+        h.fig(plots.save(plots.forest(v.comparisons, v.tol_points, level),
+                        out / f"{prefix}answer_forest.png"),
+                 "The answer at a glance: each depth's paired difference from its group's best")
+        h.table(comparison_table(v), "Every depth against its group's best (paired per seed)")
+        racing = racing_savings(s, v)
+        if racing:
+            h.p(racing)
     single = single_run_cells(v)
     if single:
-        h.p(f"Cells with only 1 completed run (no interval, equivalence by the tolerance only): "
+        h.p(f"Cells with only 1 completed run (no interval, nothing can be decided about them): "
             f"{', '.join(single)}.")
     if nocell:
         h.p(f"Cells without any completed run (left out of the answer; see section 2): "
@@ -438,6 +508,55 @@ def _answer_section(s: Study, v: CellView, out: Path, prefix: str) -> Section:
         cols = ["trial_id", M.CELL, M.PHASE, M.LR, EPOCHS, "error"]
         h.table(err[[c for c in cols if c in err.columns]], "Errored trials")
     return h
+
+
+def racing_savings(s: Study, v: CellView) -> str | None:
+    """What racing saved (studies that raced): confirmation runs and their target FLOPs,
+    counted from the trials, against giving every cell the ceiling."""
+    try:
+        ceiling = int(_spec_get(s.spec, "confirm", "max_seeds", default=v.seeds))
+    except (TypeError, ValueError):
+        return None
+    if v.looks <= 1 or ceiling <= v.seeds:
+        return None
+    t = s.trials
+    conf = t[(t[M.PHASE] == M.PHASE_CONFIRM) & t[M.CELL].notna()]
+    per_run = v.summary.set_index(M.CELL)[M.TARGET_FLOPS]
+    cells = [c for c in per_run.index if c in set(conf[M.CELL])]
+    if not cells:
+        return None
+    ran = conf[conf[M.CELL].isin(cells)].groupby(M.CELL).size()
+    done = float(sum(ran.get(c, 0) * per_run[c] for c in cells))
+    full = float(sum(ceiling * per_run[c] for c in cells))
+    return (f"Racing: {int(ran.sum())} confirmation runs in {len(cells)} cells, against "
+            f"{ceiling * len(cells)} if every cell had got the ceiling of {ceiling} seeds: "
+            f"{100 * (1 - done / full):.0f} % of that confirmation compute saved "
+            f"({done:.3g} vs {full:.3g} target FLOPs).")
+
+
+def answer_data(v: CellView) -> dict:
+    """The Answer as data (report.json): per group the best depth, the answer, the cheapest
+    depth shown equivalent (or null), whether it is decided, and every comparison (verdict,
+    difference, bounds, test, runs, runs to decide, per-seed test accuracies)."""
+    groups = []
+    for _, r in v.answer.iterrows():
+        g = r["group"]
+        depth = {cid: c["depth"] for cid, c in g["comparisons"].items()}
+        groups.append({
+            "split": r[M.SPLIT], "backbone": r[M.BACKBONE], "init": r[M.INIT],
+            "best": {"cell": g["best"], "depth": depth[g["best"]]},
+            "answer": {"cell": g["answer"], "depth": depth[g["answer"]]},
+            "cheapest_equivalent": None if g["cheapest_equivalent"] is None else
+            {"cell": g["cheapest_equivalent"], "depth": depth[g["cheapest_equivalent"]]},
+            "decided": g["decided"], "open": [{"cell": c, "depth": depth[c]} for c in g["open"]],
+            "compute_saved": g["compute_saved"],
+            "comparisons": [{k: c[k] for k in ("cell", "depth", "role", "verdict", "diff", "lo",
+                                                "hi", "test", "n", "n_pairs", "mean", "flops",
+                                                "seeds_to_decide", "accs")}
+                            for c in sorted(g["comparisons"].values(), key=lambda c: c["depth"])]})
+    return {"answer": {"metric": METRIC, "tolerance_points": v.tol_points, "alpha": v.alpha,
+                       "alpha_spec": v.alpha_spec, "looks": v.looks,
+                       "bounds": f"one-sided {1 - v.alpha:.6g}", "groups": groups}}
 
 
 def _cells_section(s: Study, v: CellView, out: Path, prefix: str) -> Section:
@@ -611,7 +730,8 @@ def make_report(path, out=None, force: bool = False, tolerance=None) -> tuple[Pa
     s = load_study(path)
     tolerance_points(s.spec, tolerance)  # a bad tolerance fails before anything is written
     out = Path(out) if out else default_out(str(path), s.name)
+    v = cell_view(s, tolerance)
     publish(out, [s], "report", force, f"Study report: {s.name}",
-            lambda o: study_sections(s, o, tolerance=tolerance))
-    return out, (summary_text(s, tolerance=tolerance)
+            lambda o: study_sections(s, o, view=v), data=answer_data(v))
+    return out, (summary_text(s, view=v)
                  + f"\nreport: {out / 'report.html'} (and report.md, PNGs, CSV, Parquet)")

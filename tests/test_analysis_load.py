@@ -190,14 +190,21 @@ def test_reports_render_from_fake_studies_without_ray(tmp_path):
     assert heads[0].startswith("1. Answer") and heads[1].startswith("2. Cells")
     assert "72.0% ± 5.0 (n=3)" in md  # imagenet d2: test [.70, .72, .74]
     assert "x/resnet18/imagenet/d2 | 2 | 1 | 1 | 0 | 0 | 2 / 2 | 3" in md  # coverage row
-    assert "within 1 accuracy point" in md and "tolerance 1 point" in text
+    assert "lower bound above −1 points" in md and "tolerance 1 point" in text
     for f in ("depth.png", "gain.png", "cell_frontier_x.png", "frontier_x.png",
-              "early_stopping.png"):
+              "early_stopping.png", "answer_forest.png"):
         assert (out / f).stat().st_size > 0, f
+    data = json.loads((out / "report.json").read_text())  # the Answer as data
+    assert data["answer"]["tolerance_points"] == 1.0 and data["answer"]["alpha"] == 0.05
+    groups = data["answer"]["groups"]
+    assert groups and all({"best", "answer", "cheapest_equivalent", "decided", "open",
+                           "comparisons"} <= set(g) for g in groups)
+    assert all(c["verdict"] in ("equivalent", "worse", "undecided") and "accs" in c
+               for g in groups for c in g["comparisons"])
     out, _ = make_report(old, tmp_path / "r2", tolerance=0.5)
     md = (out / "report.md").read_text()
     assert "50.0% ± – (n=1)" in md and "ddd" in md and "written before cells" in md
-    assert "within 0.5 accuracy point" in md
+    assert "lower bound above −0.5 points" in md
     out, _ = make_compare([cells, old], tmp_path / "c")
     md = (out / "report.md").read_text()
     assert "## 2. Answer per study" in md and (out / "compare_depth_x.png").stat().st_size > 0
