@@ -169,7 +169,7 @@ def load_study(path) -> Study:
         names = {n for n, _ in store.listdir(tdir)}
         if not ({RESULT_FILE, "params.json", *ERROR_FILES} & names):
             continue  # not a trial folder (e.g. a report written next to the trials)
-        rows = _read_results(store, entry) if RESULT_FILE in names else []
+        rows = _last_per_epoch(_read_results(store, entry)) if RESULT_FILE in names else []
         params = _read_json(store, f"{entry}/params.json") if "params.json" in names else None
         trial_id = (rows[-1].get("trial_id") if rows else None) or entry.split("_", 1)[0]
         seen.add(trial_id)
@@ -219,6 +219,16 @@ def load_study(path) -> Study:
     return Study(path=store.display, name=name, spec=spec, spec_text=spec_text,
                  provenance=provenance, summary=summary, sources=sources, trials=tdf,
                  epochs=edf, target_epochs=int(target_epochs))
+
+
+def _last_per_epoch(rows: list[dict]) -> list[dict]:
+    """One row per epoch, the last reported (a trial resumed from a checkpoint older than its
+    last report trains those epochs again, e.g. after Ctrl-C or a driver kill; a retried trial
+    without a checkpoint starts over), in epoch order."""
+    last = {}
+    for i, r in enumerate(rows):
+        last[r.get(M.EPOCH, f"#{i}")] = r
+    return sorted(last.values(), key=lambda r: (r.get(M.EPOCH) is None, r.get(M.EPOCH) or 0))
 
 
 def _read_results(store: _Store, entry: str) -> list[dict]:

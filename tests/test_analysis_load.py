@@ -137,6 +137,21 @@ def test_interrupted_study_marks_incomplete_and_tolerates_partial_line(tmp_path)
     assert t.loc["aaa", "status"] == COMPLETED and t.loc["bbb", "incomplete"]
 
 
+def test_an_epoch_trained_again_after_a_resume_counts_once(tmp_path):
+    """A trial resumed from a checkpoint older than its last report (Ctrl-C or a driver kill
+    between a report and Tune's save) reports those epochs again: the last report wins."""
+    sdir = make_study(tmp_path)
+    rj = next(sdir.glob("aaa_*")) / "result.json"
+    lines = rj.read_text().splitlines()
+    again = json.loads(lines[1])
+    again[M.VAL_ACC] = 0.99
+    rj.write_text("\n".join(lines[:2] + [json.dumps(again)] + lines[2:]) + "\n")
+    s = load_study(sdir)
+    e = s.epochs[s.epochs["trial_id"] == "aaa"]
+    assert list(e[M.EPOCH]) == [1, 2, 3] and e[M.VAL_ACC].iloc[1] == 0.99
+    assert s.trials.set_index("trial_id").loc["aaa", "status"] == COMPLETED
+
+
 def test_sources_folder_missing_infers_users(tmp_path):
     sdir = make_study(tmp_path)
     import shutil
