@@ -135,6 +135,9 @@ def run_ray(k: int, kw: dict, gpu: bool) -> list[dict]:
     return out
 
 
+from study_timing import stop_on_sigterm  # noqa: E402
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -152,6 +155,7 @@ def main():
                          "--device cpu this exercises the code without a GPU")
     ap.add_argument("--json", help="write the numbers to this JSON file")
     args = ap.parse_args()
+    stop_on_sigterm()  # clusters started below are stopped on every exit path
 
     import torch
 

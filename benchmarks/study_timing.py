@@ -87,6 +87,15 @@ class TuneClock(Callback):
         self.end_t = time.time()
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM (``kill``, a CI timeout) ends a benchmark like Ctrl-C does: as SystemExit, so its
+    ``finally`` blocks and Ray's exit handler stop the clusters it started."""
+    import signal
+    import sys
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def timed_study(spec, slots: int, log=print) -> dict:
     """Run ``spec`` with ``study.runner.run_study`` and account it (``account``); also
     ``run_study_s``: the whole call, data preparation and Ray start included."""

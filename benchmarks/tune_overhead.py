@@ -99,7 +99,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))  # study_timing (benchmarks/ is not
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from study_timing import (MED, print_common_rows, print_components, row_printer,  # noqa: E402
+from study_timing import (stop_on_sigterm, MED, print_common_rows, print_components, row_printer,  # noqa: E402
                           timed_study)
 
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "cifar10-jpg.tar.xz"
@@ -381,6 +381,7 @@ def main():
     ap.add_argument("--storage", help="default: a new temp dir (kept)")
     ap.add_argument("--json", help="write the numbers to this JSON file")
     args = ap.parse_args()
+    stop_on_sigterm()  # clusters started below are stopped on every exit path
     storage = Path(args.storage or tempfile.mkdtemp(prefix="tl-tune-overhead-"))
     storage.mkdir(parents=True, exist_ok=True)
     out = {"args": vars(args)}

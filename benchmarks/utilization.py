@@ -72,7 +72,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))  # study_timing (benchmarks/ is not
 
 import yaml  # noqa: E402
 
-from study_timing import (MED, print_common_rows, print_components, row_printer,  # noqa: E402
+from study_timing import (stop_on_sigterm, MED, print_common_rows, print_components, row_printer,  # noqa: E402
                           timed_study)
 
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "cifar10-jpg.tar.xz"
@@ -157,6 +157,7 @@ def main():
     ap.add_argument("--storage", help="default: a new temp dir (kept)")
     ap.add_argument("--json", help="write the numbers to this JSON file")
     args = ap.parse_args()
+    stop_on_sigterm()  # clusters started below are stopped on every exit path
     storage = Path(args.storage or tempfile.mkdtemp(prefix="tl-utilization-"))
     storage.mkdir(parents=True, exist_ok=True)
 
