@@ -522,13 +522,14 @@ def racing_savings(s: Study, v: CellView) -> str | None:
     t = s.trials
     conf = t[(t[M.PHASE] == M.PHASE_CONFIRM) & t[M.CELL].notna()]
     per_run = v.summary.set_index(M.CELL)[M.TARGET_FLOPS]
-    cells = [c for c in per_run.index if c in set(conf[M.CELL])]
+    raced = set(v.comparisons["cell"])  # the depths the Answer compares (scratch cells never race)
+    cells = [c for c in per_run.index if c in raced and c in set(conf[M.CELL])]
     if not cells:
         return None
     ran = conf[conf[M.CELL].isin(cells)].groupby(M.CELL).size()
     done = float(sum(ran.get(c, 0) * per_run[c] for c in cells))
     full = float(sum(ceiling * per_run[c] for c in cells))
-    return (f"Racing: {int(ran.sum())} confirmation runs in {len(cells)} cells, against "
+    return (f"Racing: {int(ran.sum())} confirmation runs in the {len(cells)} compared cells, against "
             f"{ceiling * len(cells)} if every cell had got the ceiling of {ceiling} seeds: "
             f"{100 * (1 - done / full):.0f} % of that confirmation compute saved "
             f"({done:.3g} vs {full:.3g} target FLOPs).")

@@ -266,3 +266,19 @@ def test_spec_defaults_come_from_the_spec_schema():
     assert confirm_seeds({"confirm": {}}) == spec_default("confirm.seeds")
     assert confirm_seeds({"confirm": {"seeds": 1}}) == 1
     assert confirm_seeds({}) == 0  # a study written before the confirm phase
+
+
+def test_a_raced_study_decides_at_the_racing_alpha_and_says_what_racing_saved(tmp_path):
+    from analysis.report import make_report
+
+    sdir = make_cell_study(tmp_path)
+    (sdir / "study.yaml").write_text((sdir / "study.yaml").read_text().replace(
+        "confirm: {seeds: 2}", "confirm: {seeds: 2, max_seeds: 4}"))
+    out, _ = make_report(sdir, tmp_path / "r")
+    md = (out / "report.md").read_text()
+    data = json.loads((out / "report.json").read_text())["answer"]
+    assert data["looks"] == 3 and data["alpha"] == pytest.approx(0.05 / 3)
+    assert "split over the 3 looks of the racing" in md
+    # the one compared cell (imagenet d2) ran 2 confirmation runs of a ceiling of 4
+    assert ("Racing: 2 confirmation runs in the 1 compared cells, against 4 if every cell had got "
+            "the ceiling of 4 seeds: 50 % of that confirmation compute saved") in md
