@@ -147,23 +147,14 @@ def make_plan(spec: Spec, per_class: int | None = None, flops_per_s: float | Non
                      * spec.target_epochs * imgs * f,
                      "rate": rate(c.backbone, c.stem)})
     jobs = design.source_jobs()  # trained up front, up to the racing ceiling's seeds
-    later = []  # mode best: the confirmation seeds' models of a split whose best uses one
-    if not compare:
-        for sp in spec.splits:
-            src = [c for c in design.cells_of_split(sp.name) if c.needs_source]
-            if src:
-                later += [(sp.name, src[0].backbone, src[0].stem, sd)
-                          for sd in design.confirm_seeds if sd not in design.repeat_seeds]
-
     def src_cost(job):
         split, backbone, stem, _ = job
         imgs = train_images(spec, len(splits[split].source), per_class)
         flops = spec.source.epochs * imgs * fpi(backbone, stem, 0, len(splits[split].source))
         return flops, flops / rate(backbone, stem)
-    costs = [src_cost(j) for j in [*jobs, *later]]
+    costs = [src_cost(j) for j in jobs]
     src_flops, src_s = sum(c[0] for c in costs), sum(c[1] for c in costs)
-    tot = {"source_models": len(jobs), "source_models_later": len(later),
-           "source_flops": src_flops,
+    tot = {"source_models": len(jobs), "source_flops": src_flops,
            "tuning_flops_fifo": sum(r["tuning_flops_fifo"] for r in rows),
            "tuning_flops_halving": sum(r["tuning_flops_halving"] for r in rows),
            "confirm_flops": sum(r["confirm_flops"] for r in rows),
@@ -182,12 +173,11 @@ def format_plan(spec: Spec, plan: dict) -> str:
         return f"{x / 1e12:.2f} TFLOP" if x >= 1e11 else f"{x / 1e9:.2f} GFLOP"
 
     c, t = plan["counts"], plan["totals"]
-    later = f" (+ up to {t['source_models_later']} for the best's seeds)" if t["source_models_later"] else ""
     racing = (f", racing up to {c['confirm_max']} confirmation = {c['total_max']} trials"
               if plan["racing"] else "")
     lines = [f"study {spec.name!r} (mode {spec.search.mode}): {c['cells']} cells, "
              f"{c['tuning']} tuning + {c['confirm']} confirmation trials = {c['total']} trials"
-             f"{racing}, {t['source_models']} source models{later}; "
+             f"{racing}, {t['source_models']} source models; "
              f"{min(plan['per_class'], spec.data.max_train_per_class or plan['per_class'])} "
              f"training images per class before the validation split",
              "",

@@ -35,8 +35,9 @@ class SourceModels:
     them roughly in submission order), up to racing's ceiling. Not later, when a seed is first
     needed: Tune keeps its reused trial actors (and their CPUs/GPUs) while it waits for the
     searcher, so a task submitted mid-study may get no slot until Tune gives up waiting
-    (measured: a 607 s stall of a tiny study, ``tests/test_racing_study.py``). Mode best's
-    confirmation models, known only once the best configuration is, are submitted then.
+    (measured: a 607 s stall of a tiny study, ``tests/test_racing_study.py``, and the same in
+    mode best when its confirmation seeds' models were submitted once the best configuration
+    was known). A model no planned job names (none today) is submitted when first needed.
 
     Finished models are reused (resume); a model that fails is recorded
     (``sources/<key>/error.txt``) and fails only the trials of its cells (``ready`` is then

@@ -89,8 +89,8 @@ def test_plan_prices_mode_best(tmp_path):
     t = plan["totals"]
     assert t["tuning_flops_halving"] > 0 and t["confirm_flops"] > 0
     d = StudyDesign(spec)
-    assert t["source_models"] == len(d.source_jobs()) == 2  # repeat seeds 1, 2
-    assert t["source_models_later"] == 1  # confirmation seeds 2, 3: 2 is a repeat seed already
+    # repeat seeds 1, 2 and confirmation seeds 2, 3 (2 is a repeat seed already), all up front
+    assert t["source_models"] == len(d.source_jobs()) == 3
     assert plan["counts"]["total"] == 4 * 2 + 2
 
 
@@ -106,8 +106,8 @@ def test_plan_counts_the_source_models_a_mode_best_run_trains(tiny_folder, tmp_p
     summary = run_study(spec)
     trained = list(Path(summary["results"]).glob("sources/*/model.pt"))
     t = plan["totals"]
-    # inits [source] only: the split's best always uses a source model, so "up to" is exact
-    assert len(trained) == t["source_models"] + t["source_models_later"] == 2
+    # every model a trial may need is trained up front: the repeat and the confirmation seed
+    assert len(trained) == t["source_models"] == 2
     assert summary["trials"] == plan["counts"]["total"] == 3
 
 

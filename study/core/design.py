@@ -215,12 +215,14 @@ class StudyDesign:
         """Every seed a trial of this study may run with (tuning first)."""
         if self.mode == "compare":
             return (self.tune_seed, *self.ceiling_seeds)
-        return self.repeat_seeds
+        return (*self.repeat_seeds, *(sd for sd in self.confirm_seeds if sd not in self.repeat_seeds))
 
     def source_jobs(self) -> list[tuple[str, str, str, int]]:
         """(split, backbone, stem, seed) of every source model a trial may need, known up front
-        (with racing: up to the ceiling), tuning seed first so those are ready first. The
-        trainable asks for the same job (``identity.source_job``)."""
+        (with racing: up to the ceiling; mode best: the confirmation seeds of every backbone the
+        best configuration may use), tuning seed first so those are ready first. All are
+        submitted at the start (``study.sources``). The trainable asks for the same job
+        (``identity.source_job``)."""
         out: list = []
         for sd in self.run_seeds():
             for c in self.cells:
