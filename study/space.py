@@ -28,6 +28,7 @@ from ray.tune.search import Searcher
 
 from study.core import metrics as M
 from study.core.design import StudyDesign, cell_id
+from study.core.layout import write_atomic
 from study.core.spec import Spec, load_spec_dict
 
 
@@ -191,8 +192,10 @@ class StudySearcher(Searcher):
         self._maybe_confirm(g)
 
     def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__getstate__(), f)
+        # Atomically: Tune saves the searcher with every experiment checkpoint, and a driver
+        # killed during a plain write left an empty file that `study resume` could not restore
+        # (the resumed study then waited for trials its searcher had lost).
+        write_atomic(checkpoint_path, pickle.dumps(self.__getstate__()))
 
     def restore(self, checkpoint_path: str) -> None:
         ready = self.ready

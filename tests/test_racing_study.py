@@ -89,6 +89,7 @@ def _check_racing(spec_dict: dict, sdir: Path) -> dict:
     return ran
 
 
+@pytest.mark.slow  # ~1 min on 2 cores: keeps the default suite under 8 minutes
 def test_racing_adds_seeds_only_to_open_comparisons(tmp_path, ray_local):
     d = _racing_spec(tmp_path, "race")
     summary = run_study(load_spec_dict(d))
