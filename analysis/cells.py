@@ -18,10 +18,15 @@ Two cells a, b (Welch, unequal variances):
   degrees of freedom  df = se^4 / ((s_a^2/n_a)^2/(n_a-1) + (s_b^2/n_b)^2/(n_b-1))
   95 % CI  d ± t(0.975, df) * se,  statistic T = d / se,
   p (two-sided) = 2 * P(t_df > |T|),  p (one-sided, H1: m_a < m_b) = P(t_df < T).
-Both need n >= 2 on each side; otherwise they are NaN. Welch serves where runs cannot be paired
-(transfer gain over the scratch cell, studies side by side). Depths of one split x backbone x
-init are compared paired, per seed (``depth_answer``: ``study.core.stats``, the rule the racing
-uses too).
+Both need n >= 2 on each side; otherwise they are NaN. Two cells paired by seed (``paired``: runs
+with the same seed share the data order and augmentation draws, in one split x backbone x init
+also the source model and the head's initialisation), over the n seeds both have:
+  d_s = a_s - b_s,  difference d = mean(d_s),  se = sd(d_s) / sqrt(n),  df = n - 1,
+  95 % CI  d ± t(0.975, df) * se,  T = d / se, p as above;  NaN for n < 2.
+Depths of one split x backbone x init are compared paired, per seed (``depth_answer``:
+``study.core.stats``, the rule the racing uses too); the transfer gain over the scratch cell is
+paired too (same seeds, same data order), Welch where the two cells share fewer than 2 seeds;
+studies side by side are compared with Welch (their runs are not paired).
 """
 from __future__ import annotations
 
@@ -32,8 +37,9 @@ import pandas as pd
 from scipy import stats
 
 from analysis.frontier import pareto_front
-from analysis.load import COMPLETED, DEVICE_S, ERRORED, RUNNING, STOPPED, TOTAL_FLOPS, cell_of
+from analysis.load import DEVICE_S, TOTAL_FLOPS, cell_of
 from study.core import metrics as M
+from study.core.status import COMPLETED, ERRORED, RUNNING, STOPPED
 
 CELL_KEYS = (M.SPLIT, M.BACKBONE, M.INIT, M.FROZEN_DEPTH)
 SCRATCH = "scratch"
@@ -63,11 +69,33 @@ def welch(mean_a, std_a, n_a, mean_b, std_b, n_b, level: float = LEVEL) -> dict:
         return out
     va, vb = std_a ** 2 / n_a, std_b ** 2 / n_b
     se = math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (n_a - 1) + vb ** 2 / (n_b - 1)) if se > 0 else math.nan
+    return _t_result(diff, se, df, level)
+
+
+def paired(a: dict, b: dict, level: float = LEVEL) -> dict:
+    """Two cells' runs compared seed by seed (a minus b; ``a``, ``b``: seed -> value, e.g.
+    ``seed_accuracies``), over the seeds both have, see the module docstring: the keys of
+    ``welch`` plus n_pairs. All but diff are NaN when fewer than 2 seeds are shared (diff too
+    when none is)."""
+    common = sorted(set(a) & set(b), key=str)
+    d = np.array([a[s] - b[s] for s in common], dtype=float)
+    n = len(d)
+    diff = float(d.mean()) if n else math.nan
+    if n < 2 or not np.isfinite(diff):
+        return dict(diff=diff, se=math.nan, df=math.nan, lo=math.nan, hi=math.nan, t=math.nan,
+                    p=math.nan, p_less=math.nan, n_pairs=n)
+    se = 0.0 if np.all(d == d[0]) else float(d.std(ddof=1) / math.sqrt(n))
+    return {**_t_result(diff, se, float(n - 1), level), "n_pairs": n}
+
+
+def _t_result(diff: float, se: float, df: float, level: float) -> dict:
+    """CI, t and p-values of a difference with standard error ``se`` and ``df`` degrees of
+    freedom. se = 0 (no spread): the CI is [diff, diff], the p-values 0 or 1."""
     if se == 0:
-        return dict(out, se=0.0, lo=diff, hi=diff,
+        return dict(diff=diff, se=0.0, df=df, lo=diff, hi=diff,
                     t=math.copysign(math.inf, diff) if diff else 0.0,
                     p=1.0 if diff == 0 else 0.0, p_less=0.0 if diff < 0 else 1.0)
-    df = (va + vb) ** 2 / (va ** 2 / (n_a - 1) + vb ** 2 / (n_b - 1))
     tq = stats.t.ppf((1 + level) / 2, df)
     t = diff / se
     return dict(diff=diff, se=se, df=float(df), lo=diff - tq * se, hi=diff + tq * se, t=t,
@@ -333,17 +361,25 @@ def transfer_gain_cells(summary_or_runs: pd.DataFrame, metric: str = M.TEST_ACC,
     """Transfer gain over training from scratch, per split x backbone x transferred init:
     the best transferred depth (highest mean ``metric``; ties: fewer target FLOPs) against the
     scratch cell of the same split and backbone. Every run is a completed trial, so both sides
-    trained for the same target epochs. Accepts ``cell_summary`` or ``cell_runs`` output.
+    trained for the same target epochs. Accepts ``cell_runs`` (paired where it can) or
+    ``cell_summary`` output (Welch only).
 
-    gain = mean_transfer - mean_scratch; lo / hi: Welch CI at ``level``; p: two-sided Welch
-    test; NaN where a side has n < 2, and gain too where there is no scratch cell. The best depth
-    is picked on the same metric, so the gain of that depth is slightly optimistic (the
-    maximum of several means). Columns: split, backbone, init, depth, n_transfer,
-    mean_transfer, ci_transfer, n_scratch, mean_scratch, ci_scratch, gain, lo, hi, p, df."""
+    Paired (``cell_runs`` given, the two cells share >= 2 seeds: the same seed draws the same
+    data order and augmentations in both): gain = mean per-seed difference over the shared
+    seeds, lo / hi its t CI at ``level``, p the two-sided paired t test, test "paired t".
+    Otherwise Welch: gain = mean_transfer - mean_scratch, lo / hi / p Welch's, test "welch"
+    ("none" and NaN where a side has n < 2). gain is NaN where there is no scratch cell. The
+    best depth is picked on the same metric, so the gain of that depth is slightly optimistic
+    (the maximum of several means). Columns: split, backbone, init, depth, n_transfer,
+    mean_transfer, ci_transfer, n_scratch, mean_scratch, ci_scratch, gain, lo, hi, p, df,
+    test, n_pairs."""
+    from study.core import stats as ST
+
     s = _as_summary(summary_or_runs, metric)
+    runs = None if s is summary_or_runs else summary_or_runs
     keys = [M.SPLIT, M.BACKBONE, M.INIT]
     cols = keys + ["depth", "n_transfer", "mean_transfer", "ci_transfer", "n_scratch",
-                   "mean_scratch", "ci_scratch", "gain", "lo", "hi", "p", "df"]
+                   "mean_scratch", "ci_scratch", "gain", "lo", "hi", "p", "df", "test", "n_pairs"]
     s = s[s["mean"].notna()]
     rows = []
     for k, g in s[s[M.INIT] != SCRATCH].groupby(keys, sort=True):
@@ -352,12 +388,23 @@ def transfer_gain_cells(summary_or_runs: pd.DataFrame, metric: str = M.TEST_ACC,
         row = {**dict(zip(keys, k)), "depth": int(b[M.FROZEN_DEPTH]), "n_transfer": int(b["n"]),
                "mean_transfer": b["mean"], "ci_transfer": b["ci"], "n_scratch": 0,
                "mean_scratch": math.nan, "ci_scratch": math.nan, "gain": math.nan,
-               "lo": math.nan, "hi": math.nan, "p": math.nan, "df": math.nan}
+               "lo": math.nan, "hi": math.nan, "p": math.nan, "df": math.nan, "test": "",
+               "n_pairs": 0}
         if len(sc):
             z = sc.iloc[0]
-            w = welch(b["mean"], b["std"], b["n"], z["mean"], z["std"], z["n"], level)
+            w = {"n_pairs": 0}
+            if runs is not None:
+                w = paired(seed_accuracies(runs[runs[M.CELL] == b[M.CELL]], metric),
+                           seed_accuracies(runs[runs[M.CELL] == z[M.CELL]], metric), level)
+            if w["n_pairs"] >= 2:
+                test = ST.PAIRED
+            else:
+                w = {**welch(b["mean"], b["std"], b["n"], z["mean"], z["std"], z["n"], level),
+                     "n_pairs": w["n_pairs"]}
+                test = ST.WELCH if min(b["n"], z["n"]) >= 2 else ST.NONE
             row.update(n_scratch=int(z["n"]), mean_scratch=z["mean"], ci_scratch=z["ci"],
-                       gain=w["diff"], lo=w["lo"], hi=w["hi"], p=w["p"], df=w["df"])
+                       gain=w["diff"], lo=w["lo"], hi=w["hi"], p=w["p"], df=w["df"], test=test,
+                       n_pairs=w["n_pairs"])
         rows.append(row)
     return pd.DataFrame(rows, columns=cols)
 

@@ -13,10 +13,11 @@ from analysis import cells as C
 from analysis import frontier as F
 from analysis import plots
 from analysis import report as R
-from analysis.load import COMPLETED, ERRORED, RUNNING, STOPPED, ReportError, Study, load_study
+from analysis.load import ReportError, Study, load_study
 from analysis.output import publish
 from analysis.render import Section, prose
 from study.core import metrics as M
+from study.core.status import COMPLETED, ERRORED, RUNNING, STOPPED
 
 ANSWER_KEYS = [M.SPLIT, M.BACKBONE, M.INIT]
 
@@ -161,7 +162,8 @@ def compare_sections(studies: list[Study], labels: list[str], out: Path,
     g = Section("5. Transfer gain over scratch")
     g.p(prose("""
         Per study, the most accurate transferred depth against the scratch cell (completed runs
-        only): gain in points, Welch 95 % CI and two-sided p."""))
+        only): gain in points, 95 % CI and two-sided p (paired per seed; Welch where the cells
+        share fewer than 2 seeds, column 'test')."""))
     g.table(_stacked(views, labels, R.gain_table), "Transfer gain over scratch (test accuracy)")
     secs.append(g)
 

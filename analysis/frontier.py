@@ -10,8 +10,9 @@ import math
 
 import pandas as pd
 
-from analysis.load import COMPLETED, EPOCHS, ERRORED, RUNNING, SOURCE_KEY, STOPPED
+from analysis.load import EPOCHS, SOURCE_KEY
 from study.core import metrics as M
+from study.core.status import COMPLETED, ERRORED, RUNNING, STOPPED
 
 
 def pareto_front(df: pd.DataFrame, x: str, y: str) -> pd.DataFrame:

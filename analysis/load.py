@@ -34,8 +34,7 @@ from study.core.layout import (PROVENANCE_FILE, RECORD_FILE, SOURCES_DIR, STUDY_
                                SUMMARY_FILE)
 from study.core.record import fold, parse
 # the one status vocabulary and rule of the record, progress lines, summary.json and reports
-from study.core.status import (COMPLETED, ERRORED, INTERRUPTED, RUNNING, STATUSES, STOPPED,  # noqa: F401
-                               trial_status)
+from study.core.status import INTERRUPTED, RUNNING, trial_status
 RESULT_FILE = "result.json"
 ERROR_FILES = ("error.txt", "error.pkl")
 

@@ -15,8 +15,9 @@ import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from analysis.frontier import pareto_front  # noqa: E402
-from analysis.load import COMPLETED, TOTAL_FLOPS  # noqa: E402
+from analysis.load import TOTAL_FLOPS  # noqa: E402
 from study.core import metrics as M  # noqa: E402
+from study.core.status import COMPLETED  # noqa: E402
 
 MARKERS = {"source": "o", "imagenet": "s", "scratch": "^"}
 plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10,
@@ -201,8 +202,8 @@ def compare_depth_curves(summaries: dict, split: str) -> plt.Figure:
 
 
 def transfer_gain(gains: pd.DataFrame) -> plt.Figure:
-    """Transfer gain over scratch (points) with its Welch 95 % CI, one row per split x backbone x
-    init (``analysis.cells.transfer_gain_cells``); hollow: no interval (a side has one run)."""
+    """Transfer gain over scratch (points) with its 95 % CI (paired per seed, or Welch: column
+    ``test``), one row per split x backbone x init (``analysis.cells.transfer_gain_cells``); hollow: no interval (a side has one run)."""
     g = gains.dropna(subset=["gain"]).reset_index(drop=True)
     fig, ax = plt.subplots(figsize=(8, 0.9 + 0.42 * max(1, len(g))))
     col = colors(g[M.BACKBONE]) if len(g) else {}
@@ -217,7 +218,7 @@ def transfer_gain(gains: pd.DataFrame) -> plt.Figure:
     ax.set_yticks(range(len(g)), [f"{r[M.SPLIT]}: {r[M.BACKBONE]} / {r[M.INIT]} d{r['depth']}"
                                   for _, r in g.iterrows()])
     ax.invert_yaxis()
-    ax.set_xlabel("gain over scratch (accuracy points; bar: Welch 95 % CI)")
+    ax.set_xlabel("gain over scratch (accuracy points; bar: 95 % CI, paired per seed or Welch)")
     ax.set_title("transfer gain: best transferred depth vs the scratch cell")
     if g.empty:
         ax.text(0.5, 0.5, "no cell pair with a scratch baseline", ha="center",

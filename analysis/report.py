@@ -3,10 +3,13 @@
 
 The report answers the study's question first (section 1, "Answer": how many stages to freeze,
 per split x backbone x init), by the rules of ``analysis.cells``: statistics over each cell's
-completed runs of its best configuration, 95 % t intervals, Welch tests, a tolerance in accuracy
-points (``report.tolerance`` in the spec). Then coverage, depth curves, transfer gain, the cells'
-Pareto frontier, and the per-trial sections (scatter plots where stopped trials stay visible,
-learning curves, finalists, early-stopping accounting, provenance). The early-stopping rule is
+completed runs of its best configuration; depths compared with the best depth paired per seed
+(``study.core.stats``: three verdicts, equivalent / worse / undecided, within a tolerance in
+accuracy points, ``report.tolerance``, at ``report.alpha``, split over the racing's looks when
+the study raced), shown as a table, a forest plot and data in report.json. Then coverage, depth
+curves, transfer gain (paired per seed too), the cells' Pareto frontier, and the per-trial
+sections (scatter plots where stopped trials stay visible, learning curves, finalists,
+early-stopping accounting, provenance). The early-stopping rule is
 named as the study ran it (spec ``scheduler.type``: successive halving, ASHA, or none: FIFO).
 
 Documents are built as ``analysis.render.Section``s; ``analysis.output`` writes them (report.md,
@@ -24,12 +27,12 @@ import pandas as pd
 from analysis import cells as C
 from analysis import frontier as F
 from analysis import plots
-from analysis.load import (COMPLETED, DEVICE_S, EPOCHS, ERRORED, RUNNING, STOPPED, TOTAL_FLOPS,
-                           ReportError, Study, load_study)
+from analysis.load import DEVICE_S, EPOCHS, TOTAL_FLOPS, ReportError, Study, load_study
 from analysis.output import default_out, now, publish
 from analysis.render import Section, prose
 from study.core import metrics as M
 from study.core import spec as S
+from study.core.status import COMPLETED, ERRORED, RUNNING, STOPPED
 
 METRIC = M.TEST_ACC  # what the answer compares: test accuracy of each cell's completed runs
 
@@ -184,7 +187,7 @@ def cell_view(s: Study, tolerance=None) -> CellView:
     answer = C.depth_answer(runs, tolerance=tol / 100, alpha=alpha, metric=METRIC)
     return CellView(runs=runs, summary=summ, val=C.cell_summary(runs, M.VAL_ACC),
                     coverage=C.cell_coverage(s.trials, runs), answer=answer,
-                    gains=C.transfer_gain_cells(summ), frontier=C.cell_frontier(summ),
+                    gains=C.transfer_gain_cells(runs), frontier=C.cell_frontier(summ),
                     comparisons=C.comparison_rows(answer), tol_points=tol, alpha=alpha,
                     alpha_spec=alpha_spec, looks=looks, seeds=confirm_seeds(s.spec), mode=mode,
                     stopping=EarlyStopping.of(s.spec))
@@ -220,10 +223,10 @@ def _freeze(d: int) -> str:
 
 
 def recommendation(r) -> str:
-    """One answer row as a sentence. Decided: 'freeze d stages: X % less compute, shown
-    equivalent: −Y points (lower bound −Z)' or 'the most accurate depth (every cheaper depth
-    shown worse)'. Undecided: which cheaper depths are still open, and about how many runs per
-    cell would decide them."""
+    """One answer row (``C.depth_answer``) as a sentence. Decided: 'freeze d stages: X % less
+    compute, shown equivalent: −Y points (lower bound −Z)' or 'the most accurate depth (every
+    cheaper depth shown worse)'. Undecided: which cheaper depths are still open, and what would
+    decide them (``what_decides``)."""
     d = int(r["cheap_depth"])
     if d == int(r["best_depth"]):
         head = f"{_freeze(d)}: the most accurate depth"
@@ -235,10 +238,26 @@ def recommendation(r) -> str:
                 f"points (lower bound {_pts(r['delta_lo'])})")
     if r["decided"]:
         return head + ("" if d != int(r["best_depth"]) else " (every cheaper depth shown worse)")
+    return (f"UNDECIDED: {r['open']} not yet shown equivalent or worse (so far: {head}); "
+            f"{what_decides(r)}")
+
+
+def what_decides(r) -> str:
+    """What would decide an undecided answer row: 'about N runs per cell would decide it if
+    the observed difference and spread held' (N: the most any open comparison needs,
+    ``stats.Comparison.seeds_to_decide``), or, where an open comparison has no spread to
+    extrapolate from (fewer than 2 runs on a side), that 2 runs per cell with the same seeds
+    are needed first."""
     need = r.get("seeds_to_decide")
-    more = ("" if _nan(need) else f"; about {int(need)} runs per cell would decide it "
-            "if the observed difference and spread held")
-    return (f"UNDECIDED: {r['open']} not yet shown equivalent or worse (so far: {head}){more}")
+    g = r.get("group") or {}
+    tests = {g["comparisons"][c]["test"] for c in g.get("open", [])} if g else set()
+    if "none" in tests:
+        return ("at least 2 runs per cell with the same seeds are needed before it can be "
+                "judged (more confirmation seeds)")
+    if _nan(need):
+        return "more runs per cell would decide it"
+    return (f"about {int(need)} runs per cell would decide it if the observed difference and "
+            "spread held")
 
 
 def best_depth_text(r) -> str:
@@ -367,7 +386,17 @@ def gain_table(v: CellView) -> pd.DataFrame:
                                                                  g["ci_scratch"], g["n_scratch"])],
         "gain": g["gain"],
         "gain 95 % CI (points)": [ci_text(a, b) for a, b in zip(g["lo"], g["hi"])],
-        "p (Welch, two-sided)": [p_text(p) for p in g["p"]]})
+        "p (two-sided)": [p_text(p) for p in g["p"]],
+        "test": [_gain_test(t, n) for t, n in zip(g["test"], g["n_pairs"])]})
+
+
+def _gain_test(test: str, n_pairs: int) -> str:
+    """The gain's test: 'paired t (3 seeds)', 'Welch (fewer than 2 shared seeds)' or '–'."""
+    if test == "paired t":
+        return f"paired t ({int(n_pairs)} seeds)"
+    if test == "welch":
+        return "Welch (fewer than 2 shared seeds)"
+    return "–"
 
 
 def cell_frontier_table(v: CellView, split: str) -> pd.DataFrame:
@@ -485,7 +514,9 @@ def _answer_section(s: Study, v: CellView, out: Path, prefix: str) -> Section:
             + ("" if open_.empty else " Undecided: " + "; ".join(
                 f"{r[M.SPLIT]} / {r[M.BACKBONE]} / {r[M.INIT]} ({r['open']} open)"
                 for _, r in open_.iterrows()) + ". Their answer is not settled by these runs: "
-                "more seeds (confirm.seeds, or racing with confirm.max_seeds) would decide it."))
+                + ("more seeds (a higher confirm.max_seeds than the racing's ceiling, unless the "
+                   "study is still running) would decide it." if v.looks > 1 else
+                   "more seeds (confirm.seeds, or racing with confirm.max_seeds) would decide it.")))
         level = f"{100 * (1 - v.alpha):.4g} %"
         h.fig(plots.save(plots.forest(v.comparisons, v.tol_points, level),
                         out / f"{prefix}answer_forest.png"),
@@ -510,9 +541,12 @@ def _answer_section(s: Study, v: CellView, out: Path, prefix: str) -> Section:
     return h
 
 
-def racing_savings(s: Study, v: CellView) -> str | None:
-    """What racing saved (studies that raced): confirmation runs and their target FLOPs,
-    counted from the trials, against giving every cell the ceiling."""
+def racing_counts(s: Study, v: CellView) -> dict | None:
+    """What racing saved (studies that raced; None otherwise), counted from the trials over the
+    cells the Answer compares (scratch cells never race): cells, ceiling (confirm.max_seeds),
+    confirm_runs (confirmation trials run, whatever their status), ceiling_runs (cells x
+    ceiling), flops_run / flops_ceiling (the same weighted by each cell's mean target FLOPs per
+    run) and saved = 1 - flops_run / flops_ceiling."""
     try:
         ceiling = int(_spec_get(s.spec, "confirm", "max_seeds", default=v.seeds))
     except (TypeError, ValueError):
@@ -529,16 +563,29 @@ def racing_savings(s: Study, v: CellView) -> str | None:
     ran = conf[conf[M.CELL].isin(cells)].groupby(M.CELL).size()
     done = float(sum(ran.get(c, 0) * per_run[c] for c in cells))
     full = float(sum(ceiling * per_run[c] for c in cells))
-    return (f"Racing: {int(ran.sum())} confirmation runs in the {len(cells)} compared cells, against "
-            f"{ceiling * len(cells)} if every cell had got the ceiling of {ceiling} seeds: "
-            f"{100 * (1 - done / full):.0f} % of that confirmation compute saved "
-            f"({done:.3g} vs {full:.3g} target FLOPs).")
+    return {"cells": len(cells), "ceiling": ceiling, "confirm_runs": int(ran.sum()),
+            "ceiling_runs": ceiling * len(cells), "flops_run": done, "flops_ceiling": full,
+            "saved": 1 - done / full if full > 0 else None}
 
 
-def answer_data(v: CellView) -> dict:
-    """The Answer as data (report.json): per group the best depth, the answer, the cheapest
-    depth shown equivalent (or null), whether it is decided, and every comparison (verdict,
-    difference, bounds, test, runs, runs to decide, per-seed test accuracies)."""
+def racing_savings(s: Study, v: CellView) -> str | None:
+    """``racing_counts`` as a sentence (None: the study did not race)."""
+    r = racing_counts(s, v)
+    if r is None:
+        return None
+    saved = "–" if r["saved"] is None else f"{100 * r['saved']:.0f} %"
+    return (f"Racing: {r['confirm_runs']} confirmation runs in the {r['cells']} compared cells, "
+            f"against {r['ceiling_runs']} if every cell had got the ceiling of {r['ceiling']} "
+            f"seeds: {saved} of that confirmation compute saved ({r['flops_run']:.3g} vs "
+            f"{r['flops_ceiling']:.3g} target FLOPs).")
+
+
+def answer_data(s: Study, v: CellView) -> dict:
+    """The Answer as data (report.json): the tolerance (points and fraction) and alpha it was
+    decided with, per group the best depth, the answer, the cheapest depth shown equivalent
+    (or null), whether it is decided, the open depths, and every comparison (verdict,
+    difference, bounds, test, runs, runs to decide, per-seed test accuracies); ``racing``:
+    ``racing_counts`` (null when the study did not race)."""
     groups = []
     for _, r in v.answer.iterrows():
         g = r["group"]
@@ -550,14 +597,17 @@ def answer_data(v: CellView) -> dict:
             "cheapest_equivalent": None if g["cheapest_equivalent"] is None else
             {"cell": g["cheapest_equivalent"], "depth": depth[g["cheapest_equivalent"]]},
             "decided": g["decided"], "open": [{"cell": c, "depth": depth[c]} for c in g["open"]],
+            "seeds_to_decide": None if _nan(r["seeds_to_decide"]) else int(r["seeds_to_decide"]),
             "compute_saved": g["compute_saved"],
             "comparisons": [{k: c[k] for k in ("cell", "depth", "role", "verdict", "diff", "lo",
                                                 "hi", "test", "n", "n_pairs", "mean", "flops",
                                                 "seeds_to_decide", "accs")}
                             for c in sorted(g["comparisons"].values(), key=lambda c: c["depth"])]})
-    return {"answer": {"metric": METRIC, "tolerance_points": v.tol_points, "alpha": v.alpha,
+    return {"answer": {"metric": METRIC, "tolerance_points": v.tol_points,
+                       "tolerance": v.tol_points / 100, "alpha": v.alpha,
                        "alpha_spec": v.alpha_spec, "looks": v.looks,
-                       "bounds": f"one-sided {1 - v.alpha:.6g}", "groups": groups}}
+                       "bounds": f"one-sided {1 - v.alpha:.6g}", "groups": groups,
+                       "racing": racing_counts(s, v)}}
 
 
 def _cells_section(s: Study, v: CellView, out: Path, prefix: str) -> Section:
@@ -594,15 +644,18 @@ def _gain_section(s: Study, v: CellView, out: Path, prefix: str) -> Section:
     g.p(prose("""
         Per split, backbone and transferred init: the most accurate depth's runs against the
         scratch cell's runs of the same split and backbone. Both sides are completed runs, so
-        they trained for the same target epochs. Gain = difference of the mean test accuracies
-        (points), with the Welch 95 % CI and the two-sided Welch test's p; '–' where a side has
-        fewer than 2 runs. The depth is picked on the same metric, so its gain is slightly
-        optimistic."""))
+        they trained for the same target epochs. Runs with the same seed draw the same data
+        order and augmentations in both cells, so they are compared paired: gain = mean per-seed
+        difference of the test accuracies (points) over the seeds both cells ran, with its 95 %
+        t interval and the two-sided paired t test's p. Where the cells share fewer than 2
+        seeds: difference of the means with Welch's interval and p (column 'test'); '–' where a
+        side has fewer than 2 runs. The depth is picked on the same metric, so its gain is
+        slightly optimistic."""))
     if v.gains.dropna(subset=["gain"]).empty:
         g.p("No transferred cell has a scratch cell with completed runs to compare with.")
     else:
         g.fig(plots.save(plots.transfer_gain(v.gains), out / f"{prefix}gain.png"),
-              "Transfer gain over scratch with Welch 95 % CIs")
+              "Transfer gain over scratch with 95 % CIs (paired per seed; Welch where not)")
     g.table(gain_table(v), "Transfer gain over scratch (test accuracy, completed runs)")
     return g
 
@@ -733,6 +786,6 @@ def make_report(path, out=None, force: bool = False, tolerance=None) -> tuple[Pa
     out = Path(out) if out else default_out(str(path), s.name)
     v = cell_view(s, tolerance)
     publish(out, [s], "report", force, f"Study report: {s.name}",
-            lambda o: study_sections(s, o, view=v), data=answer_data(v))
+            lambda o: study_sections(s, o, view=v), data=answer_data(s, v))
     return out, (summary_text(s, view=v)
                  + f"\nreport: {out / 'report.html'} (and report.md, PNGs, CSV, Parquet)")

@@ -8,8 +8,9 @@ import pytest
 from scipy import stats
 
 from analysis import cells as C
-from analysis.load import COMPLETED, DEVICE_S, ERRORED, RUNNING, STOPPED, TOTAL_FLOPS
+from analysis.load import DEVICE_S, TOTAL_FLOPS
 from study.core import metrics as M
+from study.core.status import COMPLETED, ERRORED, RUNNING, STOPPED
 
 T2 = 4.302652729911275  # t(0.975, df=2)
 T4 = 2.7764451051977987  # t(0.975, df=4)
@@ -209,6 +210,32 @@ def test_depth_answer_paired_decides_what_welch_cannot():
     assert r["cheap_depth"] == 0 and r["decided"] and r["verdicts"] == "d2 worse"
 
 
+def test_paired_says_worse_where_welch_is_not_even_significant():
+    """d2 is 3 points below d0 on every seed, give or take 0.4: the seeds move both cells alike
+    (their accuracies spread over 8 points). Welch: not significant (p ~ 0.09) and undecided
+    at a 1-point tolerance; paired: shown worse, and the answer is the best depth, decided."""
+    d0 = [0.70, 0.74, 0.78, 0.72, 0.76]
+    d2 = [a - 0.03 + e for a, e in zip(d0, [0.004, -0.003, 0.002, -0.004, 0.001])]
+    assert stats.ttest_ind(d2, d0, equal_var=False, alternative="less").pvalue > 0.05
+    runs = _runs([(0, d0, 100.), (2, d2, 40.)])
+    r = C.depth_answer(runs, tolerance=0.01, alpha=0.05).iloc[0]
+    assert r["verdicts"] == "d2 worse" and r["decided"] and r["cheap_depth"] == 0
+    c = C.comparison_rows(C.depth_answer(runs, tolerance=0.01)).set_index("depth").loc[2]
+    d = np.subtract(d2, d0)
+    half = stats.t.ppf(0.95, 4) * d.std(ddof=1) / math.sqrt(5)
+    assert (c["test"], c["n"]) == ("paired t", 5)
+    assert (c["diff"], c["lo"], c["hi"]) == pytest.approx((-0.03, -0.03 - half, -0.03 + half))
+    assert c["hi"] < -0.01
+    # the same values with seeds that do not match (unpaired): Welch, undecided
+    w = runs.copy()
+    w.loc[w[M.CELL] == "x/r/source/d2", M.SEED] += 10
+    c = C.comparison_rows(C.depth_answer(w, tolerance=0.01)).set_index("depth").loc[2]
+    assert (c["test"], c["verdict"]) == ("welch", "undecided") and c["lo"] < -0.01 < c["hi"]
+    from analysis.report import recommendation
+    text = recommendation(C.depth_answer(runs, tolerance=0.01).iloc[0])
+    assert text.startswith("freeze 0 stages") and "every cheaper depth shown worse" in text
+
+
 def test_depth_answer_bounds_match_scipy_and_undecided_says_what_would_decide():
     d0, d1 = [0.80, 0.82, 0.78, 0.81], [0.79, 0.80, 0.78, 0.79]
     runs = _runs([(0, d0, 100.), (1, d1, 50.)])
@@ -235,6 +262,10 @@ def test_depth_answer_single_runs_decide_nothing_and_old_studies_fall_back_to_we
     r = C.depth_answer(runs, tolerance=0.01).iloc[0]
     assert r["single_run"] == "d0,d2,d3" and not r["decided"] and r["cheap_depth"] == 0
     assert r["verdicts"] == "d2 undecided, d3 undecided"
+    from analysis.report import recommendation
+    text = recommendation(r)  # no spread to extrapolate from: says what is needed first
+    assert text.startswith("UNDECIDED: d3,d2") and "at least 2 runs per cell" in text  # cheapest first
+    assert "equivalent" not in text.split("not yet shown equivalent")[1]
     # seeds not recorded (all 0 in the frame): unpaired, Welch
     t = pd.DataFrame([_row(f"{d}-{i}", "source", d, 0.01, COMPLETED, 0.5, v,
                            M.PHASE_CONFIRM if i else M.PHASE_TUNE, flops=f)
@@ -246,11 +277,42 @@ def test_depth_answer_single_runs_decide_nothing_and_old_studies_fall_back_to_we
     assert rows.loc[2, "test"] == "welch"
 
 
-def test_transfer_gain_cells_welch_against_scratch():
-    t = _frame()
+def test_paired_matches_scipy_on_the_shared_seeds():
+    a = {0: 0.71, 1: 0.75, 2: 0.70, 3: 0.74, 9: 0.5}  # seed 9: b has none, left out
+    b = {0: 0.61, 1: 0.66, 2: 0.62, 3: 0.63, 7: 0.9}
+    p = C.paired(a, b)
+    ref = stats.ttest_rel([0.71, 0.75, 0.70, 0.74], [0.61, 0.66, 0.62, 0.63])
+    assert p["n_pairs"] == 4 and p["df"] == 3 and p["diff"] == pytest.approx(0.095)
+    assert p["p"] == pytest.approx(ref.pvalue) and p["t"] == pytest.approx(ref.statistic)
+    ci = ref.confidence_interval(0.95)
+    assert (p["lo"], p["hi"]) == pytest.approx((ci.low, ci.high))
+    assert math.isnan(C.paired({0: 0.7}, {0: 0.6})["lo"]) and C.paired({}, {})["n_pairs"] == 0
+
+
+def test_transfer_gain_paired_per_seed_with_scratch():
+    """Transfer and scratch runs with the same seed share data order and augmentations: the
+    gain is the mean per-seed difference with a paired t interval (narrow: the seeds move both
+    cells alike), where Welch's interval on the same values crosses 0."""
+    src, scr = [0.70, 0.76, 0.66, 0.73], [0.68, 0.735, 0.645, 0.70]
+    t = pd.DataFrame([{**_row(f"{init}-{i}", init, 0 if init == "scratch" else 1, 0.01, COMPLETED,
+                              0.5, v, CONF if i else M.PHASE_TUNE), M.SEED: i}
+                      for init, vals in (("source", src), ("scratch", scr))
+                      for i, v in enumerate(vals)])
+    r = C.transfer_gain_cells(C.cell_runs(t)).iloc[0]
+    ref = stats.ttest_rel(src, scr)
+    assert (r["test"], r["n_pairs"]) == ("paired t", 4)
+    assert r["gain"] == pytest.approx(0.0225) and r["p"] == pytest.approx(ref.pvalue)
+    assert r["lo"] > 0
+    w = C.transfer_gain_cells(C.cell_summary(C.cell_runs(t))).iloc[0]  # summaries: Welch only
+    assert w["test"] == "welch" and w["lo"] < 0 < w["hi"] and w["gain"] == pytest.approx(0.0225)
+
+
+def test_transfer_gain_cells_welch_against_scratch_when_seeds_do_not_pair():
+    t = _frame()  # every seed recorded as 0: not pairable, Welch
     g = C.transfer_gain_cells(C.cell_runs(t))  # runs or summary, the same answer
     assert g.equals(C.transfer_gain_cells(C.cell_summary(C.cell_runs(t))))
     r = g.iloc[0]
+    assert r["test"] == "welch"
     assert (r[M.INIT], r["depth"], r["n_transfer"], r["n_scratch"]) == ("source", 1, 3, 3)
     assert r["gain"] == pytest.approx(0.10)
     ref = stats.ttest_ind([0.70, 0.72, 0.74], [0.60, 0.62, 0.64], equal_var=False)

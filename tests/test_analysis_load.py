@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from analysis.load import (COMPLETED, ERRORED, RUNNING, SOURCE_FLOPS_AMORTISED, STOPPED,
-                           TOTAL_FLOPS, ReportError, load_study)
+from analysis.load import SOURCE_FLOPS_AMORTISED, TOTAL_FLOPS, ReportError, load_study
 from study.core import metrics as M
+from study.core.status import COMPLETED, ERRORED, RUNNING, STOPPED
 
 
 def _trial(sdir: Path, tid: str, cfg: dict, epochs: int, target: int = 3, src_flops=0.0,
@@ -282,3 +282,78 @@ def test_a_raced_study_decides_at_the_racing_alpha_and_says_what_racing_saved(tm
     # the one compared cell (imagenet d2) ran 2 confirmation runs of a ceiling of 4
     assert ("Racing: 2 confirmation runs in the 1 compared cells, against 4 if every cell had got "
             "the ceiling of 4 seeds: 50 % of that confirmation compute saved") in md
+    assert data["racing"] == {"cells": 1, "ceiling": 4, "confirm_runs": 2, "ceiling_runs": 4,
+                              "flops_run": 600.0, "flops_ceiling": 1200.0, "saved": 0.5}
+
+
+# per seed 0..3: (init, backbone, depth) -> test accuracies; the seeds move every cell alike
+PAIRED = {("source", "resnet18", 0): [0.80, 0.84, 0.78, 0.82],  # best
+          ("source", "resnet18", 2): [0.798, 0.836, 0.7775, 0.8165],  # −0.3 ± 0.1: equivalent
+          ("source", "resnet18", 3): [0.754, 0.787, 0.732, 0.77],  # −4.9: worse
+          ("scratch", "resnet18", 0): [0.61, 0.63, 0.584, 0.62],
+          ("source", "cnn", 0): [0.70, 0.72, 0.69, 0.73],  # best
+          ("source", "cnn", 1): [0.695, 0.70, 0.69, 0.71],  # −1.1 ± 1.2: undecided
+          ("source", "cnn", 2): [0.60, 0.61, 0.60, 0.62]}  # −10.2: worse
+FLOPS = {0: 400., 1: 300., 2: 200., 3: 100.}
+
+
+def make_paired_study(root: Path) -> Path:
+    """Two answer groups with 4 paired runs per cell (tune seed 0, confirm seeds 1..3):
+    resnet18 decided (d2 equivalent, d3 worse), cnn undecided (d1 open, d2 worse)."""
+    s = root / "paired"
+    s.mkdir(parents=True)
+    (s / "study.yaml").write_text("name: paired\ntarget_epochs: 3\nsearch: {mode: compare}\n"
+                                  "confirm: {seeds: 3}\nscheduler: {type: halving}\n"
+                                  "report: {tolerance: 1.0}\n")
+    (s / "provenance.json").write_text(json.dumps({"study": "paired", "created": "2026-02-02"}))
+    n = 0
+    for (init, bb, d), vals in PAIRED.items():
+        for seed, acc in enumerate(vals):
+            n += 1
+            cfg = {M.SPLIT: "x", M.BACKBONE: bb, M.INIT: init, M.FROZEN_DEPTH: d, M.LR: 0.01,
+                   M.SEED: seed, M.CELL: f"x/{bb}/{init}/d{d}",
+                   M.PHASE: M.PHASE_CONFIRM if seed else M.PHASE_TUNE}
+            _trial(s, f"t{n:02d}", cfg, 3, test_acc=acc, epoch_flops=FLOPS[d] / 3)
+    (s / "summary.json").write_text(json.dumps({"trials": n}))
+    return s
+
+
+def test_the_answer_decided_and_undecided_in_table_forest_and_report_json(tmp_path):
+    from analysis.report import make_report
+
+    out, text = make_report(make_paired_study(tmp_path), tmp_path / "r")
+    md = (out / "report.md").read_text()
+    answer = md.split("## 2. Cells")[0]
+    data = json.loads((out / "report.json").read_text(),
+                      parse_constant=lambda c: pytest.fail(f"{c} in report.json"))["answer"]
+    assert (data["tolerance_points"], data["tolerance"], data["alpha"]) == (1.0, 0.01, 0.05)
+    assert data["racing"] is None and data["looks"] == 1
+    g = {x["backbone"]: x for x in data["groups"]}
+    # decided: the cheapest depth shown equivalent
+    r = g["resnet18"]
+    assert (r["best"]["depth"], r["answer"]["depth"], r["cheapest_equivalent"]["depth"]) == (0, 2, 2)
+    assert r["decided"] and r["open"] == [] and r["compute_saved"] == pytest.approx(0.5)
+    assert [c["verdict"] for c in r["comparisons"]] == ["equivalent", "equivalent", "worse"]
+    assert "| x | resnet18 | source | d0 |" in answer
+    assert "freeze 2 stages: 50 % less compute, shown equivalent: −0.3 points" in answer
+    # undecided: says so, names the open depth and the runs that would decide it
+    u = g["cnn"]
+    assert (u["best"]["depth"], u["answer"]["depth"], u["cheapest_equivalent"]) == (0, 0, None)
+    assert not u["decided"] and u["open"] == [{"cell": "x/cnn/source/d1", "depth": 1}]
+    c1 = {c["depth"]: c for c in u["comparisons"]}[1]
+    assert (c1["verdict"], c1["test"], c1["n"], c1["n_pairs"]) == ("undecided", "paired t", 4, 4)
+    assert c1["lo"] < -0.01 < c1["hi"] and c1["diff"] == pytest.approx(-0.01125)
+    assert c1["seeds_to_decide"] == u["seeds_to_decide"] > 4
+    assert c1["accs"] == {str(i): v for i, v in enumerate(PAIRED[("source", "cnn", 1)])}
+    assert (f"UNDECIDED: d1 not yet shown equivalent or worse (so far: freeze 0 stages "
+            f"(fine-tune everything): the most accurate depth); about {u['seeds_to_decide']} runs "
+            "per cell would decide it") in answer
+    assert "no cheaper depth" not in md and "UNDECIDED" in text
+    assert "Decided: 1 of 2 group(s). Undecided: x / cnn / source (d1 open)." in answer
+    # every comparison with its interval and test; the forest plot right after the table
+    assert "| x / cnn / source | d1 | 4 | 69.9% | undecided | −1.1 | [−2.3, +0.1] | paired t |" in answer
+    assert "| x / resnet18 / source | d3 | 4 | 76.1% | worse | −4.9 | [−5.3, −4.6] | paired t |" in answer
+    assert answer.index("How much to freeze") < answer.index("answer_forest.png")
+    assert (out / "answer_forest.png").stat().st_size > 0
+    # the transfer gain over scratch is paired too
+    assert "| x | resnet18 | source | 0 |" in md and "paired t (4 seeds)" in md

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from analysis import frontier as F
-from analysis.load import COMPLETED, EPOCHS, ERRORED, SOURCE_KEY, STOPPED
+from analysis.load import EPOCHS, SOURCE_KEY
+from study.core.status import COMPLETED, ERRORED, STOPPED
 from study.core import metrics as M
 
 
