@@ -24,7 +24,8 @@ ANSWER_KEYS = [M.SPLIT, M.BACKBONE, M.INIT]
 
 def _labels(studies: list[Study]) -> list[str]:
     names = [s.name for s in studies]
-    return [n if names.count(n) == 1 else f"{n}#{i + 1}" for i, n in enumerate(names)]
+    return [(n if names.count(n) == 1 else f"{n}#{i + 1}") + ("-SIMULATED" if s.simulated else "")
+            for i, (n, s) in enumerate(zip(names, studies))]
 
 
 def _answers_side_by_side(views: list[R.CellView], labels: list[str]) -> pd.DataFrame:

@@ -79,6 +79,11 @@ class Study:
         return self.summary is not None and not (self.trials[M.SPLIT].size and
                                                  (self.trials["status"] == RUNNING).any())
 
+    @property
+    def simulated(self) -> bool:
+        """A rehearsal (``study run --simulate``): its numbers come from a cost model."""
+        return bool(self.provenance.get("simulated")) or bool((self.summary or {}).get("simulated"))
+
     def target_classes(self, split: str) -> list[str]:
         s = (self.provenance.get("data") or {}).get("splits", {}).get(split) or {}
         return list(s.get("target") or [])

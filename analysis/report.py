@@ -35,6 +35,11 @@ from study.core import spec as S
 from study.core.status import COMPLETED, ERRORED, RUNNING, STOPPED
 
 METRIC = M.TEST_ACC  # what the answer compares: test accuracy of each cell's completed runs
+# Opens every report (and `study report`'s summary) of a rehearsal; no option removes it.
+SIMULATED_BANNER = ("SIMULATED STUDY (study run --simulate): a rehearsal. No model was trained: "
+                    "times are the plan's FLOPs over a modelled throughput, accuracies come from "
+                    "the cost model in trainables/simulate.py. It checks the spec, the cluster, "
+                    "storage, time, cost and the report's shape; its numbers are not results.")
 
 
 # ----------------------------------------------------------------------------- the study's spec
@@ -489,6 +494,8 @@ def _answer_section(s: Study, v: CellView, out: Path, prefix: str) -> Section:
     t = s.trials
     n = t["status"].value_counts().to_dict()
     h = Section("1. Answer: how much to freeze")
+    if s.simulated:
+        h.p(SIMULATED_BANNER)
     nocell = no_run_cells(v)
     h.p(f"Study {s.name!r}: {len(t)} trials — " + ", ".join(
         f"{n.get(k, 0)} {k}" for k in (COMPLETED, STOPPED, ERRORED, RUNNING)) +
@@ -758,7 +765,8 @@ def summary_text(s: Study, label: str | None = None, tolerance=None,
     v = view or cell_view(s, tolerance)
     acc = accounting(s)
     n = s.trials["status"].value_counts().to_dict()
-    lines = [f"study {label or s.name}: {len(s.trials)} trials ("
+    lines = [SIMULATED_BANNER] if s.simulated else []
+    lines += [f"study {label or s.name}: {len(s.trials)} trials ("
              + ", ".join(f"{n.get(k, 0)} {k}" for k in (COMPLETED, STOPPED, ERRORED, RUNNING))
              + ")" + ("" if s.summary else " — PARTIAL: study running or interrupted"),
              f"  cells: {len(v.coverage)}, {len(v.coverage) - len(no_run_cells(v))} with a "
@@ -785,7 +793,8 @@ def make_report(path, out=None, force: bool = False, tolerance=None) -> tuple[Pa
     tolerance_points(s.spec, tolerance)  # a bad tolerance fails before anything is written
     out = Path(out) if out else default_out(str(path), s.name)
     v = cell_view(s, tolerance)
-    publish(out, [s], "report", force, f"Study report: {s.name}",
+    publish(out, [s], "report", force,
+            f"Study report: {s.name}" + (" (SIMULATED: not measured results)" if s.simulated else ""),
             lambda o: study_sections(s, o, view=v), data=answer_data(s, v))
     return out, (summary_text(s, view=v)
                  + f"\nreport: {out / 'report.html'} (and report.md, PNGs, CSV, Parquet)")

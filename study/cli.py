@@ -110,6 +110,17 @@ def _interrupted(e) -> int:
     return EXIT_INTERRUPTED
 
 
+def _positive(text: str) -> float:
+    """argparse type: a number > 0 (argparse names the option and the value when it fails)."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (x > 0 and x < float("inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number > 0")
+    return x
+
+
 def cmd_run(args) -> int:
     global _study_dir
     from study.runner import run_study, study_dir
@@ -122,8 +133,14 @@ def cmd_run(args) -> int:
     from study.interrupt import StudyInterrupted  # imports Ray, as run_study does
 
     _study_dir = study_dir(spec)
+    simulate = None
+    if args.simulate:
+        simulate = {"flops_per_s": args.flops_per_s, "compression": args.compression}
+    elif args.flops_per_s is not None or args.compression != 1.0:
+        print("error: --flops-per-s and --compression only apply with --simulate", file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
-        return _report_summary(run_study(spec))
+        return _report_summary(run_study(spec, simulate=simulate))
     except StudyInterrupted as e:
         return _interrupted(e)
 
@@ -228,6 +245,17 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--name", help="study name (default: the spec's name)")
     r.add_argument("--smoke", action="store_true",
                    help="tiny data, 3 trials, 2 epochs: check that the study runs end to end")
+    r.add_argument("--simulate", action="store_true",
+                   help="a rehearsal: the real driver, searcher, scheduler, source tasks, storage, "
+                   "resume and report, with a cost model in place of training (each epoch lasts "
+                   "its planned FLOPs / throughput / compression; synthetic accuracies). "
+                   "Everything it writes says SIMULATED")
+    r.add_argument("--flops-per-s", type=float, default=None,
+                   help="with --simulate: device throughput in FLOP/s (default: the plan's probe "
+                   "of this machine)")
+    r.add_argument("--compression", type=_positive, default=1.0,
+                   help="with --simulate: run this many times faster than the modelled device "
+                   "(default 1)")
 
     addr_help = ("the cluster's Jobs API, http://HOST:8265 (default: $RAY_API_SERVER_ADDRESS, "
                  "then $RAY_ADDRESS)")

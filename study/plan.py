@@ -34,11 +34,15 @@ from study.core.spec import Spec
 CIFAR10_TRAIN_PER_CLASS = 5000  # used when no data is given (data.root null: the download)
 
 
-def train_images(spec: Spec, n_classes: int, per_class: int) -> int:
+def train_images(spec: Spec, n_classes: int, per_class: int, target: bool = False) -> int:
     """Training images per epoch of a stage over ``n_classes`` classes (val held out, batches
-    of batch_size, the last partial one dropped)."""
+    of batch_size, the last partial one dropped); ``target``: the target stage's, capped by
+    data.target_train_per_class."""
     cap = min(per_class, spec.data.max_train_per_class or per_class)
-    n = n_classes * (cap - max(1, round(cap * spec.data.val_fraction)))
+    per = cap - max(1, round(cap * spec.data.val_fraction))
+    if target and spec.data.target_train_per_class:
+        per = min(per, spec.data.target_train_per_class)
+    n = n_classes * per
     steps = max(1, n // spec.batch_size)
     return steps * spec.batch_size
 
@@ -131,7 +135,7 @@ def make_plan(spec: Spec, per_class: int | None = None, flops_per_s: float | Non
     rows = []
     for c in design.cells:
         n_t = len(splits[c.split].target)
-        imgs = train_images(spec, n_t, per_class)
+        imgs = train_images(spec, n_t, per_class, target=True)
         f = fpi(c.backbone, c.stem, c.depth, n_t)
         if compare:
             n, share = sizes.get(c.id, 0), 1.0
@@ -153,6 +157,7 @@ def make_plan(spec: Spec, per_class: int | None = None, flops_per_s: float | Non
         flops = spec.source.epochs * imgs * fpi(backbone, stem, 0, len(splits[split].source))
         return flops, flops / rate(backbone, stem)
     costs = [src_cost(j) for j in jobs]
+    source_jobs = [{"job": j, "flops": c[0], "seconds": c[1]} for j, c in zip(jobs, costs)]
     src_flops, src_s = sum(c[0] for c in costs), sum(c[1] for c in costs)
     tot = {"source_models": len(jobs), "source_flops": src_flops,
            "tuning_flops_fifo": sum(r["tuning_flops_fifo"] for r in rows),
@@ -165,7 +170,8 @@ def make_plan(spec: Spec, per_class: int | None = None, flops_per_s: float | Non
                                           for r in rows)
     return {"counts": design.trial_counts(), "racing": design.racing, "cells": rows,
             "totals": tot, "device_s": dev_s, "max_concurrent": spec.search.max_concurrent,
-            "throughput": "given" if flops_per_s else "probed", "per_class": per_class}
+            "throughput": "given" if flops_per_s else "probed", "per_class": per_class,
+            "source_jobs": source_jobs}
 
 
 def format_plan(spec: Spec, plan: dict) -> str:
@@ -179,7 +185,9 @@ def format_plan(spec: Spec, plan: dict) -> str:
              f"{c['tuning']} tuning + {c['confirm']} confirmation trials = {c['total']} trials"
              f"{racing}, {t['source_models']} source models; "
              f"{min(plan['per_class'], spec.data.max_train_per_class or plan['per_class'])} "
-             f"training images per class before the validation split",
+             f"training images per class before the validation split"
+             + (f" (target stage: {spec.data.target_train_per_class} after it)"
+                if spec.data.target_train_per_class else ""),
              "",
              f"{'cell':<44} {'tune':>4} {'confirm':>7} {'FLOP/epoch':>12} {'tuning (halving..FIFO)':>26}"]
     for r in plan["cells"]:

@@ -43,19 +43,22 @@ def package_versions() -> dict[str, str]:
 
 
 def write_provenance(path: str, spec: Spec, data, extra: dict | None = None) -> dict:
+    splits = {k: {"source": [data.classes[i] for i in v[0]],
+                  "target": [data.classes[i] for i in v[1]]} for k, v in data.splits.items()}
+    about = {"fingerprint": data.fingerprint, "classes": data.classes, "origin": data.origin}
+    if getattr(data, "sim", None) is None:  # a rehearsal (trainables.simulate) reads no images
+        about.update({
+            "train_images": int(len(data.train_idx)), "val_images": int(len(data.val_idx)),
+            "target_train_images": int(len(data.train_idx if data.target_idx is None
+                                           else data.target_idx)),
+            "test_images": int(len(data.test_idx)), "mean": data.mean, "std": data.std})
     prov = {
         "study": spec.name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "code_version": code_version(),
         "packages": package_versions(),
         "seed": spec.search.seed,
-        "data": {"fingerprint": data.fingerprint, "classes": data.classes,
-                 "origin": data.origin,
-                 "train_images": int(len(data.train_idx)), "val_images": int(len(data.val_idx)),
-                 "test_images": int(len(data.test_idx)), "mean": data.mean, "std": data.std,
-                 "splits": {k: {"source": [data.classes[i] for i in v[0]],
-                                "target": [data.classes[i] for i in v[1]]}
-                            for k, v in data.splits.items()}},
+        "data": {**about, "splits": splits},
         "command": sys.argv,
         "host": platform.node(),
     }

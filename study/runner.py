@@ -16,6 +16,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
+
 from study.core import metrics as M
 from study.core.design import StudyDesign
 from study.core.layout import (COMPLETED, ERRORED, INTERRUPTED, SOURCES_DIR, STOPPED, STUDY_FILE,
@@ -108,11 +110,15 @@ def check_weights(spec: Spec) -> None:
 def _trainable(spec: Spec, data, sdir: str):
     from ray import tune
 
-    from trainables.trainable import transfer_trainable
-
-    fn = tune.with_parameters(transfer_trainable, spec_dict=spec.to_dict(), data=data,
-                              sources_dir=str(sources_dir(spec, sdir)),
-                              sources_uri=f"{sdir}/{SOURCES_DIR}" if is_uri(sdir) else None)
+    if getattr(data, "sim", None) is not None:  # a rehearsal (trainables.simulate)
+        from trainables.simulate import simulated_trainable
+        fn = tune.with_parameters(simulated_trainable, spec_dict=spec.to_dict(), sim=data.sim,
+                                  sources_dir=str(sources_dir(spec, sdir)))
+    else:
+        from trainables.trainable import transfer_trainable
+        fn = tune.with_parameters(transfer_trainable, spec_dict=spec.to_dict(), data=data,
+                                  sources_dir=str(sources_dir(spec, sdir)),
+                                  sources_uri=f"{sdir}/{SOURCES_DIR}" if is_uri(sdir) else None)
     res = {"cpu": spec.resources.cpus}
     if spec.resources.gpu:
         res["gpu"] = spec.resources.gpu
@@ -138,9 +144,34 @@ def trial_dirname(trial) -> str:
             f"_d{c.get(M.FROZEN_DEPTH)}")
 
 
-def run_study(spec: Spec, log=print, callbacks: list | None = None) -> dict:
+def prepare_simulation(spec: Spec, simulate: dict, log=print):
+    """A rehearsal's stand-in for the data (``trainables.simulate.SimData``): the class names
+    (CIFAR-10's when data.root is null, else the data's), the splits, and the durations from
+    the plan's FLOPs at ``simulate["flops_per_s"]`` (None: probed) / ``simulate["compression"]``."""
+    from study.core.spec import CIFAR10_CLASSES
+    from trainables.simulate import SimData, build_simulation
+
+    if spec.data.root is None:
+        classes, per_class = list(CIFAR10_CLASSES), None
+    else:
+        from trainables.data import load_dataset
+        ds = load_dataset(spec.data.root, cache_dir=spec.data.cache_dir,
+                          image_size=spec.data.image_size, progress=log)
+        classes = list(ds.classes)
+        per_class = int(min(np.bincount(ds.train_y))) if len(ds.train_y) else None
+    splits = resolve_classes(spec, classes)
+    sim = build_simulation(spec, classes, splits, flops_per_s=simulate.get("flops_per_s"),
+                           compression=simulate.get("compression", 1.0), per_class=per_class)
+    sim.update(classes=classes, splits={k: [list(v[0]), list(v[1])] for k, v in splits.items()})
+    return SimData(classes, splits, sim)
+
+
+def run_study(spec: Spec, log=print, callbacks: list | None = None,
+              simulate: dict | None = None) -> dict:
     """Run a study to the end; returns the summary (also written to summary.json).
-    ``callbacks``: extra Tune callbacks (e.g. to watch or disturb a study in tests)."""
+    ``callbacks``: extra Tune callbacks (e.g. to watch or disturb a study in tests).
+    ``simulate``: a rehearsal ({"flops_per_s": F or None, "compression": C}): the cost-model
+    trainable and source tasks of ``trainables.simulate`` instead of training."""
     from study.trackers import check_trackers
 
     sdir = study_dir(spec)
@@ -148,12 +179,20 @@ def run_study(spec: Spec, log=print, callbacks: list | None = None) -> dict:
         raise StudyExistsError(f"study directory {sdir} already exists; continue it with "
                                f"`study resume {sdir}`, or choose another --name/--storage")
     check_trackers(spec.loggers)  # a missing tracker package fails before anything is written
-    data = prepare_data(spec, log)  # bad data / unknown classes fail before anything is written
+    # bad data / unknown classes fail before anything is written
+    data = prepare_simulation(spec, simulate, log) if simulate else prepare_data(spec, log)
     init_ray(log)
     if not is_uri(sdir):
         Path(sdir).mkdir(parents=True, exist_ok=True)
     write_atomic(f"{sdir}/{STUDY_FILE}", spec.to_yaml())
-    write_provenance(sdir, spec, data)
+    if simulate:
+        from trainables.simulate import SIMULATION_FILE
+        write_atomic(f"{sdir}/{SIMULATION_FILE}", json.dumps(data.sim, indent=1))
+        rate = data.sim["flops_per_s"]
+        rate = f"{rate:.3g} FLOP/s" if rate else "the probed throughput"
+        log(f"SIMULATED study (a rehearsal: no training; trainables/simulate.py): epochs and "
+            f"source models last their planned FLOPs / {rate} / {data.sim['compression']:g}")
+    write_provenance(sdir, spec, data, {"simulated": _sim_meta(data)} if simulate else None)
     return _execute(spec, data, sdir, log, callbacks, resume=False)
 
 
@@ -166,9 +205,15 @@ def resume_study(path: str, log=print) -> dict:
 
     from study.state import prepare_resume
 
+    from trainables.simulate import SimData, read_simulation
+
     sdir = normalize_study_path(path)
     spec = load_study_spec(sdir)
-    data = prepare_data(spec, log)
+    sim = read_simulation(sdir)
+    if sim is not None:  # a rehearsal continues as one, with the durations it started with
+        data = SimData(sim["classes"], {k: (v[0], v[1]) for k, v in sim["splits"].items()}, sim)
+    else:
+        data = prepare_data(spec, log)
     init_ray(log)
     if not tune.Tuner.can_restore(sdir):
         raise StudyExistsError(f"{path}: no Tune experiment state to resume (it never started)")
@@ -201,6 +246,7 @@ def _execute(spec: Spec, data, sdir: str, log, callbacks, resume: bool) -> dict:
         f"{spec.search.max_concurrent} at once; results in {sdir}")
     t0 = time.time()
     sources = SourceModels(spec, data, sdir, log)  # finished models are kept; failed ones retried
+    simulated = getattr(data, "sim", None) is not None
     trainable = _trainable(spec, data, sdir)
     # The searcher asks the source models before handing out a trial. The hook is driver-side
     # state, not saved with the searcher: registered here for a new and a restored searcher alike.
@@ -236,10 +282,19 @@ def _execute(spec: Spec, data, sdir: str, log, callbacks, resume: bool) -> dict:
             log(f"{len(sources.pending)} source model(s) no trial needs any more: cancelled")
         sources.cancel()
     record_study_end(sdir, interrupted)
-    summary = _finish(spec, sdir, time.time() - t0, log, interrupted)
+    summary = _finish(spec, sdir, time.time() - t0, log, interrupted, simulated)
     if interrupted:
         raise StudyInterrupted(sdir, summary)
     return summary
+
+
+def _sim_meta(data) -> dict:
+    """What provenance.json says about a rehearsal."""
+    sim = data.sim
+    return {"model": f"trainables/simulate.py v{sim['version']}",
+            "flops_per_s": sim["flops_per_s"], "throughput": sim["throughput"],
+            "compression": sim["compression"],
+            "note": "no training: times from the plan's FLOPs, accuracies from a cost model"}
 
 
 def normalize_study_path(path: str) -> str:
@@ -273,7 +328,8 @@ def _ray_version() -> str:
         return "?"
 
 
-def _finish(spec: Spec, sdir: str, wall: float, log, interrupted: bool = False) -> dict:
+def _finish(spec: Spec, sdir: str, wall: float, log, interrupted: bool = False,
+            simulated: bool = False) -> dict:
     """summary.json from the study's record (``trials.jsonl``), statuses by the one rule."""
     from study.core.record import fold
     from study.recorder import read_record
@@ -293,13 +349,13 @@ def _finish(spec: Spec, sdir: str, wall: float, log, interrupted: bool = False) 
     uncovered = [c for c, n in per_cell.items() if n == 0]
     n = {s: sum(x["status"] == s for x in rows) for s in (COMPLETED, STOPPED, ERRORED, INTERRUPTED)}
     summary = {
-        "study": spec.name, "results": sdir, "wall_s": round(wall, 1),
+        "study": spec.name, "results": sdir, "wall_s": round(wall, 1), "simulated": simulated,
         "state": "interrupted" if interrupted else "finished", "trials": len(rows), **n,
         "cells": len(per_cell), "cells_completed": len(per_cell) - len(uncovered),
         "completed_per_cell": per_cell, "trial_rows": rows,
     }
     write_atomic(f"{sdir}/{SUMMARY_FILE}", json.dumps(summary, indent=1, default=str))
-    log(f"done in {wall:.0f}s: {summary['trials']} trials, {n[COMPLETED]} completed, "
+    log(f"{'SIMULATED study ' if simulated else ''}done in {wall:.0f}s: {summary['trials']} trials, {n[COMPLETED]} completed, "
         f"{n[STOPPED]} stopped early, {n[ERRORED]} errored"
         f"{f', {n[INTERRUPTED]} interrupted' if n[INTERRUPTED] else ''}; "
         f"{summary['cells_completed']}/{summary['cells']} cells have a completed run")

@@ -48,7 +48,10 @@ class SourceModels:
     def __init__(self, spec: Spec, data, sdir: str, log=print):
         import ray
 
-        from trainables.trainable import train_source_task
+        if getattr(data, "sim", None) is not None:  # a rehearsal: simulated source models
+            from trainables.simulate import simulated_source_task as train_source_task
+        else:
+            from trainables.trainable import train_source_task
 
         self.spec, self.log = spec, log
         self.jobs = StudyDesign(spec).source_jobs()  # every model a trial may need

@@ -311,16 +311,22 @@ class DeviceData:
         return (xb.float() - self.mean) / self.std
 
     def batches(self, batch_size: int, *, shuffle: bool, augment: bool,
-                generator: torch.Generator | None = None, drop_last: bool = False):
+                generator: torch.Generator | None = None, drop_last: bool = False,
+                aug_generator: torch.Generator | None = None):
+        """Batches of (normalised images, labels). ``generator`` draws the order,
+        ``aug_generator`` (default: ``generator``) the augmentations: kept apart, the order of
+        a seed is the same whatever else draws augmentations (runs of one seed at different
+        frozen depths see the same batches, cached features or not)."""
         n = len(self)
         order = torch.randperm(n, device=self.device, generator=generator) if shuffle else \
             torch.arange(n, device=self.device)
+        aug_generator = generator if aug_generator is None else aug_generator
         stop = n - n % batch_size if drop_last and n >= batch_size else n
         for i in range(0, stop, batch_size):
             idx = order[i:i + batch_size]
             xb = self.x[idx]
             if augment:
-                xb = augment_batch(xb, generator=generator)
+                xb = augment_batch(xb, generator=aug_generator)
             yield self.normalize(xb), self.y[idx]
 
 

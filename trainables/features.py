@@ -275,13 +275,17 @@ class FeatureData:
                     self._fill(idx, torch.full_like(idx, v))
 
     def batches(self, batch_size: int, *, shuffle: bool, augment: bool,
-                generator: torch.Generator | None = None, drop_last: bool = False):
+                generator: torch.Generator | None = None, drop_last: bool = False,
+                aug_generator: torch.Generator | None = None):
+        """As ``DeviceData.batches``: ``generator`` draws the order (the same as uncached),
+        ``aug_generator`` (default ``generator``) each image's view."""
         n = len(self)
         order = torch.randperm(n, device=self.device, generator=generator) if shuffle else \
             torch.arange(n, device=self.device)
         view = torch.zeros(n, dtype=torch.long, device=self.device)
         if augment and self.views > 1:
-            view = torch.randint(0, self.views, (n,), device=self.device, generator=generator)
+            view = torch.randint(0, self.views, (n,), device=self.device,
+                                 generator=generator if aug_generator is None else aug_generator)
         stop = n - n % batch_size if drop_last and n >= batch_size else n
         # First the pairs this epoch draws that are still missing, in batch order, in chunks of
         # batch_size (epoch 1: exactly the epoch's batches; later: a few full chunks, not a few
@@ -308,16 +312,22 @@ def prepare(model: StagedModel, train: DeviceData, val: DeviceData, cache: Cache
 
 
 def replay(net: Suffix, train: FeatureData, val: FeatureData, *, generator_state: torch.Tensor,
-           epochs: int, batch_size: int) -> None:
+           epochs: int, batch_size: int, aug_generator_state: torch.Tensor | None = None) -> None:
     """Recompute, in the same batches, the features an uninterrupted trial had computed after
     ``epochs`` epochs: the training batches of those epochs drawn again from the trial
-    generator's initial ``generator_state`` (``train_one_epoch`` draws nothing else from it), and
-    the validation features by one ``evaluate`` (its batches). Nothing is trained."""
+    generators' initial states (order: ``generator_state``; views: ``aug_generator_state``, or
+    the order generator when None; ``train_one_epoch`` draws nothing else from them), and the
+    validation features by one ``evaluate`` (its batches). Nothing is trained."""
     if epochs < 1:
         return
     g = torch.Generator(device=train.device)
     g.set_state(generator_state)
+    a = None
+    if aug_generator_state is not None:
+        a = torch.Generator(device=train.device)
+        a.set_state(aug_generator_state)
     for _ in range(epochs):
-        for _ in train.batches(batch_size, shuffle=True, augment=True, generator=g, drop_last=True):
+        for _ in train.batches(batch_size, shuffle=True, augment=True, generator=g, drop_last=True,
+                               aug_generator=a):
             pass
     evaluate(net, val)

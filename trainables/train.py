@@ -82,8 +82,10 @@ def make_schedule(optimizer, opt, steps_per_epoch: int, max_epochs: int):
 
 
 def train_one_epoch(model, data: DeviceData, optimizer, schedule, *, batch_size: int,
-                    generator: torch.Generator, label_smoothing: float = 0.0) -> float:
-    """One pass over ``data`` (shuffled, augmented on the device). Returns the mean loss.
+                    generator: torch.Generator, label_smoothing: float = 0.0,
+                    aug_generator: torch.Generator | None = None) -> float:
+    """One pass over ``data`` (shuffled by ``generator``, augmented on the device with draws
+    from ``aug_generator``, default ``generator``). Returns the mean loss.
 
     ``data`` is a ``DeviceData`` (images; ``model`` the whole network) or a
     ``features.FeatureData`` (cached frozen-prefix outputs; ``model`` a ``features.Suffix``).
@@ -95,7 +97,7 @@ def train_one_epoch(model, data: DeviceData, optimizer, schedule, *, batch_size:
     loss_sum = torch.zeros((), device=device)
     n = 0
     for xb, yb in data.batches(batch_size, shuffle=True, augment=True, generator=generator,
-                               drop_last=True):
+                               drop_last=True, aug_generator=aug_generator):
         if device.type == "cuda" and xb.dim() == 4:  # cached features may be flat vectors
             xb = xb.contiguous(memory_format=torch.channels_last)
         with autocast(device):

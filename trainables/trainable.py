@@ -45,7 +45,7 @@ class StudyData:
     train_y: np.ndarray
     test_x: np.ndarray
     test_y: np.ndarray
-    train_idx: np.ndarray  # indices into train_* used for training
+    train_idx: np.ndarray  # indices into train_* used for training (source models)
     val_idx: np.ndarray  # indices into train_* held out for validation (stratified, seeded)
     test_idx: np.ndarray
     classes: list[str]
@@ -54,6 +54,9 @@ class StudyData:
     std: tuple
     fingerprint: str
     origin: str = ""  # where the data came from (provenance)
+    # indices into train_* the target stage trains on: train_idx, or a seeded per-class subset
+    # of it (data.target_train_per_class); validation and test are the same either way
+    target_idx: np.ndarray | None = None
 
 
 def build_study_data(ds, spec, splits: dict) -> StudyData:
@@ -61,9 +64,13 @@ def build_study_data(ds, spec, splits: dict) -> StudyData:
     train_idx, val_idx = stratified_split(ds.train_y, d.val_fraction, spec.search.seed,
                                           d.max_train_per_class)
     test_idx = subsample(ds.test_y, d.max_test_per_class, spec.search.seed)
+    target_idx = train_idx
+    if d.target_train_per_class:
+        target_idx = train_idx[subsample(ds.train_y[train_idx], d.target_train_per_class,
+                                         spec.search.seed)]
     mean, std = ds.channel_stats()
     return StudyData(ds.train_x, ds.train_y, ds.test_x, ds.test_y, train_idx, val_idx, test_idx,
-                     list(ds.classes), splits, mean, std, ds.fingerprint, ds.origin)
+                     list(ds.classes), splits, mean, std, ds.fingerprint, ds.origin, target_idx)
 
 
 _DEVICE_DATA: OrderedDict = OrderedDict()  # per worker process, least recently used last
@@ -74,7 +81,9 @@ def _device_split(data: StudyData, which: str, classes: list[int], device) -> De
     """The images of ``classes`` in one split, on the device. Cached per worker process (a
     reused Tune actor places each split's classes on the device once); trials only read it."""
     x, y = (data.test_x, data.test_y) if which == "test" else (data.train_x, data.train_y)
-    idx = {"train": data.train_idx, "val": data.val_idx, "test": data.test_idx}[which]
+    # which: train / val / test, or target_train (the target stage's, maybe capped, images)
+    idx = {"train": data.train_idx, "val": data.val_idx, "test": data.test_idx,
+           "target_train": data.train_idx if data.target_idx is None else data.target_idx}[which]
     key = (data.fingerprint, which, tuple(classes), hashlib.sha1(idx.tobytes()).hexdigest(),
            str(device), tuple(data.mean), tuple(data.std))
     if key in _DEVICE_DATA:
@@ -131,6 +140,24 @@ def _seed_everything(seed: int) -> torch.Generator:
     g = torch.Generator(device=pick_device())
     g.manual_seed(seed)
     return g
+
+
+def trial_generators(seed: int) -> tuple[torch.Generator, torch.Generator]:
+    """(order, augmentation) generators of a target trial with seed ``seed``, on the device.
+
+    Common random numbers: runs with one seed in the cells of one split x backbone x init (any
+    frozen depth) share the source model (trained with ``seed``), the new head's initialisation
+    (``seed + 1``, ``build_target_model``), the batch order (``seed + 2``) and the augmentation
+    draws (``seed + 4``; cells with cached features draw their views from it, ``seed + 3``
+    seeds those views' crops). Order and augmentation have generators of their own so that what
+    one draws cannot shift the other: a cached cell draws one view per image and epoch, an
+    uncached one crops and flips per batch, and both still see the same batches every epoch
+    (tests/test_pairing.py). So the difference between two depths per seed is not blurred by
+    noise they do not share, and the report compares them paired."""
+    gen = _seed_everything(seed + 2)
+    aug = torch.Generator(device=gen.device)
+    aug.manual_seed(seed + 4)
+    return gen, aug
 
 
 # ----------------------------------------------------------------------------- source models
@@ -359,8 +386,8 @@ def transfer_trainable(config: dict, *, spec_dict: dict, data: StudyData, source
                                             sources_uri=sources_uri)
     model = prepare_model(model, device)
     _, tgt = data.splits[cfg[M.SPLIT]]
-    train, val = (_device_split(data, w, tgt, device) for w in ("train", "val"))
-    gen = _seed_everything(cfg[M.SEED] + 2)
+    train, val = (_device_split(data, w, tgt, device) for w in ("target_train", "val"))
+    gen, aug = trial_generators(cfg[M.SEED])
     train_fpi, _ = step_flops(model, tuple(train.x.shape[1:]), len(tgt), device)
     trainable, total = count_params(model)
     opt = make_optimizer(model, spec.optimizer, cfg[M.LR])
@@ -371,7 +398,7 @@ def transfer_trainable(config: dict, *, spec_dict: dict, data: StudyData, source
     if cache.use:  # train on the prefix's outputs, computed as first drawn (trainables/features.py)
         net, train, val = features.prepare(model, train, val, cache, seed=cfg[M.SEED] + 3)
         train_fpi = cache.suffix_train_flops
-    gen_start = gen.get_state()
+    gen_start, aug_start = gen.get_state(), aug.get_state()
     sched = make_schedule(opt, spec.optimizer, steps, spec.target_epochs)
     start_epoch, flops, wall = 0, 0.0, 0.0
 
@@ -384,6 +411,7 @@ def transfer_trainable(config: dict, *, spec_dict: dict, data: StudyData, source
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["schedule"])
         gen.set_state(st["generator"])
+        aug.set_state(st["aug_generator"])
         torch.set_rng_state(st["torch_rng"])  # dropout draws from the global generator
         if "cuda_rng" in st and device.type == "cuda":
             torch.cuda.set_rng_state(st["cuda_rng"])
@@ -396,14 +424,15 @@ def transfer_trainable(config: dict, *, spec_dict: dict, data: StudyData, source
         if cache.use:  # the features computed before, identically; their FLOPs are counted
             t0 = time.perf_counter()
             features.replay(net, train, val, generator_state=gen_start, epochs=start_epoch,
-                            batch_size=spec.batch_size)
+                            batch_size=spec.batch_size, aug_generator_state=aug_start)
             wall += time.perf_counter() - t0
 
     for epoch in range(start_epoch + 1, spec.target_epochs + 1):
         t0 = time.perf_counter()
         computed = train.computed if cache.use else 0
         train_loss = train_one_epoch(net, train, opt, sched, batch_size=spec.batch_size,
-                                     generator=gen, label_smoothing=spec.optimizer.label_smoothing)
+                                     generator=gen, aug_generator=aug,
+                                     label_smoothing=spec.optimizer.label_smoothing)
         val_acc, val_loss, _ = evaluate(net, val)
         epoch_s = time.perf_counter() - t0
         wall += epoch_s
@@ -433,6 +462,7 @@ def transfer_trainable(config: dict, *, spec_dict: dict, data: StudyData, source
         with tempfile.TemporaryDirectory() as cd:
             torch.save({"model": _trainable_state(model), "optimizer": opt.state_dict(),
                         "schedule": sched.state_dict(), "generator": gen.get_state(),
+                        "aug_generator": aug.get_state(),
                         "torch_rng": torch.get_rng_state(),
                         **({"cuda_rng": torch.cuda.get_rng_state()} if device.type == "cuda" else {}),
                         "epoch": epoch, "target_flops": flops, "wall_s": wall, "result": result},

@@ -163,6 +163,11 @@ class DataSpec:
                                          "validation images per class (null: all)")
     max_test_per_class: int | None = _f(None, Int(1, optional=True), "cap on test images per "
                                         "class (null: all)")
+    target_train_per_class: int | None = _f(None, Int(1, optional=True), "cap on the target "
+                                            "stage's training images per class, after the "
+                                            "validation split (null: no cap); source models "
+                                            "still train on all max_train_per_class allows: the "
+                                            "few-target-images regime")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -700,6 +705,13 @@ def _cross_checks(c: _Checker, spec: Spec) -> None:
     cf = spec.confirm
     if cf.max_seeds is not None and cf.max_seeds < cf.seeds:
         c.bad("confirm.max_seeds", cf.max_seeds, f"must be >= confirm.seeds ({cf.seeds}) or null")
+    d = spec.data
+    if d.target_train_per_class and d.max_train_per_class:
+        left = d.max_train_per_class - max(1, round(d.max_train_per_class * d.val_fraction))
+        if d.target_train_per_class > left:
+            c.bad("data.target_train_per_class", d.target_train_per_class,
+                  f"must be <= the training images per class that data.max_train_per_class "
+                  f"({d.max_train_per_class}) leaves after the validation split ({left}), or null")
     if mode_ok and s.mode == "compare" and s.repeats != 1:
         c.bad("search.repeats", s.repeats, "must be 1 when search.mode is 'compare' (confirm.seeds "
               "retrains each cell's best configuration with more seeds)")

@@ -1,0 +1,93 @@
+"""The rehearsal (`study run --simulate`): the cost model's shape as pure functions, and a real
+simulated study through the real driver, searcher, scheduler, source tasks, record and report,
+which says SIMULATED wherever it reports."""
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from study.core import metrics as M
+from trainables import simulate as S
+
+from test_study_integration import tiny_spec
+
+TARGET = ["dog", "frog", "horse", "ship", "truck"]
+
+
+def _acc(**kw):
+    a = dict(split="5to5", target_classes=TARGET, backbone="resnet18", init="source", depth=0,
+             max_depth=5, lr=0.02, seed=0)
+    a.update(kw)
+    return S.final_accuracy(**a)
+
+
+def test_cost_model_is_deterministic_and_shaped_as_documented():
+    assert _acc() == _acc()  # a fixed function of its arguments: reruns and resumes agree
+    # freezing more costs accuracy (averaged over seeds), ImageNet features less than a source's
+    mean = lambda **kw: sum(_acc(seed=k, **kw) for k in range(40)) / 40  # noqa: E731
+    src = [mean(depth=d, lr=0.02 * (1 + 3 * d / 5)) for d in range(6)]
+    assert all(a > b for a, b in zip(src, src[1:]))
+    img = [mean(init="imagenet", depth=d, lr=0.02 * (1 + 3 * d / 5)) for d in (0, 5)]
+    assert img[0] - img[1] < src[0] - src[5]
+    # a learning rate a decade off costs LR_COST; the scratch init ignores the frozen depth
+    assert mean(lr=0.2) == pytest.approx(mean() - S.LR_COST, abs=0.002)
+    assert _acc(init="scratch", depth=3) == _acc(init="scratch", depth=0)
+    # a seed's noise is shared by its depths: paired differences vary less than accuracies
+    diffs = [_acc(seed=k) - _acc(seed=k, depth=1, lr=0.032) for k in range(60)]
+    accs = [_acc(seed=k) for k in range(60)]
+    sd = lambda x: math.sqrt(sum((v - sum(x) / len(x)) ** 2 for v in x) / (len(x) - 1))  # noqa: E731
+    assert sd(diffs) < 0.6 * sd(accs)
+    # never below chance, never above 0.99; the curve rises to the final accuracy
+    assert _acc(lr=1e-9) == pytest.approx(1 / 5)
+    c = [S.curve(0.8, 0.2, e, 10, "k") for e in range(1, 11)]
+    assert c[-1] == pytest.approx(0.8) and c[0] < c[4] < c[-1]
+
+
+def test_simulated_study_runs_the_real_driver_and_says_simulated(tiny_folder, tmp_path, ray_local):
+    from analysis.report import make_report
+    from study.core.spec import load_spec_dict
+    from study.runner import run_study
+
+    raw = tiny_spec(tiny_folder, tmp_path / "studies", tmp_path / "cache", name="sim",
+                    confirm={"seeds": 2})
+    raw["backbones"] = {"scratch_cnn": {"depths": [0, 2, 4]}}
+    raw["inits"] = ["source", "scratch"]
+    spec = load_spec_dict(raw)
+    summary = run_study(spec, log=lambda *a: None,
+                        simulate={"flops_per_s": 1e9, "compression": 20.0})
+    sdir = tmp_path / "studies" / "sim"
+    assert summary["simulated"] is True and summary["errored"] == 0
+    assert summary["cells_completed"] == summary["cells"] == 4
+    prov = json.loads((sdir / "provenance.json").read_text())
+    assert prov["simulated"]["compression"] == 20.0 and "train_images" not in prov["data"]
+    sim = json.loads((sdir / S.SIMULATION_FILE).read_text())
+    # durations: the plan's FLOPs per epoch / throughput / compression
+    cell = "ab_cd/scratch_cnn/source/d2"
+    assert sim["epoch_s"][cell] == pytest.approx(sim["epoch_flops"][cell] / 1e9 / 20.0)
+    rows = [json.loads(x) for f in sdir.glob("*/result.json") for x in f.read_text().splitlines()]
+    assert rows and all(r["simulated"] for r in rows)
+    done = [r for r in rows if r.get(M.DONE)]
+    assert done and all(0.5 <= r[M.TEST_ACC] <= 0.99 for r in done)
+    # source models: simulated tasks, one per seed, shared by the seed's trials
+    infos = [json.loads(p.read_text()) for p in (sdir / "sources").glob("*/info.json")]
+    assert len(infos) == 3 and all(i["simulated"] for i in infos)
+    # the report opens with the banner; so does its summary
+    out, text = make_report(sdir, tmp_path / "r")
+    md = (out / "report.md").read_text()
+    assert "SIMULATED" in md.splitlines()[0]
+    assert md.split("## 1. Answer: how much to freeze")[1].lstrip().startswith("SIMULATED STUDY")
+    assert text.startswith("SIMULATED STUDY")
+
+
+def test_simulate_options_need_simulate(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "study.cli", "run", "examples/quick.yaml",
+                        "--compression", "5", "--storage", str(tmp_path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "only apply with --simulate" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "study.cli", "run", "examples/quick.yaml",
+                        "--simulate", "--compression", "0", "--storage", str(tmp_path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "--compression" in r.stderr and "'0' must be a number > 0" in r.stderr
+    assert not any(tmp_path.iterdir())
