@@ -77,14 +77,16 @@ def cmd_plan(args) -> int:
 
     spec = load_spec(args.spec, _overrides(args))
     _check_classes(spec, args.data_root)
-    per_class = None
+    per_class = test_per_class = None
     if args.data_root or spec.data.root:
         from trainables.data import load_dataset
         import numpy as np
         ds = load_dataset(spec.data.root, cache_dir=spec.data.cache_dir,
                           image_size=spec.data.image_size)
         per_class = int(np.bincount(ds.train_y).min())
-    print(format_plan(spec, make_plan(spec, per_class, args.flops_per_s)))
+        test_per_class = int(np.bincount(ds.test_y).min()) if len(ds.test_y) else None
+    print(format_plan(spec, make_plan(spec, per_class, args.flops_per_s,
+                                      test_per_class=test_per_class)))
     return EXIT_OK
 
 

@@ -32,6 +32,7 @@ from study.core.design import StudyDesign
 from study.core.spec import Spec
 
 CIFAR10_TRAIN_PER_CLASS = 5000  # used when no data is given (data.root null: the download)
+CIFAR10_TEST_PER_CLASS = 1000
 
 
 def train_images(spec: Spec, n_classes: int, per_class: int, target: bool = False) -> int:
@@ -45,6 +46,33 @@ def train_images(spec: Spec, n_classes: int, per_class: int, target: bool = Fals
     n = n_classes * per
     steps = max(1, n // spec.batch_size)
     return steps * spec.batch_size
+
+
+def val_images(spec: Spec, n_classes: int, per_class: int) -> int:
+    """Validation images of a stage over ``n_classes`` classes (the held-out share)."""
+    cap = min(per_class, spec.data.max_train_per_class or per_class)
+    return n_classes * max(1, round(cap * spec.data.val_fraction))
+
+
+def test_images(spec: Spec, n_classes: int, per_class: int | None) -> int:
+    """Test images of ``n_classes`` classes (capped by data.max_test_per_class)."""
+    per = per_class or CIFAR10_TEST_PER_CLASS
+    return n_classes * min(per, spec.data.max_test_per_class or per)
+
+
+def _completing(spec: Spec, n: int) -> float:
+    """Tuning trials of a group of ``n`` that run to target_epochs: all under FIFO; under
+    halving the last rung's share, n / rf^(rungs), at least 1."""
+    if n == 0:
+        return 0.0
+    s = spec.scheduler
+    if s.type == "fifo":
+        return float(n)
+    rungs, t = 0, s.grace_period
+    while t < spec.target_epochs:
+        rungs += 1
+        t *= s.reduction_factor
+    return max(1.0, n / s.reduction_factor ** rungs)
 
 
 def tuning_epochs(spec: Spec, n: int) -> tuple[int, int]:
@@ -62,44 +90,72 @@ def tuning_epochs(spec: Spec, n: int) -> tuple[int, int]:
 
 
 def probe_throughput(backbone: str, stem: str, n_classes: int, spec: Spec,
-                     min_s: float = 1.5) -> float:
-    """Achieved training FLOP/s of one backbone at depth 0 on this machine (random data)."""
+                     min_s: float = 1.5) -> tuple[float, float]:
+    """Achieved (training, inference) FLOP/s of one backbone at depth 0 on this machine (random
+    images through the trainable's own loops), with the threads a trial gets on a CPU
+    (``resources.cpus``)."""
+    import torch
+
+    from trainables.train import pick_device
+
+    device = pick_device()
+    threads = torch.get_num_threads()
+    if device.type == "cpu":  # a trial trains with resources.cpus threads (the trainable sets it)
+        torch.set_num_threads(max(1, int(spec.resources.cpus)))
+    try:
+        return _probe(backbone, stem, n_classes, spec, min_s, device)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _probe(backbone: str, stem: str, n_classes: int, spec: Spec, min_s: float, device):
+    """(training, inference) FLOP/s of the trainable's own loops (``train_one_epoch`` with its
+    on-device augmentation and schedule; ``evaluate`` at its batch size) on random images."""
+    import numpy as np
     import torch
 
     from trainables.backbones import build, freeze
-    from trainables.train import pick_device, prepare_model, step_flops
+    from trainables.data import DeviceData
+    from trainables.train import (evaluate, make_optimizer, make_schedule, prepare_model,
+                                  step_flops, train_one_epoch)
 
-    device = pick_device()
     model = prepare_model(build(backbone, n_classes, stem), device)
     freeze(model, 0)
     size = spec.data.image_size
-    fpi, _ = step_flops(model, (3, size, size), n_classes, device)
-    b = min(spec.batch_size, 64)
-    x = torch.randn(b, 3, size, size, device=device)
-    y = torch.randint(0, n_classes, (b,), device=device)
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01)
+    fpi, fpe = step_flops(model, (3, size, size), n_classes, device)
+    b = spec.batch_size
+    rng = np.random.default_rng(0)
+    n = b * 4
+    data = DeviceData(rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+                      rng.integers(0, n_classes, n), (0.5,) * 3, (0.25,) * 3, device)
+    opt = make_optimizer(model, spec.optimizer, 0.01)
+    sched = make_schedule(opt, spec.optimizer, n // b, 1000)
+    gen = torch.Generator(device=device)
 
-    def step():
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    step()  # warm-up (allocations, kernels)
-    step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0, steps = time.perf_counter(), 0
-    while steps < 3 or time.perf_counter() - t0 < min_s:
-        step()
-        steps += 1
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-    return fpi * b * steps / (time.perf_counter() - t0)
+    def timed(fn, images):
+        fn()  # warm-up (allocations, kernels)
+        t0, reps = time.perf_counter(), 0
+        while reps < 2 or time.perf_counter() - t0 < min_s / 2:
+            fn()
+            reps += 1
+        return images * reps / (time.perf_counter() - t0)
+
+    train = timed(lambda: train_one_epoch(model, data, opt, sched, batch_size=b, generator=gen),
+                  n) * fpi
+    infer = timed(lambda: evaluate(model, data), n) * fpe
+    return train, infer
 
 
 def make_plan(spec: Spec, per_class: int | None = None, flops_per_s: float | None = None,
-              log=print) -> dict:
-    """The study's cells, trials, FLOPs per phase and estimated device hours."""
+              log=print, test_per_class: int | None = None) -> dict:
+    """The study's cells, trials, FLOPs per phase and estimated device seconds.
+
+    Device seconds of a trial = epochs x (training images x training FLOPs/image + validation
+    images x inference FLOPs/image) / rate + (completed trials) test images x inference
+    FLOPs/image / inference rate; a source model likewise (validation every epoch, one test
+    pass). Rates: the backbone's training and inference FLOP/s through the trainable's own loops
+    (``probe_throughput``), or ``flops_per_s`` for both. ``per_class`` / ``test_per_class``: the data's training / test images per
+    class (default CIFAR-10's 5000 / 1000)."""
     from trainables.backbones import build, freeze
     from trainables.train import pick_device, step_flops
 
@@ -108,24 +164,27 @@ def make_plan(spec: Spec, per_class: int | None = None, flops_per_s: float | Non
     size = spec.data.image_size
     fcache: dict = {}
 
-    def fpi(backbone, stem, depth, n_classes):
+    def fpi(backbone, stem, depth, n_classes, which=0):
+        """FLOPs per image of a training step (which=0) or an inference (which=1)."""
         k = (backbone, stem, depth, n_classes)
         if k not in fcache:
             m = build(backbone, n_classes, stem)
             freeze(m, depth)
-            fcache[k] = step_flops(m, (3, size, size), n_classes, device)[0]
-        return fcache[k]
+            fcache[k] = step_flops(m, (3, size, size), n_classes, device)
+        return fcache[k][which]
 
     rates: dict = {}
 
-    def rate(backbone, stem):
+    def rate(backbone, stem, which=0):
+        """Training (which=0) or inference (1) FLOP/s: given, or probed once per backbone."""
         if flops_per_s:
             return flops_per_s
         if (backbone, stem) not in rates:
             rates[(backbone, stem)] = probe_throughput(backbone, stem, 10, spec)
-            log(f"probe: {backbone} ({stem} stem) trains at {rates[(backbone, stem)] / 1e9:.1f} "
-                f"GFLOP/s on {device.type}")
-        return rates[(backbone, stem)]
+            log(f"probe: {backbone} ({stem} stem) trains at {rates[(backbone, stem)][0] / 1e9:.1f} "
+                f"GFLOP/s, infers at {rates[(backbone, stem)][1] / 1e9:.1f} GFLOP/s on "
+                f"{device.type}")
+        return rates[(backbone, stem)][which]
 
     design = StudyDesign(spec)
     splits = {s.name: s for s in spec.splits}
@@ -143,7 +202,24 @@ def make_plan(spec: Spec, per_class: int | None = None, flops_per_s: float | Non
             n, share = sizes.get(c.split, 0), 1.0 / len(design.cells_of_split(c.split))
         fifo_e, sh_e = tuning_epochs(spec, n)
         confirm_e = k * spec.target_epochs * share
+        r_ = rate(c.backbone, c.stem)
+        # device seconds of one epoch (training + the validation pass) and of the test pass at
+        # the end of a completed trial
+        fe = fpi(c.backbone, c.stem, c.depth, n_t, 1)
+        re_ = rate(c.backbone, c.stem, 1)
+        epoch_s = imgs * f / r_ + val_images(spec, n_t, per_class) * fe / re_
+        test_s = test_images(spec, n_t, test_per_class) * fe / re_
+        # completed tuning trials (one test pass each): all of them under FIFO, the rung's
+        # survivors under halving (at least one per group)
+        done_fifo = n * share
+        done_sh = min(done_fifo, _completing(spec, n) * share)
         rows.append({"cell": c.id, "tuning_trials": n * share, "epoch_flops": imgs * f,
+                     "epoch_s": epoch_s, "test_s": test_s,
+                     "tuning_s_fifo": fifo_e * share * epoch_s + done_fifo * test_s,
+                     "tuning_s_halving": sh_e * share * epoch_s + done_sh * test_s,
+                     "confirm_s": (confirm_e * epoch_s + k * share * test_s),
+                     "confirm_s_max": (k_max if design.racing else k) * share
+                     * (spec.target_epochs * epoch_s + test_s),
                      "tuning_flops_fifo": fifo_e * share * imgs * f,
                      "tuning_flops_halving": sh_e * share * imgs * f,
                      "confirm_trials": k * share, "confirm_flops": confirm_e * imgs * f,
@@ -152,10 +228,16 @@ def make_plan(spec: Spec, per_class: int | None = None, flops_per_s: float | Non
                      "rate": rate(c.backbone, c.stem)})
     jobs = design.source_jobs()  # trained up front, up to the racing ceiling's seeds
     def src_cost(job):
+        """(training FLOPs, device seconds: training, a validation pass per epoch, the test
+        pass) of one source model."""
         split, backbone, stem, _ = job
-        imgs = train_images(spec, len(splits[split].source), per_class)
-        flops = spec.source.epochs * imgs * fpi(backbone, stem, 0, len(splits[split].source))
-        return flops, flops / rate(backbone, stem)
+        n_s = len(splits[split].source)
+        imgs = train_images(spec, n_s, per_class)
+        flops = spec.source.epochs * imgs * fpi(backbone, stem, 0, n_s)
+        fe = fpi(backbone, stem, 0, n_s, 1)
+        evals = spec.source.epochs * val_images(spec, n_s, per_class) + test_images(
+            spec, n_s, test_per_class)
+        return flops, flops / rate(backbone, stem) + evals * fe / rate(backbone, stem, 1)
     costs = [src_cost(j) for j in jobs]
     source_jobs = [{"job": j, "flops": c[0], "seconds": c[1]} for j, c in zip(jobs, costs)]
     src_flops, src_s = sum(c[0] for c in costs), sum(c[1] for c in costs)
@@ -164,10 +246,9 @@ def make_plan(spec: Spec, per_class: int | None = None, flops_per_s: float | Non
            "tuning_flops_halving": sum(r["tuning_flops_halving"] for r in rows),
            "confirm_flops": sum(r["confirm_flops"] for r in rows),
            "confirm_flops_max": sum(r["confirm_flops_max"] for r in rows)}
-    dev_s = {ph: src_s + sum(r[f"tuning_flops_{ph}"] / r["rate"] + r["confirm_flops"] / r["rate"]
-                             for r in rows) for ph in ("fifo", "halving")}
-    dev_s["ceiling"] = dev_s["fifo"] + sum((r["confirm_flops_max"] - r["confirm_flops"]) / r["rate"]
-                                          for r in rows)
+    dev_s = {ph: src_s + sum(r[f"tuning_s_{ph}"] + r["confirm_s"] for r in rows)
+             for ph in ("fifo", "halving")}
+    dev_s["ceiling"] = dev_s["fifo"] + sum(r["confirm_s_max"] - r["confirm_s"] for r in rows)
     return {"counts": design.trial_counts(), "racing": design.racing, "cells": rows,
             "totals": tot, "device_s": dev_s, "max_concurrent": spec.search.max_concurrent,
             "throughput": "given" if flops_per_s else "probed", "per_class": per_class,
@@ -208,6 +289,6 @@ def format_plan(spec: Spec, plan: dict) -> str:
               f"device time:    {plan['device_s']['halving'] / 3600:.2f} .. "
               f"{plan['device_s']['ceiling' if plan['racing'] else 'fifo'] / 3600:.2f} device-hours ({plan['throughput']} "
               f"throughput); wall >= {plan['device_s']['halving'] / 3600 / plan['max_concurrent']:.2f} h "
-              f"with {plan['max_concurrent']} trials at once (validation, start-up and "
-              f"scheduling not included)"]
+              f"with {plan['max_concurrent']} trials at once (training, validation and test "
+              f"passes; start-up and scheduling not included)"]
     return "\n".join(lines)

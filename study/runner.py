@@ -27,6 +27,14 @@ from study.provenance import write_provenance
 from study.sources import SourceModels, sources_dir
 
 
+# Checkpoints Tune keeps per trial. Tune saves the whole experiment state (every trial's) each
+# time a trial has checkpointed num_to_keep times since the last save: with 1 that is every
+# checkpoint, O(trials) work each time, and it held the driver ~60 % of a 168-trial simulated
+# study (benchmarks/scale.py); with 2, about one save per checkpoint interval of a trial, for
+# twice the checkpoint disk. study.state.repair_dangling_checkpoints handles either.
+CHECKPOINTS_KEPT = 2
+
+
 class StudyExistsError(RuntimeError):
     pass
 
@@ -151,17 +159,20 @@ def prepare_simulation(spec: Spec, simulate: dict, log=print):
     from study.core.spec import CIFAR10_CLASSES
     from trainables.simulate import SimData, build_simulation
 
+    per_class = test_per_class = None
     if spec.data.root is None:
-        classes, per_class = list(CIFAR10_CLASSES), None
+        classes = list(CIFAR10_CLASSES)
     else:
         from trainables.data import load_dataset
         ds = load_dataset(spec.data.root, cache_dir=spec.data.cache_dir,
                           image_size=spec.data.image_size, progress=log)
         classes = list(ds.classes)
         per_class = int(min(np.bincount(ds.train_y))) if len(ds.train_y) else None
+        test_per_class = int(min(np.bincount(ds.test_y))) if len(ds.test_y) else None
     splits = resolve_classes(spec, classes)
     sim = build_simulation(spec, classes, splits, flops_per_s=simulate.get("flops_per_s"),
-                           compression=simulate.get("compression", 1.0), per_class=per_class)
+                           compression=simulate.get("compression", 1.0), per_class=per_class,
+                           test_per_class=test_per_class)
     sim.update(classes=classes, splits={k: [list(v[0]), list(v[1])] for k, v in splits.items()})
     return SimData(classes, splits, sim)
 
@@ -236,6 +247,11 @@ def _execute(spec: Spec, data, sdir: str, log, callbacks, resume: bool) -> dict:
     from study.state import StateBackup
     from study.trackers import tracker_callbacks
 
+    # Tune's automatic loggers would add TensorBoard event files to every trial, flushed with
+    # fsync on every result: a third of the driver's time at 168 trials (benchmarks/scale.py).
+    # TensorBoard is a tracker one asks for (loggers: [tensorboard]); JSON and CSV stay.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
     design = StudyDesign(spec)
     counts = design.trial_counts()
     racing = (f" (racing: up to {counts['confirm_max']})" if design.racing else "")
@@ -260,6 +276,7 @@ def _execute(spec: Spec, data, sdir: str, log, callbacks, resume: bool) -> dict:
         scheduler = _scheduler(design)
         cbs = [InterruptWatch(), Progress(spec.target_epochs, counts["cells"]),
                Recorder(sdir, spec.target_epochs),
+               JsonLoggerCallback(), CSVLoggerCallback(),
                *tracker_callbacks(spec.loggers, sdir, spec.name),
                *([RungState(scheduler)] if spec.scheduler.type != "fifo" else []),
                *([StateBackup(sdir)] if not is_uri(sdir) else []), *(callbacks or [])]
@@ -273,7 +290,8 @@ def _execute(spec: Spec, data, sdir: str, log, callbacks, resume: bool) -> dict:
             run_config=tune.RunConfig(
                 name=spec.name, storage_path=str(Path(sdir).parent) if not is_uri(sdir) else spec.storage,
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1), callbacks=cbs, verbose=0))
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
+                callbacks=cbs, verbose=0))
     try:
         interrupted = fit_watched(tuner)  # Ctrl-C: Tune saves the experiment and returns
     finally:

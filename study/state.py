@@ -78,7 +78,7 @@ class StateBackup(Callback):
 
 
 def repair_dangling_checkpoints(sdir: str, log=print) -> list[str]:
-    """Tune deletes a trial's previous checkpoint (num_to_keep=1) a moment before it saves the
+    """Tune deletes a trial's oldest kept checkpoint (num_to_keep) a moment before it saves the
     experiment state that points to the new one; a driver killed in between leaves a state that
     points to a deleted checkpoint, and Tune would fail that trial ("does not exist on storage
     anymore"). The newer checkpoint is on disk: put it where the state looks (local storage).
@@ -108,10 +108,13 @@ def repair_dangling_checkpoints(sdir: str, log=print) -> list[str]:
                 continue
             newer = sorted(d for d in tdir.glob("checkpoint_*") if d.is_dir() and d.name > name)
             if newer:
-                shutil.copytree(newer[-1], missing)
+                # the oldest newer one (with num_to_keep > 1 there may be several): the trial
+                # reports its epoch again and recomputes the later ones, so the restored
+                # experiment (which saw none of them) misses no epoch
+                shutil.copytree(newer[0], missing)
                 (missing / REPORT_AGAIN_FILE).touch()  # its result never reached Tune
                 fixed.append(f"trial {trial['trial_id']}: its recorded checkpoint {name} was "
-                             f"deleted before the driver stopped; resuming from {newer[-1].name} "
+                             f"deleted before the driver stopped; resuming from {newer[0].name} "
                              f"(its epoch's result reported again)")
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         log(f"checkpoint repair skipped: {states[-1].name} is not in the layout this version "

@@ -3,7 +3,6 @@ the report may compare depths paired, per seed: the same source model, the same 
 same batches every epoch and the same augmentation draws, whether a cell trains on cached
 frozen features or not; and the target-only data cap (the few-target-images regime). Real
 models on the tiny image folder, no Ray."""
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -136,20 +136,19 @@ def test_quick_example_loads():
     assert [s.name for s in spec.splits] == ["5to5"]
     assert spec.split("5to5").source == ("airplane", "automobile", "bird", "cat", "deer")
     assert {b.name: (b.depth_list(), b.stem) for b in spec.backbones} == {
-        "scratch_cnn": ([0, 2, 4], "auto"),
-        "resnet18": ([0, 3, 5], "imagenet"),
-    }
+        "scratch_cnn": ([0, 2, 4], "auto")}
     assert spec.inits == ("source", "scratch")
     assert (spec.lr.low, spec.lr.high) == (0.005, 0.2)
-    assert spec.data.root is None and spec.data.max_train_per_class == 400
-    assert spec.target_epochs == 4 and spec.max_failures == 1
+    assert spec.data.root is None and spec.data.max_train_per_class == 500
+    assert spec.data.target_train_per_class == 100
+    assert spec.target_epochs == 6 and spec.max_failures == 1
     assert (spec.confirm.seeds, spec.confirm.max_seeds, spec.confirm.ceiling) == (2, 4, 4)
 
 
 def test_load_spec_overrides_merge_into_sections():
     spec = load_spec(QUICK, {"data": {"root": "/some/where"}, "search": {"num_samples": 3}})
     assert spec.data.root == "/some/where"
-    assert spec.data.max_train_per_class == 400  # the rest of the section is kept
+    assert spec.data.max_train_per_class == 500  # the rest of the section is kept
     assert spec.search.num_samples == 3 and spec.search.max_concurrent == 2
     assert spec.search.trials_per_cell == 3  # the rest of the section is kept
 
@@ -540,8 +539,8 @@ def test_cli_validate_quick(capsys):
     assert main(["validate", str(QUICK)]) == EXIT_OK
     out = capsys.readouterr().out
     assert "valid study 'quick'" in out
-    assert ("1 split(s), 2 backbone(s), inits source, scratch, 8 cells, 40 trials (24 tuning + 16 "
-            "confirmation, racing up to 56; mode compare, qmc, halving)") in out
+    assert ("1 split(s), 1 backbone(s), inits source, scratch, 4 cells, 20 trials (12 tuning + 8 "
+            "confirmation, racing up to 28; mode compare, qmc, halving)") in out
 
 
 def test_cli_validate_grid_counts_points(tmp_path, capsys):

@@ -23,7 +23,8 @@ def _trials(sdir: Path) -> dict:
 
 
 def _checkpoint(tdir: Path) -> dict:
-    (ck,) = tdir.glob("checkpoint_*/state.pt")
+    """The trial's last checkpoint (Tune keeps the last CHECKPOINTS_KEPT)."""
+    ck = max(tdir.glob("checkpoint_*/state.pt"), key=lambda p: p.parent.name)
     return torch.load(ck, weights_only=False)
 
 

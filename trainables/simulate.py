@@ -2,10 +2,10 @@
 progress, record, resume and report, with a cost model in place of training (``study run SPEC
 --simulate``). Nothing here imports torch: a simulated trial is a sleep and a formula.
 
-**Time.** A target epoch of a cell lasts ``epoch_flops / rate / compression`` seconds and a
-source model ``source_flops / rate / compression``: ``epoch_flops`` and ``source_flops`` as
-``study plan`` computes them (training images per epoch x FLOPs per image of the model at its
-frozen depth; ``study.plan.make_plan``), ``rate`` the backbone's device throughput in FLOP/s
+**Time.** A target epoch of a cell, its test pass and a source model last the device seconds
+``study plan`` prices them at / ``compression`` (``study.plan.make_plan``: training images per
+epoch x training FLOPs per image of the model at its frozen depth, plus the validation and test
+images x inference FLOPs per image, over ``rate``), ``rate`` the backbone's device throughput in FLOP/s
 (``--flops-per-s``, or the plan's probe of this machine), ``compression`` how much faster than
 that the rehearsal runs (``--compression``). The durations are computed once, in the driver, and
 written to ``<study>/simulation.json`` (``study resume`` reads them back).
@@ -171,9 +171,14 @@ def simulated_trainable(config: dict, *, spec_dict: dict, sim: dict, sources_dir
                   M.SEED: cfg[M.SEED], M.WORKER_RSS_MIB: _rss_mib(), M.FEATURE_CACHE: False,
                   M.FEATURE_CACHE_VIEWS: 0, M.FEATURE_CACHE_S: 0.0, "simulated": True}
         if epoch == epochs:
+            test_s = sim["test_s"].get(cell, 0.0)
+            time.sleep(test_s)
             acc = min(0.99, max(0.0, final + TEST_SD * _normal("test", cell, cfg[M.SEED], cfg[M.LR])))
             result.update({M.TEST_ACC: acc, M.TEST_PRECISION: acc, M.TEST_RECALL: acc,
-                           M.TEST_F1: acc, M.TEST_S: 0.0})
+                           M.TEST_F1: acc, M.TEST_S: test_s})
+        if epoch % spec.checkpoint_every and epoch != epochs:
+            tune.report(result)  # no checkpoint this epoch (spec checkpoint_every)
+            continue
         with tempfile.TemporaryDirectory() as cd:
             (Path(cd) / "state.json").write_text(json.dumps(
                 {"epoch": epoch, "wall_s": wall, "result": result}))
@@ -230,7 +235,8 @@ class SimData:
 
 
 def build_simulation(spec, classes: list[str], splits: dict, *, flops_per_s: float | None,
-                     compression: float, per_class: int | None = None) -> dict:
+                     compression: float, per_class: int | None = None,
+                     test_per_class: int | None = None) -> dict:
     """The rehearsal's durations, from ``study plan``'s FLOPs: per cell the epoch's FLOPs and
     seconds, per source job its FLOPs and seconds, and each job's source key."""
     from study.core import identity
@@ -239,16 +245,18 @@ def build_simulation(spec, classes: list[str], splits: dict, *, flops_per_s: flo
 
     if not compression > 0:
         raise ValueError(f"--compression {compression}: must be > 0")
-    plan = make_plan(spec, per_class=per_class, flops_per_s=flops_per_s)
+    plan = make_plan(spec, per_class=per_class, flops_per_s=flops_per_s,
+                     test_per_class=test_per_class)
     targets = {s: [classes[i] for i in splits[s][1]] for s in splits}
     sim = {"version": MODEL_VERSION, "flops_per_s": flops_per_s, "compression": compression,
            "throughput": plan["throughput"], "targets": targets,
            "max_depth": {b.name: facts(b.name).num_stages for b in spec.backbones},
-           "epoch_flops": {}, "epoch_s": {}, "source_flops": {}, "source_s": {},
+           "epoch_flops": {}, "epoch_s": {}, "test_s": {}, "source_flops": {}, "source_s": {},
            "source_keys": {}, "rates": {}}
     for r in plan["cells"]:
         sim["epoch_flops"][r["cell"]] = r["epoch_flops"]
-        sim["epoch_s"][r["cell"]] = r["epoch_flops"] / r["rate"] / compression
+        sim["epoch_s"][r["cell"]] = r["epoch_s"] / compression  # training + validation
+        sim["test_s"][r["cell"]] = r["test_s"] / compression
     for j in plan["source_jobs"]:
         jid = _job_id(j["job"])
         split, backbone, stem, seed = j["job"]

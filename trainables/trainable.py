@@ -459,6 +459,9 @@ def transfer_trainable(config: dict, *, spec_dict: dict, data: StudyData, source
                            M.TEST_RECALL: rep["recall_macro"], M.TEST_F1: rep["f1_macro"],
                            M.TEST_CONFUSION: rep["confusion"], M.TEST_PER_CLASS: rep["per_class"],
                            M.TEST_S: time.perf_counter() - t_test})
+        if epoch % spec.checkpoint_every and epoch != spec.target_epochs:
+            tune.report(result)  # no checkpoint this epoch (spec checkpoint_every)
+            continue
         with tempfile.TemporaryDirectory() as cd:
             torch.save({"model": _trainable_state(model), "optimizer": opt.state_dict(),
                         "schedule": sched.state_dict(), "generator": gen.get_state(),

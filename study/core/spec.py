@@ -307,6 +307,9 @@ class Spec:
     storage: str = _f("./studies", Path_(False, "a directory path or a URI such as "
                                            "s3://bucket/dir"), "where results go")
     max_failures: int = _f(2, Int(0, 100), "retries of a failing trial before it is errored")
+    checkpoint_every: int = _f(1, Int(1, 1000), "target epochs between a trial's checkpoints "
+                               "(and its last epoch); Tune saves the whole experiment state at "
+                               "each checkpoint, so large studies with short epochs use more")
     time_budget_s: float | None = _f(None, Num(0, None, lo_open=True, optional=True),
                                      "stop starting new trials after this many seconds")
     feature_cache: FeatureCacheSpec = _f(FeatureCacheSpec())
