@@ -275,11 +275,14 @@ def learning_curves(epochs: pd.DataFrame, finalists: pd.DataFrame, splits) -> pl
                           f"lr {r[M.LR]:.3g}")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_xlabel("target epoch")
-        ax.set_title(f"split {split} (grey: every trial; dots: stopped after that epoch)")
+        ax.set_title(f"split {split}")
         if len(fin):
             ax.legend(loc="lower right", fontsize=7.5, framealpha=0.85)
     axes[0][0].set_ylabel("validation accuracy")
     _pct(axes[0][0])
+    # the key once for all panels (a long title per panel overlapped at 4 splits)
+    fig.suptitle("grey: every trial; dots: stopped after that epoch; colour: finalists",
+                 fontsize=10)
     fig.tight_layout()
     return fig
 

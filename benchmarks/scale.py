@@ -20,10 +20,12 @@ Printed (name=value, headline last):
   same throughput / the simulated study's slot-seconds x compression.
 - ``cells_completed`` of ``cells``.
 - with ``--kill-at F``: a second run of the same study whose driver is SIGKILLed once a fraction
-  F of the first run's trials have ended, then ``study resume``: ``resumed_trials_lost`` (trials
-  of the first run's configs missing), ``resumed_trials_rerun`` (trials that started again from
-  scratch after the kill) and ``resumed_identical_answer`` (1 when report.json's Answer equals
-  the uninterrupted run's).
+  F of the first run's trials have ended, then ``study resume`` (``resume_check``): trials that
+  had ended before the kill and were lost (``resumed_lost``) or resumed again from their last
+  checkpoint (``resumed_ended_then_resumed``: they ended after Tune's last experiment snapshot),
+  epochs redone by the trials running at the kill and how many restarted from epoch 1,
+  ``resumed_same_completed`` (completed configurations shared with the uninterrupted run) and
+  ``resumed_identical_answer`` (1 when report.json's Answer equals the uninterrupted run's).
 
 Stops its cluster on every exit path (SIGTERM included: ``study_timing.stop_on_sigterm``).
 """
@@ -134,18 +136,50 @@ def run_cli(args: list[str], address: str, log_file: Path, kill_when=None) -> di
     p = subprocess.Popen([sys.executable, "-m", "study.cli", *args], cwd=REPO,
                          env=dict(ENV, RAY_ADDRESS=address), stdout=open(log_file, "w"),
                          stderr=subprocess.STDOUT)
-    killed = False
+    killed = None
     while True:
         pid, status, ru = os.wait4(p.pid, os.WNOHANG)
         if pid:
             break
-        if kill_when is not None and not killed and kill_when():
+        if kill_when is not None and killed is None and kill_when():
             os.kill(p.pid, signal.SIGKILL)
-            killed = True
+            killed = time.time()
         time.sleep(1)
     p.returncode = os.waitstatus_to_exitcode(status)
     return {"rc": p.returncode, "wall_s": time.time() - t0, "cpu_s": ru.ru_utime + ru.ru_stime,
-            "peak_rss_mib": ru.ru_maxrss / 1024, "killed": killed}
+            "peak_rss_mib": ru.ru_maxrss / 1024, "killed_at": killed}
+
+
+def resume_check(sdir: Path, kill_t: float, target_epochs: int) -> dict:
+    """From the study's record, split at the kill: trials that had ended before it and end with
+    another status (or not at all) after the resume (lost), those that started again (their end
+    came after Tune's last experiment snapshot: resumed from their last checkpoint), and for the
+    trials running at the kill the epochs done again and how many restarted from epoch 1 (no
+    checkpoint yet: spec checkpoint_every)."""
+    from study.core.record import fold
+    from study.recorder import read_record
+
+    ev = read_record(str(sdir))
+    pre = [e for e in ev if e["t"] < kill_t]
+    post = [e for e in ev if e["t"] >= kill_t]
+    ended = {e["trial_id"]: e.get("status") for e in pre if e.get("event") == "end"}
+    final = fold(ev, target_epochs)
+    lost = sum(t not in final or final[t]["status"] != st for t, st in ended.items())
+    again = len({e["trial_id"] for e in post if e.get("event") == "start"} & set(ended))
+    running = {e["trial_id"] for e in pre if e.get("event") == "start"} - set(ended)
+    last: dict = {}
+    for e in pre:
+        if e.get("event") == "result":
+            last[e["trial_id"]] = max(last.get(e["trial_id"], 0), e.get("epoch") or 0)
+    first: dict = {}
+    for e in post:
+        if e.get("event") == "result":
+            first.setdefault(e["trial_id"], e.get("epoch") or 1)
+    redone = sum(max(0, last.get(t, 0) - (first[t] - 1)) for t in running if t in first)
+    scratch = sum(first.get(t) == 1 and last.get(t, 0) >= 1 for t in running)
+    return {"ended_before_kill": len(ended), "lost": lost, "ended_then_resumed": again,
+            "running_at_kill": len(running), "epochs_redone": redone,
+            "restarted_from_epoch_1": scratch}
 
 
 def ended_trials(sdir: Path) -> int:
@@ -261,12 +295,10 @@ def main() -> None:
             if name == "killed":
                 log(f"  driver SIGKILLed after {ended_trials(sdir)} trials ended (rc {res['rc']}); "
                     "study resume")
-                before = {t for t in _trial_ids(sdir)}
                 res2 = run_cli(["resume", str(sdir)], cluster.address, out / "resume.log")
                 if res2["rc"] != 0:
                     raise SystemExit(f"resume failed (rc {res2['rc']}): see {out / 'resume.log'}")
                 res["resume"] = res2
-                res["before"] = before
             elif res["rc"] != 0:
                 raise SystemExit(f"study failed (rc {res['rc']}): see {out / f'{name}.log'}")
             m = measure(sdir, args.slots)
@@ -283,11 +315,13 @@ def main() -> None:
     if "killed" in runs:
         k = runs["killed"]
         a, b = answer_of(out / "full", out / "report-full"), answer_of(out / "killed", out / "report-killed")
+        for key, v in resume_check(out / "killed", k["killed_at"], spec.target_epochs).items():
+            lines[f"resumed_{key}"] = v
         cfg_full, cfg_k = _configs(out / "full"), _configs(out / "killed")
-        lines["resumed_trials_lost"] = len(cfg_full - cfg_k)
-        lines["resumed_trials_rerun"] = _rerun(out / "killed")
+        # the same completed (cell, lr, seed, phase) as the uninterrupted run; early stopping
+        # decides as results arrive, so two uninterrupted runs can differ too
+        lines["resumed_same_completed"] = f"{len(cfg_full & cfg_k)}/{len(cfg_full | cfg_k)}"
         lines["resumed_identical_answer"] = int(_strip(a) == _strip(b))
-        lines["resumed_driver_kill_after_trials"] = len(k["before"])
     answer_of(out / "full", out / "report-full")
     log(f"report: {out / 'report-full' / 'report.html'}")
     lines.update({
@@ -307,26 +341,11 @@ def main() -> None:
         print(f"{k_}={v}", flush=True)
 
 
-def _trial_ids(sdir: Path) -> set:
-    from study.recorder import read_record
-    return {e["trial_id"] for e in read_record(str(sdir)) if e.get("event") == "start"}
-
-
 def _configs(sdir: Path) -> set:
     """Every completed trial's (cell, lr, seed, phase): what the study ran, whatever its ids."""
     s = json.loads((sdir / "summary.json").read_text())
     return {(r["cell"], round(float(r["lr"]), 12), r["seed"], r["phase"])
             for r in s["trial_rows"] if r["status"] == "completed"}
-
-
-def _rerun(sdir: Path) -> int:
-    """Trials that reported epoch 1 more than once (started over instead of resuming)."""
-    from study.recorder import read_record
-    seen: dict = {}
-    for e in read_record(str(sdir)):
-        if e.get("event") == "result" and e.get("epoch") == 1:
-            seen[e["trial_id"]] = seen.get(e["trial_id"], 0) + 1
-    return sum(n > 1 for n in seen.values())
 
 
 def _strip(a: dict) -> dict:

@@ -18,7 +18,8 @@ _study_dir: str | None = None
 # --smoke: the same study, shrunk to a minute-scale check that everything runs end to end
 # (one trial per cell, no confirmation seeds).
 SMOKE = {"target_epochs": 2, "source": {"epochs": 1},
-         "data": {"max_train_per_class": 40, "max_test_per_class": 20},
+         "data": {"max_train_per_class": 40, "max_test_per_class": 20,
+                  "target_train_per_class": None},
          "search": {"num_samples": 1, "trials_per_cell": 1, "repeats": 1},
          "confirm": {"seeds": 0},
          "scheduler": {"grace_period": 1}}

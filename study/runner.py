@@ -157,7 +157,7 @@ def prepare_simulation(spec: Spec, simulate: dict, log=print):
     (CIFAR-10's when data.root is null, else the data's), the splits, and the durations from
     the plan's FLOPs at ``simulate["flops_per_s"]`` (None: probed) / ``simulate["compression"]``."""
     from study.core.spec import CIFAR10_CLASSES
-    from trainables.simulate import SimData, build_simulation
+    from study.rehearsal import SimData, build_simulation
 
     per_class = test_per_class = None
     if spec.data.root is None:
@@ -216,7 +216,8 @@ def resume_study(path: str, log=print) -> dict:
 
     from study.state import prepare_resume
 
-    from trainables.simulate import SimData, read_simulation
+    from study.rehearsal import SimData
+    from trainables.simulate import read_simulation
 
     sdir = normalize_study_path(path)
     spec = load_study_spec(sdir)

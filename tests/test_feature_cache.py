@@ -56,7 +56,8 @@ class Unaugmented:
     def __len__(self):
         return len(self.data)
 
-    def batches(self, batch_size, *, shuffle, augment, generator=None, drop_last=False):
+    def batches(self, batch_size, *, shuffle, augment, generator=None, drop_last=False,
+                aug_generator=None):
         return self.data.batches(batch_size, shuffle=shuffle, augment=False, generator=generator,
                                  drop_last=drop_last)
 

@@ -99,3 +99,53 @@ def test_simulate_options_need_simulate(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 2 and "--compression" in r.stderr and "'0' must be a number > 0" in r.stderr
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_a_larger_simulated_study_report_opens_in_chromium_with_every_figure_drawn(
+        tiny_folder, tmp_path, ray_local):
+    """2 splits x (scratch_cnn at depths 0-4 + scratch) = 12 cells, 3 seeds each: the report
+    (one figure per split where it needs one) loads in headless Chromium with every image
+    decoded, and no figure is blank."""
+    import re
+
+    import matplotlib.image as mpimg
+
+    from analysis.report import make_report
+    from study.core.spec import load_spec_dict
+    from study.runner import run_study
+    from test_analysis_report import CHROMIUM, PROBE
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not installed (Debian package 'chromium'; .ci/run installs it)")
+    raw = tiny_spec(tiny_folder, tmp_path / "studies", tmp_path / "cache", name="wide",
+                    confirm={"seeds": 2}, checkpoint_every=2)
+    raw["splits"] = [{"name": "ab_cd", "source": ["a", "b"], "target": ["c", "d"]},
+                     {"name": "cd_ab", "source": ["c", "d"], "target": ["a", "b"]}]
+    raw["backbones"] = {"scratch_cnn": {"depths": [0, 1, 2, 3, 4]}}
+    raw["inits"] = ["source", "scratch"]
+    raw["search"]["max_concurrent"] = 4
+    summary = run_study(load_spec_dict(raw), log=lambda *a: None,
+                        simulate={"flops_per_s": 1e9, "compression": 40.0})
+    assert summary["cells_completed"] == summary["cells"] == 12
+    out, _ = make_report(tmp_path / "studies" / "wide", tmp_path / "r")
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) >= 8
+    for p in pngs:  # drawn: not one flat colour
+        img = mpimg.imread(p)
+        assert img.std() > 0.01, p.name
+    page = tmp_path / "probe.html"
+    page.write_text((out / "report.html").read_text().replace("<head>", "<head>" + PROBE, 1))
+    shot = tmp_path / "shot.png"
+    common = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync",
+              "--no-first-run", f"--user-data-dir={tmp_path / 'ud'}", "--virtual-time-budget=5000"]
+    r = subprocess.run(common + ["--dump-dom", page.as_uri()], capture_output=True, text=True,
+                       timeout=90)
+    m = re.search(r"<title>PROBE (.*?)</title>", r.stdout)
+    assert m, f"page did not load: rc {r.returncode}\n{r.stderr[-2000:]}"
+    res = json.loads(m.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    assert res["images"] == len(pngs) and res["broken"] == 0 and res["errors"] == [], res
+    subprocess.run(common + ["--window-size=1280,2400", f"--screenshot={shot}", page.as_uri()],
+                   capture_output=True, timeout=90)
+    assert shot.exists() and mpimg.imread(shot).std() > 0.01  # the page rendered, not blank

@@ -143,6 +143,10 @@ def test_quick_example_loads():
     assert spec.data.target_train_per_class == 100
     assert spec.target_epochs == 6 and spec.max_failures == 1
     assert (spec.confirm.seeds, spec.confirm.max_seeds, spec.confirm.ceiling) == (2, 4, 4)
+    # --smoke shrinks the data below the target cap: the cap goes with it
+    from study.cli import SMOKE
+    smoke = load_spec(QUICK, {k: dict(v) if isinstance(v, dict) else v for k, v in SMOKE.items()})
+    assert smoke.data.max_train_per_class == 40 and smoke.data.target_train_per_class is None
 
 
 def test_load_spec_overrides_merge_into_sections():

@@ -139,7 +139,7 @@ def simulated_trainable(config: dict, *, spec_dict: dict, sim: dict, sources_dir
     source = {"flops": 0.0, "key": "", "shared_by": 0, "val_acc": float("nan")}
     job = identity.source_job(spec, cfg)
     if job is not None:
-        key = sim["source_keys"][_job_id(job)]
+        key = sim["source_keys"][job_id(job)]
         info = Path(sources_dir) / key / "info.json"
         users = Path(sources_dir) / key / "users.txt"
         if info.exists():
@@ -192,7 +192,7 @@ def simulated_source_task(spec_dict: dict, data, split: str, backbone: str, stem
     the model's ``info.json`` (no weights) where trials look for it. Returns the status dict of
     ``trainables.trainable.train_source_task``."""
     sim = data.sim
-    jid = _job_id((split, backbone, stem, seed))
+    jid = job_id((split, backbone, stem, seed))
     key = sim["source_keys"][jid]
     d = Path(sources_dir) / key
     d.mkdir(parents=True, exist_ok=True)
@@ -209,7 +209,7 @@ def simulated_source_task(spec_dict: dict, data, split: str, backbone: str, stem
     return {"key": key, "ok": True, "trained": True, **out}
 
 
-def _job_id(job) -> str:
+def job_id(job) -> str:
     """A source job (split, backbone, stem, seed) as a JSON-able key."""
     return "/".join(map(str, job))
 
@@ -219,50 +219,3 @@ def _rss_mib() -> float:
         return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (OSError, ValueError, IndexError):
         return float("nan")
-
-
-# ----------------------------------------------------------------------------- the driver's side
-
-class SimData:
-    """What a rehearsal has instead of ``trainables.trainable.StudyData``: the class names, the
-    splits as class indices, a fingerprint naming the simulation, and the durations."""
-
-    def __init__(self, classes: list[str], splits: dict, sim: dict):
-        self.classes, self.splits, self.sim = list(classes), splits, sim
-        self.fingerprint = f"simulated-v{MODEL_VERSION}"
-        self.origin = "simulated (trainables/simulate.py): no images were read"
-        self.mean = self.std = (0.0, 0.0, 0.0)
-
-
-def build_simulation(spec, classes: list[str], splits: dict, *, flops_per_s: float | None,
-                     compression: float, per_class: int | None = None,
-                     test_per_class: int | None = None) -> dict:
-    """The rehearsal's durations, from ``study plan``'s FLOPs: per cell the epoch's FLOPs and
-    seconds, per source job its FLOPs and seconds, and each job's source key."""
-    from study.core import identity
-    from study.core.catalog import facts
-    from study.plan import make_plan
-
-    if not compression > 0:
-        raise ValueError(f"--compression {compression}: must be > 0")
-    plan = make_plan(spec, per_class=per_class, flops_per_s=flops_per_s,
-                     test_per_class=test_per_class)
-    targets = {s: [classes[i] for i in splits[s][1]] for s in splits}
-    sim = {"version": MODEL_VERSION, "flops_per_s": flops_per_s, "compression": compression,
-           "throughput": plan["throughput"], "targets": targets,
-           "max_depth": {b.name: facts(b.name).num_stages for b in spec.backbones},
-           "epoch_flops": {}, "epoch_s": {}, "test_s": {}, "source_flops": {}, "source_s": {},
-           "source_keys": {}, "rates": {}}
-    for r in plan["cells"]:
-        sim["epoch_flops"][r["cell"]] = r["epoch_flops"]
-        sim["epoch_s"][r["cell"]] = r["epoch_s"] / compression  # training + validation
-        sim["test_s"][r["cell"]] = r["test_s"] / compression
-    for j in plan["source_jobs"]:
-        jid = _job_id(j["job"])
-        split, backbone, stem, seed = j["job"]
-        sim["source_flops"][jid] = j["flops"]
-        sim["source_s"][jid] = j["seconds"] / compression
-        sim["source_keys"][jid] = identity.source_key(
-            spec, f"simulated-v{MODEL_VERSION}", list(splits[split][0]), split, backbone, stem,
-            seed)
-    return sim
