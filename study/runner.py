@@ -28,11 +28,14 @@ from study.sources import SourceModels, sources_dir
 
 
 # Checkpoints Tune keeps per trial. Tune saves the whole experiment state (every trial's) each
-# time a trial has checkpointed num_to_keep times since the last save: with 1 that is every
-# checkpoint, O(trials) work each time, and it held the driver ~60 % of a 168-trial simulated
-# study (benchmarks/scale.py); with 2, about one save per checkpoint interval of a trial, for
-# twice the checkpoint disk. study.state.repair_dangling_checkpoints handles either.
-CHECKPOINTS_KEPT = 2
+# time a trial has checkpointed num_to_keep times since the last save: with 1, at every
+# checkpoint, O(trials) work each time (with checkpoint_every 1 it held the driver ~60 % of a
+# 168-trial simulated study; benchmarks/scale.py). 2 saves far less often, but then the saved
+# state lags: a driver killed after a trial finished (or the searcher created one) and before
+# the next save resumed with that trial rerun (or created again: 11 trials instead of 10 in
+# tests/test_fault_tolerance.py). Finished trials must never be rerun, so 1; large studies with
+# short epochs checkpoint less often instead (spec checkpoint_every).
+CHECKPOINTS_KEPT = 1
 
 
 class StudyExistsError(RuntimeError):

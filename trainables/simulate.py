@@ -116,8 +116,9 @@ def read_simulation(study_dir: str) -> dict | None:
 
 def simulated_trainable(config: dict, *, spec_dict: dict, sim: dict, sources_dir: str):
     """Ray Tune function trainable of a rehearsal: the real trainable's reports (same metric
-    names, one per target epoch, a checkpoint with each, the test metrics with the last), its
-    time a sleep per epoch (``sim["epoch_s"][cell]``), its accuracies ``final_accuracy``."""
+    names, one per target epoch, a checkpoint every ``checkpoint_every`` epochs and with the
+    last, the test metrics with the last), its time a sleep per epoch (``sim["epoch_s"][cell]``)
+    and for the test pass, its accuracies ``final_accuracy``."""
     from ray import tune
 
     from study.core import identity
@@ -145,7 +146,7 @@ def simulated_trainable(config: dict, *, spec_dict: dict, sim: dict, sources_dir
         if info.exists():
             source.update(json.loads(info.read_text()), key=key)
             ctx = tune.get_context()
-            with open(users, "a") as f:  # appended: a count of uses, not of distinct trials
+            with open(users, "a") as f:  # one line per use; shared_by counts distinct trials
                 f.write(f"{ctx.get_trial_id() if ctx else 'local'}\n")
             source["shared_by"] = len(set(users.read_text().split()))
     start, wall = 0, 0.0
