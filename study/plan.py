@@ -35,12 +35,19 @@ CIFAR10_TRAIN_PER_CLASS = 5000  # used when no data is given (data.root null: th
 CIFAR10_TEST_PER_CLASS = 1000
 
 
+def _per_class(spec: Spec, per_class: int) -> tuple[int, int]:
+    """(training, validation) images per class: capped by data.max_train_per_class, the
+    validation share held out (at least one)."""
+    cap = min(per_class, spec.data.max_train_per_class or per_class)
+    val = max(1, round(cap * spec.data.val_fraction))
+    return cap - val, val
+
+
 def train_images(spec: Spec, n_classes: int, per_class: int, target: bool = False) -> int:
     """Training images per epoch of a stage over ``n_classes`` classes (val held out, batches
     of batch_size, the last partial one dropped); ``target``: the target stage's, capped by
     data.target_train_per_class."""
-    cap = min(per_class, spec.data.max_train_per_class or per_class)
-    per = cap - max(1, round(cap * spec.data.val_fraction))
+    per = _per_class(spec, per_class)[0]
     if target and spec.data.target_train_per_class:
         per = min(per, spec.data.target_train_per_class)
     n = n_classes * per
@@ -50,8 +57,7 @@ def train_images(spec: Spec, n_classes: int, per_class: int, target: bool = Fals
 
 def val_images(spec: Spec, n_classes: int, per_class: int) -> int:
     """Validation images of a stage over ``n_classes`` classes (the held-out share)."""
-    cap = min(per_class, spec.data.max_train_per_class or per_class)
-    return n_classes * max(1, round(cap * spec.data.val_fraction))
+    return n_classes * _per_class(spec, per_class)[1]
 
 
 def test_images(spec: Spec, n_classes: int, per_class: int | None) -> int:
@@ -62,17 +68,12 @@ def test_images(spec: Spec, n_classes: int, per_class: int | None) -> int:
 
 def _completing(spec: Spec, n: int) -> float:
     """Tuning trials of a group of ``n`` that run to target_epochs: all under FIFO; under
-    halving the last rung's share, n / rf^(rungs), at least 1."""
-    if n == 0:
-        return 0.0
+    halving those the last rung keeps (``policy.keep_counts``, as ``tuning_epochs``)."""
     s = spec.scheduler
-    if s.type == "fifo":
+    if n == 0 or s.type == "fifo":
         return float(n)
-    rungs, t = 0, s.grace_period
-    while t < spec.target_epochs:
-        rungs += 1
-        t *= s.reduction_factor
-    return max(1.0, n / s.reduction_factor ** rungs)
+    ms = policy.milestones(s.grace_period, s.reduction_factor, spec.target_epochs)
+    return float(policy.keep_counts(n, s.reduction_factor, len(ms))[-1]) if ms else float(n)
 
 
 def tuning_epochs(spec: Spec, n: int) -> tuple[int, int]:
@@ -224,8 +225,7 @@ def make_plan(spec: Spec, per_class: int | None = None, flops_per_s: float | Non
                      "tuning_flops_halving": sh_e * share * imgs * f,
                      "confirm_trials": k * share, "confirm_flops": confirm_e * imgs * f,
                      "confirm_flops_max": (k_max if design.racing else k) * share
-                     * spec.target_epochs * imgs * f,
-                     "rate": rate(c.backbone, c.stem)})
+                     * spec.target_epochs * imgs * f})
     jobs = design.source_jobs()  # trained up front, up to the racing ceiling's seeds
     def src_cost(job):
         """(training FLOPs, device seconds: training, a validation pass per epoch, the test
