@@ -233,8 +233,13 @@ def resume_study(path: str, log=print) -> dict:
     if not tune.Tuner.can_restore(sdir):
         raise StudyExistsError(f"{path}: no Tune experiment state to resume (it never started)")
     log(f"resuming study {spec.name!r} from {sdir}")
-    prepare_resume(sdir, log)
-    return _execute(spec, data, sdir, log, None, resume=True)
+    from study.space import register_resumed
+
+    register_resumed(spec.name, prepare_resume(sdir, log))
+    try:
+        return _execute(spec, data, sdir, log, None, resume=True)
+    finally:
+        register_resumed(spec.name, None)
 
 
 def _execute(spec: Spec, data, sdir: str, log, callbacks, resume: bool) -> dict:
@@ -353,11 +358,12 @@ def _ray_version() -> str:
 def _finish(spec: Spec, sdir: str, wall: float, log, interrupted: bool = False,
             simulated: bool = False) -> dict:
     """summary.json from the study's record (``trials.jsonl``), statuses by the one rule."""
-    from study.core.record import fold
+    from study.core.record import fold, recreated
     from study.recorder import read_record
 
     design = StudyDesign(spec)
-    table = fold(read_record(sdir), spec.target_epochs)
+    events = read_record(sdir)
+    table = fold(events, spec.target_epochs)
     rows = []
     for tid, t in table.items():
         cfg = t.get("config") or {}
@@ -373,6 +379,8 @@ def _finish(spec: Spec, sdir: str, wall: float, log, interrupted: bool = False,
     summary = {
         "study": spec.name, "results": sdir, "wall_s": round(wall, 1), "simulated": simulated,
         "state": "interrupted" if interrupted else "finished", "trials": len(rows), **n,
+        # runs created twice (a stop before Tune's next snapshot): the earlier ids, left out
+        "recreated": recreated(events),
         "cells": len(per_cell), "cells_completed": len(per_cell) - len(uncovered),
         "completed_per_cell": per_cell, "trial_rows": rows,
     }

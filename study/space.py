@@ -21,6 +21,7 @@ experiment checkpoint (``save`` / ``restore``), so a resumed study continues the
 """
 from __future__ import annotations
 
+import json
 import math
 import pickle
 
@@ -78,6 +79,19 @@ def register_ready(study: str, ready) -> None:
     """The runner's ``ready(config)`` hook for the searcher of ``study``: a new searcher and one
     Tune restored from the experiment state (the hook is not saved) both find it here."""
     _READY[study] = ready
+
+
+_RESUMED: dict[str, dict] = {}  # study name -> {trial_id: config} of the state Tune restores
+
+
+def register_resumed(study: str, trials: dict | None) -> None:
+    """The trials (id -> config) of the experiment state ``study resume`` hands to Tune, for the
+    searcher Tune restores with it to reconcile against (``StudySearcher.reconcile``). None: not
+    known (the searcher is restored as saved)."""
+    if trials is None:
+        _RESUMED.pop(study, None)
+    else:
+        _RESUMED[study] = trials
 
 
 class StudySearcher(Searcher):
@@ -203,6 +217,67 @@ class StudySearcher(Searcher):
             self.__dict__.update(pickle.load(f))
         self.ready = ready
         # Trials that were live when the driver stopped are resumed by Tune, not re-suggested.
+        known = _RESUMED.get(self.spec_dict.get("name"))
+        if known is not None:
+            self.reconcile(known)
+
+    def reconcile(self, known: dict) -> tuple[list, list]:
+        """Make the restored searcher agree with the trials Tune restores (``known``: trial id ->
+        {"config", "status", "last_result"}, as ``study.state.tune_trials`` reads them). Tune
+        saves the experiment state and then the searcher, and ``study resume`` may put back the
+        previous complete experiment state (``study.state``), so the two can be one save apart:
+
+        - a trial the searcher handed out that Tune does not know is gone: its configuration goes
+          back to the front of its queue, to be handed out again (else the study would wait for
+          it forever);
+        - a trial Tune knows that the searcher has not handed out yet (the searcher's file is
+          one save older) is adopted: its configuration leaves the queue (else it would run
+          twice);
+        - a trial Tune has ended that the searcher still counts as running (Tune will not end it
+          again) ends in the searcher as it would have.
+
+        Returns (requeued trial ids, adopted trial ids)."""
+        requeued, adopted = [], []
+        ended = [tid for tid, t in known.items() if t.get("status") in ("TERMINATED", "ERROR")]
+        for tid in sorted(self.live - set(known)):
+            cfg = dict(self.configs.pop(tid))
+            self.live.discard(tid)
+            self.group_of.pop(tid, None)
+            if tid in self.proposal_of:
+                self.pending_repeats.insert(0, {**cfg, "_proposal": self.proposal_of.pop(tid)})
+            elif cfg.get(M.PHASE) == M.PHASE_CONFIRM:
+                self.confirm_queue.insert(0, cfg)
+            else:
+                self.queue.insert(0, cfg)
+            requeued.append(tid)
+
+        def key(c: dict) -> str:
+            return json.dumps({k: v for k, v in c.items() if k != "_proposal"}, sort_keys=True,
+                              default=str)
+
+        handed = {key(c) for c in self.configs.values()}
+        for tid, t in known.items():
+            cfg = t.get("config") or {}
+            if tid in self.configs or not cfg or key(cfg) in handed:
+                continue
+            for q in (self.confirm_queue, self.pending_repeats, self.queue):
+                i = next((i for i, c in enumerate(q) if key(c) == key(cfg)), None)
+                if i is None:
+                    continue
+                c = q.pop(i)
+                if "_proposal" in c:
+                    self.proposal_of[tid] = c.pop("_proposal")
+                self.live.add(tid)
+                self.configs[tid] = dict(cfg)
+                if cfg.get(M.PHASE) == M.PHASE_TUNE:
+                    self.group_of[tid] = self.design.group_of(cfg)
+                adopted.append(tid)
+                break
+        for tid in ended:
+            if tid in self.live:
+                self.on_trial_complete(tid, known[tid].get("last_result") or None,
+                                       error=known[tid].get("status") == "ERROR")
+        return requeued, adopted
 
     # ------------------------------------------------------------------ internals
     def _ok(self, cfg: dict) -> bool:

@@ -124,9 +124,32 @@ def repair_dangling_checkpoints(sdir: str, log=print) -> list[str]:
 
 
 
-def prepare_resume(sdir: str, log=print) -> None:
+def tune_trials(sdir: str) -> dict | None:
+    """trial id -> {"config", "status", "last_result"} of the newest experiment state file
+    (Ray 2.60 layout: ``trial_data`` pairs of trial JSON and run-metadata JSON), for the
+    restored searcher to reconcile with (``StudySearcher.reconcile``); None if there is no
+    such file or it is not in the layout this version knows (the searcher is then restored as
+    saved)."""
+    state = _newest_state(sdir) if not is_uri(sdir) else None
+    if state is None:
+        return None
+    try:
+        out = {}
+        for trial_json, meta_json in json.loads(state.read_text())["trial_data"]:
+            trial, meta = json.loads(trial_json), json.loads(meta_json)
+            out[trial["trial_id"]] = {"config": trial.get("config") or {},
+                                      "status": trial.get("status"),
+                                      "last_result": meta.get("last_result") or {}}
+        return out
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def prepare_resume(sdir: str, log=print) -> dict | None:
     """Before ``Tuner.restore``: put back a cut-off experiment state, repair checkpoints the
-    state points to but Tune deleted a moment before the driver stopped."""
+    state points to but Tune deleted a moment before the driver stopped. Returns the trials
+    Tune will restore (``tune_trials``)."""
     restore_cut_experiment_state(sdir, log)
     for msg in repair_dangling_checkpoints(sdir, log):
         log(msg)
+    return tune_trials(sdir)

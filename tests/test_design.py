@@ -12,7 +12,7 @@ from ray.tune import Callback
 from analysis.load import load_study
 from study.core import metrics as M
 from study.core.design import StudyDesign, cell_id
-from study.core.record import fold, parse
+from study.core.record import fold, parse, recreated
 from study.core.spec import load_spec_dict
 from study.core.status import COMPLETED, ERRORED, INTERRUPTED, RUNNING, STOPPED, trial_status
 from study.plan import make_plan
@@ -58,6 +58,22 @@ def test_record_fold_last_attempt_wins_and_study_end_closes_open_trials():
     # a cut-off last line (driver killed mid-write) is skipped
     assert parse('{"event": "start", "trial_id": "a"}\n{"event": "res') == [
         {"event": "start", "trial_id": "a"}]
+
+
+def test_record_fold_leaves_out_a_trial_created_again_on_resume():
+    # the driver stopped after the searcher created "a" and before Tune's next snapshot: on
+    # resume the searcher hands a's configuration out again, as "a2"
+    cfg = {"cell": "s/b/source/d1", "lr": 0.1, "seed": 0, "phase": "tune"}
+    ev = [{"event": "start", "trial_id": "a", "config": dict(cfg)},
+          {"event": "result", "trial_id": "a", "epoch": 1},
+          {"event": "start", "trial_id": "b", "config": {**cfg, "seed": 1}},
+          {"event": "start", "trial_id": "b", "config": {**cfg, "seed": 1}},  # b resumed
+          {"event": "start", "trial_id": "a2", "config": dict(reversed(list(cfg.items())))},
+          {"event": "end", "trial_id": "a2", "epoch": 3},
+          {"event": "end", "trial_id": "b", "epoch": 3}]
+    assert recreated(ev) == ["a"]
+    t = fold(ev, 3)
+    assert sorted(t) == ["a2", "b"] and t["a2"]["status"] == t["b"]["status"] == COMPLETED
 
 
 def test_design_cells_seeds_and_sources(tmp_path):

@@ -125,6 +125,30 @@ def test_searcher_waits_while_a_cell_is_still_tuning_and_resumes_from_its_state(
     assert pickle.loads(pickle.dumps(resumed)).confirm_queue == resumed.confirm_queue
 
 
+def test_restored_searcher_reconciles_with_the_trials_tune_restores(tmp_path):
+    """The searcher's file and Tune's experiment state can be one save apart on resume: a
+    trial Tune lost is handed out again, one the searcher had not handed out is adopted."""
+    spec = spec_with(backbones={"scratch_cnn": {"depths": [2]}}, inits=["source"],
+                     splits=[SPACE["splits"][0]], search={"trials_per_cell": 3})
+    s = StudySearcher(spec.to_dict())
+    a, b = s.suggest("a"), s.suggest("b")
+    s.save(str(tmp_path / "searcher.pkl"))
+    c = s.suggest("c")  # after the save: the searcher's file does not know c
+    # Tune's state knows a (ended) and c (running), not b (lost with the driver)
+    known = {"a": {"config": a, "status": "TERMINATED", "last_result": {M.EPOCH: 3, M.VAL_ACC: 0.9}},
+             "c": {"config": c, "status": "RUNNING", "last_result": {}}}
+    r = StudySearcher(spec.to_dict())
+    r.restore(str(tmp_path / "searcher.pkl"))
+    requeued, adopted = r.reconcile(known)
+    assert requeued == ["b"] and adopted == ["c"]  # a was handed out before the save: known
+    assert r.suggest("b2") == b  # b's configuration again, first
+    assert r.suggest("x") is None  # nothing else left: c is not handed out twice
+    assert r.live == {"b2", "c"}  # a ended in Tune's state after the searcher's save
+    r.on_trial_complete("c", {M.EPOCH: 3, M.VAL_ACC: 0.5})
+    r.on_trial_complete("b2", {M.EPOCH: 3, M.VAL_ACC: 0.4})
+    assert r.suggest("conf")[M.PHASE] == M.PHASE_CONFIRM  # the cell's tuning is complete
+
+
 def test_searcher_holds_back_trials_whose_source_is_not_ready():
     spec = spec_with(backbones={"scratch_cnn": {"depths": [0]}}, splits=[SPACE["splits"][0]],
                      inits=["source", "scratch"], search={"trials_per_cell": 1})

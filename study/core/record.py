@@ -9,6 +9,13 @@ analysis read it). One JSON object per line:
 
 A resumed study appends to the same file: a trial's last ``start`` / ``end`` wins (a trial
 errored, then retried on resume and completed, is completed).
+
+A configuration is handed out once per study (its cell, learning rate, seed and phase say which
+run it is), so two trial ids with the same configuration mean one run created twice: a driver
+stopped or killed after the searcher created a trial and before Tune's next experiment snapshot
+forgets that trial, and on ``study resume`` the searcher (restored from the same snapshot) hands
+its configuration out again. The later trial is the run; the earlier one is *recreated*
+(``recreated``) and left out of the fold.
 """
 from __future__ import annotations
 
@@ -63,10 +70,31 @@ def fold(events: list[dict], target_epochs: int, study_running: bool = False) ->
         elif kind == "end":
             t.update(ended=True, error=e.get("error"))
             t["epoch"] = max(t["epoch"], int(e.get(M.EPOCH) or 0))
+    for tid in recreated(events):
+        trials.pop(tid, None)
     for t in trials.values():
         t["status"] = trial_status(t["epoch"], target_epochs, ended=t["ended"],
                                    error=bool(t["error"]), study_running=study_running)
     return trials
+
+
+def _config_key(cfg: dict) -> str:
+    return json.dumps(cfg, sort_keys=True, default=str)
+
+
+def recreated(events: list[dict]) -> list[str]:
+    """Trial ids whose configuration a later-started trial ran again (see the module
+    docstring), in the order they started."""
+    last: dict[str, str] = {}  # config -> the trial id that started it last
+    order: list[str] = []
+    for e in events:
+        if e.get("event") == "start" and e.get("trial_id") and e.get("config"):
+            key = _config_key(e["config"])
+            if last.get(key) not in (None, e["trial_id"]):
+                order.append(last[key])
+            last[key] = e["trial_id"]
+    live = set(last.values())
+    return [t for t in dict.fromkeys(order) if t not in live]
 
 
 def seed_runs(table: dict) -> dict:
