@@ -21,11 +21,15 @@ Printed (name=value, headline last):
 - ``cells_completed`` of ``cells``.
 - with ``--kill-at F``: a second run of the same study whose driver is SIGKILLed once a fraction
   F of the first run's trials have ended, then ``study resume`` (``resume_check``): trials that
-  had ended before the kill and were lost (``resumed_lost``) or resumed again from their last
-  checkpoint (``resumed_ended_then_resumed``: they ended after Tune's last experiment snapshot),
+  had ended before the kill and were lost (``resumed_lost``) or trained again
+  (``resumed_ended_then_trained``; those that ended after Tune's last experiment snapshot report
+  their last results again, untrained: ``resumed_results_replayed``), trials created twice
+  (``resumed_recreated``),
   epochs redone by the trials running at the kill and how many restarted from epoch 1,
   ``resumed_same_completed`` (completed configurations shared with the uninterrupted run) and
-  ``resumed_identical_answer`` (1 when report.json's Answer equals the uninterrupted run's).
+  ``resumed_identical_answer`` (1 when report.json's Answer equals the uninterrupted run's,
+  numbers included) and ``resumed_same_decisions`` (answer groups whose best, answer and
+  verdicts equal the uninterrupted run's).
 
 Stops its cluster on every exit path (SIGTERM included: ``study_timing.stop_on_sigterm``).
 """
@@ -152,34 +156,43 @@ def run_cli(args: list[str], address: str, log_file: Path, kill_when=None) -> di
 
 def resume_check(sdir: Path, kill_t: float, target_epochs: int) -> dict:
     """From the study's record, split at the kill: trials that had ended before it and end with
-    another status (or not at all) after the resume (lost), those that started again (their end
-    came after Tune's last experiment snapshot: resumed from their last checkpoint), and for the
-    trials running at the kill the epochs done again and how many restarted from epoch 1 (no
-    checkpoint yet: spec checkpoint_every)."""
-    from study.core.record import fold
+    another status (or not at all) after the resume (``lost``); those that trained again after
+    the resume (``ended_then_trained``; a trial that ended after Tune's last experiment snapshot
+    is restored as running and only reports its last results again, untrained:
+    ``results_replayed`` over all trials, trainables/resume.py); trials created twice
+    (``recreated``: the searcher created them after the last snapshot); and for the trials
+    running at the kill the epochs trained again (``epochs_redone``: after their last
+    checkpoint) and how many restarted from epoch 1 (no checkpoint yet: spec
+    checkpoint_every)."""
+    from study.core import metrics as M
+    from study.core.record import fold, recreated
     from study.recorder import read_record
 
     ev = read_record(str(sdir))
     pre = [e for e in ev if e["t"] < kill_t]
     post = [e for e in ev if e["t"] >= kill_t]
+    trained = [e for e in post if e.get("event") == "result" and not e.get(M.REPLAYED)]
     ended = {e["trial_id"]: e.get("status") for e in pre if e.get("event") == "end"}
     final = fold(ev, target_epochs)
-    lost = sum(t not in final or final[t]["status"] != st for t, st in ended.items())
-    again = len({e["trial_id"] for e in post if e.get("event") == "start"} & set(ended))
+    again_ids = set(recreated(ev))
+    lost = sum((t not in final and t not in again_ids) or (t in final and final[t]["status"] != st)
+               for t, st in ended.items())
+    ended_trained = len({e["trial_id"] for e in trained} & set(ended))
     running = {e["trial_id"] for e in pre if e.get("event") == "start"} - set(ended)
     last: dict = {}
     for e in pre:
         if e.get("event") == "result":
             last[e["trial_id"]] = max(last.get(e["trial_id"], 0), e.get("epoch") or 0)
     first: dict = {}
-    for e in post:
-        if e.get("event") == "result":
-            first.setdefault(e["trial_id"], e.get("epoch") or 1)
+    for e in trained:
+        first.setdefault(e["trial_id"], e.get("epoch") or 1)
     redone = sum(max(0, last.get(t, 0) - (first[t] - 1)) for t in running if t in first)
     scratch = sum(first.get(t) == 1 and last.get(t, 0) >= 1 for t in running)
-    return {"ended_before_kill": len(ended), "lost": lost, "ended_then_resumed": again,
-            "running_at_kill": len(running), "epochs_redone": redone,
-            "restarted_from_epoch_1": scratch}
+    return {"ended_before_kill": len(ended), "lost": lost, "ended_then_trained": ended_trained,
+            "results_replayed": sum(e.get("event") == "result" and bool(e.get(M.REPLAYED))
+                                    for e in post),
+            "recreated": len(again_ids), "running_at_kill": len(running),
+            "epochs_redone": redone, "restarted_from_epoch_1": scratch}
 
 
 def ended_trials(sdir: Path) -> int:
@@ -322,6 +335,8 @@ def main() -> None:
         # decides as results arrive, so two uninterrupted runs can differ too
         lines["resumed_same_completed"] = f"{len(cfg_full & cfg_k)}/{len(cfg_full | cfg_k)}"
         lines["resumed_identical_answer"] = int(_strip(a) == _strip(b))
+        same = sum(_decisions(x) == _decisions(y) for x, y in zip(a["groups"], b["groups"]))
+        lines["resumed_same_decisions"] = f"{same}/{max(len(a['groups']), len(b['groups']))}"
     answer_of(out / "full", out / "report-full")
     log(f"report: {out / 'report-full' / 'report.html'}")
     lines.update({
@@ -346,6 +361,17 @@ def _configs(sdir: Path) -> set:
     s = json.loads((sdir / "summary.json").read_text())
     return {(r["cell"], round(float(r["lr"]), 12), r["seed"], r["phase"])
             for r in s["trial_rows"] if r["status"] == "completed"}
+
+
+def _decisions(g: dict) -> dict:
+    """What an answer group decides: its best and answer depths, the cheapest equivalent, whether
+    it is decided, what is open, and every comparison's verdict (not the accuracies: early
+    stopping decides as results arrive, so a cell's best learning rate can differ between two
+    runs, uninterrupted or not)."""
+    return {"best": g.get("best"), "answer": g.get("answer"),
+            "cheapest_equivalent": g.get("cheapest_equivalent"), "decided": g.get("decided"),
+            "open": g.get("open"),
+            "verdicts": [(c.get("cell"), c.get("verdict")) for c in g.get("comparisons", [])]}
 
 
 def _strip(a: dict) -> dict:

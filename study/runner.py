@@ -29,13 +29,13 @@ from study.sources import SourceModels, sources_dir
 
 # Checkpoints Tune keeps per trial. Tune saves the whole experiment state (every trial's) each
 # time a trial has checkpointed num_to_keep times since the last save: with 1, at every
-# checkpoint, O(trials) work each time (with checkpoint_every 1 it held the driver ~60 % of a
-# 168-trial simulated study; benchmarks/scale.py). 2 saves far less often, but then the saved
-# state lags: a driver killed after a trial finished (or the searcher created one) and before
-# the next save resumed with that trial rerun (or created again: 11 trials instead of 10 in
-# tests/test_fault_tolerance.py). Finished trials must never be rerun, so 1; large studies with
-# short epochs checkpoint less often instead (spec checkpoint_every).
-CHECKPOINTS_KEPT = 1
+# checkpoint, O(trials) work each time (at 672 trials and 32 slots the driver spent 1.10 s of CPU
+# per trial and the study took 2.4x its ideal time; benchmarks/scale.py). With 2 the saved state
+# can lag a trial by a checkpoint: a restored trial then resumes from the newest checkpoint on
+# storage and reports the results the snapshot missed again, untrained (trainables/resume.py),
+# so a trial that had finished is not run again; a trial the searcher created after the last
+# save is created again and counted once (study.core.record.recreated).
+CHECKPOINTS_KEPT = 2
 
 
 class StudyExistsError(RuntimeError):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 from ray.tune import Callback
@@ -61,17 +62,32 @@ def restore_cut_experiment_state(sdir: str, log=print) -> bool:
 
 
 class StateBackup(Callback):
-    """Copies the experiment state file whenever Tune saves the experiment: ``get_state`` is
-    Tune's public callback-state hook, called as Tune saves (after it has written the state
-    file). Only a copy that looks complete is kept, and the restore parses it before use, so
-    correctness does not depend on that order."""
+    """Copies the experiment state file when Tune saves the experiment, at most every
+    ``every_s`` seconds: ``get_state`` is Tune's public callback-state hook, called as Tune saves
+    (after it has written the state file). Only a copy that looks complete is kept, and the
+    restore parses it before use, so correctness does not depend on that order.
 
-    def __init__(self, sdir: str):
-        self.sdir = sdir
+    Not at every save: at 672 trials the file is 20 MB and Tune saves it several times a second.
+    A copy some seconds old is as good a fallback: ``study resume`` reconciles the restored
+    searcher with it (``StudySearcher.reconcile``) and restored trials resume from their newest
+    checkpoint on storage (``trainables/resume.py``)."""
+
+    def __init__(self, sdir: str, every_s: float = 10.0):
+        self.sdir, self.every_s = sdir, every_s
+        self._last = float("-inf")
 
     def get_state(self) -> dict:
-        backup_experiment_state(self.sdir)
+        now = time.monotonic()
+        if now - self._last >= self.every_s:
+            backup_experiment_state(self.sdir)
+            self._last = now
         return {}
+
+    def __getstate__(self):
+        return {"sdir": self.sdir, "every_s": self.every_s}
+
+    def __setstate__(self, state):
+        self.__init__(state["sdir"], state.get("every_s", 10.0))
 
     def set_state(self, state: dict) -> None:
         pass

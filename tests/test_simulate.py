@@ -48,7 +48,7 @@ def test_cost_model_is_deterministic_and_shaped_as_documented():
 def test_simulated_study_runs_the_real_driver_and_says_simulated(tiny_folder, tmp_path, ray_local):
     from analysis.report import make_report
     from study.core.spec import load_spec_dict
-    from study.runner import run_study
+    from study.runner import CHECKPOINTS_KEPT, run_study
 
     raw = tiny_spec(tiny_folder, tmp_path / "studies", tmp_path / "cache", name="sim",
                     confirm={"seeds": 2}, checkpoint_every=3)
@@ -71,12 +71,13 @@ def test_simulated_study_runs_the_real_driver_and_says_simulated(tiny_folder, tm
     rows = [json.loads(x) for f in sdir.glob("*/result.json") for x in f.read_text().splitlines()]
     assert rows and all(r["simulated"] for r in rows)
     # checkpoint_every 3 of 4 epochs: trials checkpointed at epochs 3 and 4 (Tune keeps the
-    # last), trials stopped before epoch 3 never
+    # last CHECKPOINTS_KEPT = 2), trials stopped before epoch 3 never
+    assert CHECKPOINTS_KEPT == 2
     for f in sdir.glob("*/result.json"):
         last = json.loads(f.read_text().splitlines()[-1])[M.EPOCH]
         ck = sorted(p.name for p in f.parent.glob("checkpoint_*"))
         assert ck == {1: [], 2: [], 3: ["checkpoint_000000"],
-                      4: ["checkpoint_000001"]}[last], (f.parent.name, last, ck)
+                      4: ["checkpoint_000000", "checkpoint_000001"]}[last], (f.parent.name, last, ck)
     done = [r for r in rows if r.get(M.DONE)]
     assert done and all(0.5 <= r[M.TEST_ACC] <= 0.99 for r in done)
     # source models: simulated tasks, one per seed, shared by the seed's trials

@@ -45,6 +45,7 @@ from pathlib import Path
 
 from study.core import metrics as M
 from study.core.layout import REPORT_AGAIN_FILE, write_atomic
+from trainables.resume import read_history, replay, resume_point, write_meta
 
 SIMULATION_FILE = "simulation.json"  # in the study directory: durations and the model's version
 MODEL_VERSION = 1
@@ -149,14 +150,18 @@ def simulated_trainable(config: dict, *, spec_dict: dict, sim: dict, sources_dir
             with open(users, "a") as f:  # one line per use; shared_by counts distinct trials
                 f.write(f"{ctx.get_trial_id() if ctx else 'local'}\n")
             source["shared_by"] = len(set(users.read_text().split()))
-    start, wall = 0, 0.0
+    start, wall, history = 0, 0.0, []
     ckpt = tune.get_checkpoint()
     if ckpt:
+        ckpt, again = resume_point(ckpt)  # a newer checkpoint than the snapshot's (resume.py)
         with ckpt.as_directory() as cd:
             st = json.loads((Path(cd) / "state.json").read_text())
-            again = (Path(cd) / REPORT_AGAIN_FILE).exists()
+            report_again = (Path(cd) / REPORT_AGAIN_FILE).exists()
+            history = read_history(cd)
         start, wall = st["epoch"], st["wall_s"]
-        if again and "result" in st:  # as the real trainable: an epoch Tune never received
+        if again:
+            replay(again)
+        elif report_again and "result" in st:  # as the real trainable: an epoch Tune never received
             tune.report(st["result"])
     epochs = spec.target_epochs
     for epoch in range(start + 1, epochs + 1):
@@ -177,12 +182,14 @@ def simulated_trainable(config: dict, *, spec_dict: dict, sim: dict, sources_dir
             acc = min(0.99, max(0.0, final + TEST_SD * _normal("test", cell, cfg[M.SEED], cfg[M.LR])))
             result.update({M.TEST_ACC: acc, M.TEST_PRECISION: acc, M.TEST_RECALL: acc,
                            M.TEST_F1: acc, M.TEST_S: test_s})
+        history.append(result)
         if epoch % spec.checkpoint_every and epoch != epochs:
             tune.report(result)  # no checkpoint this epoch (spec checkpoint_every)
             continue
         with tempfile.TemporaryDirectory() as cd:
             (Path(cd) / "state.json").write_text(json.dumps(
                 {"epoch": epoch, "wall_s": wall, "result": result}))
+            write_meta(cd, epoch, history)
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(cd))
 
 

@@ -29,6 +29,7 @@ from study.core import metrics as M
 from study.core.spec import load_spec_dict, resolve_stem
 from study.core.layout import REPORT_AGAIN_FILE, write_atomic
 from trainables import remote
+from trainables.resume import read_history, replay, resume_point, write_meta
 from trainables.backbones import (build, count_params, freeze, imagenet_state_dict,
                                   load_imagenet)
 from trainables.data import DeviceData, class_subset, stratified_split, subsample
@@ -402,11 +403,14 @@ def transfer_trainable(config: dict, *, spec_dict: dict, data: StudyData, source
     sched = make_schedule(opt, spec.optimizer, steps, spec.target_epochs)
     start_epoch, flops, wall = 0, 0.0, 0.0
 
+    history: list[dict] = []  # every result so far, carried in each checkpoint (resume.py)
     ckpt = tune.get_checkpoint()
     if ckpt:
+        ckpt, again = resume_point(ckpt)  # a newer checkpoint than the snapshot's (resume.py)
         with ckpt.as_directory() as cd:
             st = torch.load(Path(cd) / "state.pt", map_location="cpu", weights_only=False)
             report_again = (Path(cd) / REPORT_AGAIN_FILE).exists()
+            history = read_history(cd)
         load_trainable_state(model, st["model"])
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["schedule"])
@@ -416,7 +420,9 @@ def transfer_trainable(config: dict, *, spec_dict: dict, data: StudyData, source
         if "cuda_rng" in st and device.type == "cuda":
             torch.cuda.set_rng_state(st["cuda_rng"])
         start_epoch, flops, wall = st["epoch"], st["target_flops"], st["wall_s"]
-        if report_again and "result" in st:
+        if again:  # results Tune's restored snapshot never received: reported, not retrained
+            replay(again)
+        elif report_again and "result" in st:
             # ``study resume`` repaired this checkpoint with a newer one whose result Tune never
             # received (study.state.repair_dangling_checkpoints): report that epoch now, so no
             # epoch is missing from the trial's results.
@@ -459,10 +465,12 @@ def transfer_trainable(config: dict, *, spec_dict: dict, data: StudyData, source
                            M.TEST_RECALL: rep["recall_macro"], M.TEST_F1: rep["f1_macro"],
                            M.TEST_CONFUSION: rep["confusion"], M.TEST_PER_CLASS: rep["per_class"],
                            M.TEST_S: time.perf_counter() - t_test})
+        history.append(result)
         if epoch % spec.checkpoint_every and epoch != spec.target_epochs:
             tune.report(result)  # no checkpoint this epoch (spec checkpoint_every)
             continue
         with tempfile.TemporaryDirectory() as cd:
+            write_meta(cd, epoch, history)
             torch.save({"model": _trainable_state(model), "optimizer": opt.state_dict(),
                         "schedule": sched.state_dict(), "generator": gen.get_state(),
                         "aug_generator": aug.get_state(),

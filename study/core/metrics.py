@@ -32,6 +32,7 @@ TEST_CONFUSION = "test_confusion"  # row = true class, column = predicted (targe
 TEST_PER_CLASS = "test_per_class"  # {class: {precision, recall, f1, support}}
 TEST_S = "test_s"  # seconds of the test split's evaluation + report (outside epoch_s and wall_s)
 DONE = "finished"  # True on the final report of a trial that ran to max_epochs
+REPLAYED = "replayed"  # True on a result reported again after a resume, untrained (trainables/resume.py)
 
 # What the scheduler and the searcher optimise. Validation only: the test split never selects.
 OBJECTIVE = VAL_ACC

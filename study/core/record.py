@@ -25,7 +25,7 @@ from study.core import metrics as M
 from study.core.status import COMPLETED, trial_status
 
 RESULT_KEYS = (M.EPOCH, M.VAL_ACC, M.TEST_ACC, M.TARGET_FLOPS, M.SOURCE_FLOPS, M.EPOCH_S,
-               M.TEST_S, M.WALL_S, M.SOURCE_KEY)
+               M.TEST_S, M.WALL_S, M.SOURCE_KEY, M.REPLAYED)
 
 
 def parse(text: str) -> list[dict]:
