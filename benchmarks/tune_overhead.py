@@ -56,7 +56,8 @@ the same as, this one. Run them one after the other, not at once (they share the
 Part 2, report cost. A tiny function trainable (same Ray, same storage kind) alternates, round by
 round, ``tune.report`` without a checkpoint and ``torch.save`` + ``tune.report`` with a
 checkpoint of the trainable state of small / large models (the dict the real trainable saves),
-``CheckpointConfig(num_to_keep=1)`` as in the runner, and times each inside the trainable.
+``CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT)`` as in the runner, and times each inside the
+trainable.
 
 Part 3 (``--all``), checkpoint sizes. For every backbone (CIFAR stem, 5 classes) and frozen depth: the bytes
 of the checkpoint the trainable writes (``_trainable_state``: non-frozen stages + head, the
@@ -261,6 +262,8 @@ def report_probe(config):
 def report_cost(args, storage: Path) -> dict:
     from ray import tune
 
+    from study.runner import CHECKPOINTS_KEPT
+
     picks = {"scratch_cnn d3": ("scratch_cnn", 3), "mobilenet_v2 d0": ("mobilenet_v2", 0),
              "resnet18 d0": ("resnet18", 0)}
     states, nb = {}, {}
@@ -276,7 +279,7 @@ def report_cost(args, storage: Path) -> dict:
         param_space={"states": states, "rounds": args.report_rounds, "out": str(out)},
         tune_config=tune.TuneConfig(num_samples=1),
         run_config=tune.RunConfig(name="report_probe", storage_path=str(storage), verbose=0,
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT)),
     )
     tuner.fit()
     times = json.loads(out.read_text())

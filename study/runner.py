@@ -71,7 +71,7 @@ def init_ray(log=print) -> None:
     """Connect to RAY_ADDRESS if set, else start an embedded Ray bound to 127.0.0.1."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    # One checkpoint per epoch with num_to_keep=1 makes Tune warn about snapshot frequency.
+    # Checkpoints every epoch make Tune warn about snapshot frequency (num_to_keep forces them).
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
 
