@@ -21,7 +21,6 @@ experiment checkpoint (``save`` / ``restore``), so a resumed study continues the
 """
 from __future__ import annotations
 
-import json
 import math
 import pickle
 
@@ -30,6 +29,7 @@ from ray.tune.search import Searcher
 from study.core import metrics as M
 from study.core.design import StudyDesign, cell_id
 from study.core.layout import write_atomic
+from study.core.record import config_key
 from study.core.spec import Spec, load_spec_dict
 
 
@@ -252,8 +252,7 @@ class StudySearcher(Searcher):
             requeued.append(tid)
 
         def key(c: dict) -> str:
-            return json.dumps({k: v for k, v in c.items() if k != "_proposal"}, sort_keys=True,
-                              default=str)
+            return config_key({k: v for k, v in c.items() if k != "_proposal"})
 
         handed = {key(c) for c in self.configs.values()}
         for tid, t in known.items():

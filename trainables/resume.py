@@ -90,6 +90,24 @@ def resume_point(ckpt):
         return ckpt, []
 
 
+def restore(ckpt, load):
+    """``(state, history)`` of a restored trial: ``load(directory)`` applied to the checkpoint
+    to resume from (``resume_point``), and the results it holds so far. Before returning, reports
+    again what the restored Tune has not received: the results after Tune's checkpoint up to a
+    newer one, or the result saved in a checkpoint ``study resume`` repaired
+    (``study.state.repair_dangling_checkpoints`` marks it with ``REPORT_AGAIN_FILE``)."""
+    from study.core.layout import REPORT_AGAIN_FILE
+
+    ckpt, again = resume_point(ckpt)
+    with ckpt.as_directory() as cd:
+        state = load(Path(cd))
+        if not again and (Path(cd) / REPORT_AGAIN_FILE).exists() and "result" in state:
+            again = [state["result"]]
+        history = read_history(cd)
+    replay(again)
+    return state, history
+
+
 def replay(results: list[dict]) -> None:
     """Report ``results`` again (see the module docstring), each marked ``M.REPLAYED``."""
     from ray import tune

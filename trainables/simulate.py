@@ -44,8 +44,8 @@ import time
 from pathlib import Path
 
 from study.core import metrics as M
-from study.core.layout import REPORT_AGAIN_FILE, write_atomic
-from trainables.resume import read_history, replay, resume_point, write_meta
+from study.core.layout import write_atomic
+from trainables.resume import restore, write_meta
 
 SIMULATION_FILE = "simulation.json"  # in the study directory: durations and the model's version
 MODEL_VERSION = 1
@@ -152,17 +152,9 @@ def simulated_trainable(config: dict, *, spec_dict: dict, sim: dict, sources_dir
             source["shared_by"] = len(set(users.read_text().split()))
     start, wall, history = 0, 0.0, []
     ckpt = tune.get_checkpoint()
-    if ckpt:
-        ckpt, again = resume_point(ckpt)  # a newer checkpoint than the snapshot's (resume.py)
-        with ckpt.as_directory() as cd:
-            st = json.loads((Path(cd) / "state.json").read_text())
-            report_again = (Path(cd) / REPORT_AGAIN_FILE).exists()
-            history = read_history(cd)
+    if ckpt:  # from the newest checkpoint on storage, missed results reported again (resume.py)
+        st, history = restore(ckpt, lambda d: json.loads((d / "state.json").read_text()))
         start, wall = st["epoch"], st["wall_s"]
-        if again:
-            replay(again)
-        elif report_again and "result" in st:  # as the real trainable: an epoch Tune never received
-            tune.report(st["result"])
     epochs = spec.target_epochs
     for epoch in range(start + 1, epochs + 1):
         time.sleep(epoch_s)

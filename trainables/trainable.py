@@ -27,9 +27,9 @@ from trainables import features
 from study.core import identity
 from study.core import metrics as M
 from study.core.spec import load_spec_dict, resolve_stem
-from study.core.layout import REPORT_AGAIN_FILE, write_atomic
+from study.core.layout import write_atomic
 from trainables import remote
-from trainables.resume import read_history, replay, resume_point, write_meta
+from trainables.resume import restore, write_meta
 from trainables.backbones import (build, count_params, freeze, imagenet_state_dict,
                                   load_imagenet)
 from trainables.data import DeviceData, class_subset, stratified_split, subsample
@@ -405,12 +405,9 @@ def transfer_trainable(config: dict, *, spec_dict: dict, data: StudyData, source
 
     history: list[dict] = []  # every result so far, carried in each checkpoint (resume.py)
     ckpt = tune.get_checkpoint()
-    if ckpt:
-        ckpt, again = resume_point(ckpt)  # a newer checkpoint than the snapshot's (resume.py)
-        with ckpt.as_directory() as cd:
-            st = torch.load(Path(cd) / "state.pt", map_location="cpu", weights_only=False)
-            report_again = (Path(cd) / REPORT_AGAIN_FILE).exists()
-            history = read_history(cd)
+    if ckpt:  # from the newest checkpoint on storage, missed results reported again (resume.py)
+        st, history = restore(ckpt, lambda d: torch.load(d / "state.pt", map_location="cpu",
+                                                         weights_only=False))
         load_trainable_state(model, st["model"])
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["schedule"])
@@ -420,13 +417,6 @@ def transfer_trainable(config: dict, *, spec_dict: dict, data: StudyData, source
         if "cuda_rng" in st and device.type == "cuda":
             torch.cuda.set_rng_state(st["cuda_rng"])
         start_epoch, flops, wall = st["epoch"], st["target_flops"], st["wall_s"]
-        if again:  # results Tune's restored snapshot never received: reported, not retrained
-            replay(again)
-        elif report_again and "result" in st:
-            # ``study resume`` repaired this checkpoint with a newer one whose result Tune never
-            # received (study.state.repair_dangling_checkpoints): report that epoch now, so no
-            # epoch is missing from the trial's results.
-            tune.report({**st["result"], M.WORKER_RSS_MIB: worker_rss_mib()})
         if cache.use:  # the features computed before, identically; their FLOPs are counted
             t0 = time.perf_counter()
             features.replay(net, train, val, generator_state=gen_start, epochs=start_epoch,

@@ -78,7 +78,8 @@ def fold(events: list[dict], target_epochs: int, study_running: bool = False) ->
     return trials
 
 
-def _config_key(cfg: dict) -> str:
+def config_key(cfg: dict) -> str:
+    """A configuration's identity as text (key order and value types aside)."""
     return json.dumps(cfg, sort_keys=True, default=str)
 
 
@@ -89,7 +90,7 @@ def recreated(events: list[dict]) -> list[str]:
     order: list[str] = []
     for e in events:
         if e.get("event") == "start" and e.get("trial_id") and e.get("config"):
-            key = _config_key(e["config"])
+            key = config_key(e["config"])
             if last.get(key) not in (None, e["trial_id"]):
                 order.append(last[key])
             last[key] = e["trial_id"]
