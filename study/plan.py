@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 
 from study import policy
-from study.core.design import StudyDesign
+from study.core.design import ROLE_TUNE, StudyDesign
 from study.core.spec import Spec
 
 CIFAR10_TRAIN_PER_CLASS = 5000  # used when no data is given (data.root null: the download)
@@ -117,8 +117,8 @@ def _probe(backbone: str, stem: str, n_classes: int, spec: Spec, min_s: float, d
 
     from trainables.backbones import build, freeze
     from trainables.data import DeviceData
-    from trainables.train import (evaluate, make_optimizer, make_schedule, prepare_model,
-                                  step_flops, train_one_epoch)
+    from trainables.train import (EVAL_BATCH, evaluate, make_optimizer, make_schedule,
+                                  prepare_model, step_flops, train_one_epoch)
 
     model = prepare_model(build(backbone, n_classes, stem), device)
     freeze(model, 0)
@@ -127,8 +127,16 @@ def _probe(backbone: str, stem: str, n_classes: int, spec: Spec, min_s: float, d
     b = spec.batch_size
     rng = np.random.default_rng(0)
     n = b * 4
-    data = DeviceData(rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
-                      rng.integers(0, n_classes, n), (0.5,) * 3, (0.25,) * 3, device)
+
+    def images(k: int) -> DeviceData:
+        return DeviceData(rng.integers(0, 256, (k, size, size, 3), dtype=np.uint8),
+                          rng.integers(0, n_classes, k), (0.5,) * 3, (0.25,) * 3, device)
+
+    data = images(n)
+    # Inference at evaluate's own batch size: on a CPU a batch of 512 runs at ~2/3 of the
+    # FLOP/s of a batch of 128 (its activations leave the caches), and the test pass of
+    # examples/quick.yaml (5000 images) was priced at half its measured time with a 128 probe.
+    evals = images(EVAL_BATCH)
     opt = make_optimizer(model, spec.optimizer, 0.01)
     sched = make_schedule(opt, spec.optimizer, n // b, 1000)
     gen = torch.Generator(device=device)
@@ -143,7 +151,7 @@ def _probe(backbone: str, stem: str, n_classes: int, spec: Spec, min_s: float, d
 
     train = timed(lambda: train_one_epoch(model, data, opt, sched, batch_size=b, generator=gen),
                   n) * fpi
-    infer = timed(lambda: evaluate(model, data), n) * fpe
+    infer = timed(lambda: evaluate(model, evals), EVAL_BATCH) * fpe
     return train, infer
 
 
@@ -292,3 +300,52 @@ def format_plan(spec: Spec, plan: dict) -> str:
               f"with {plan['max_concurrent']} trials at once (training, validation and test "
               f"passes; start-up and scheduling not included)"]
     return "\n".join(lines)
+
+
+def schedule_costs(spec: Spec, sim: dict | None = None) -> dict:
+    """What the study's order of work goes by (``study.space.StudySearcher`` and
+    ``study.sources.SourceModels``): the expected device cost of one complete trial of each
+    cell and of each source model, relative within the study.
+
+        cell cost   = target_epochs x (epoch's training + validation) + test pass
+        source cost = its training, validation and test passes (``make_plan``'s source seconds)
+
+    A rehearsal's own simulated seconds (``sim``, ``study.rehearsal.build_simulation``), else
+    ``make_plan`` at 1 FLOP/s (FLOPs: every backbone priced at the same rate, which orders the
+    work without a probe; about 20 s of FLOP counting on a 2-core CPU for the 112 cells of
+    examples/cifar10.yaml, under 0.2 s for the small examples).
+
+    Returns {"cells": {cell id: cost}, "sources": {job id ("split/backbone/stem/seed"): cost}}."""
+    from trainables.simulate import job_id
+
+    t = spec.target_epochs
+    if sim is not None:
+        return {"cells": {c: t * s + sim["test_s"].get(c, 0.0) for c, s in sim["epoch_s"].items()},
+                "sources": dict(sim["source_s"])}
+    plan = make_plan(spec, flops_per_s=1.0, log=lambda *a: None)
+    return {"cells": {r["cell"]: t * r["epoch_s"] + r["test_s"] for r in plan["cells"]},
+            "sources": {job_id(j["job"]): j["seconds"] for j in plan["source_jobs"]}}
+
+
+def source_order(spec: Spec, jobs: list, costs: dict) -> list:
+    """``jobs`` (source jobs) longest chain first: a job's chain is its own cost plus what must
+    run after it, at least one complete trial of its longest cell for each phase still to come
+    (the tuning seed's model: the cell's tuning, then its confirmation; a confirmation seed's:
+    the confirmation). Critical-path-first list scheduling: the models whose cells would
+    otherwise end the study last start first. Ties keep ``jobs``' order (tuning seed first)."""
+    from study.core.identity import source_job
+    from trainables.simulate import job_id
+
+    design = StudyDesign(spec)
+    longest: dict = {}  # job -> its longest cell's complete-trial cost
+    for c in design.cells:
+        for sd in design.run_seeds():
+            job = source_job(spec, design.config(c, 0.0, sd, ROLE_TUNE))
+            if job is not None:
+                longest[job] = max(longest.get(job, 0.0), costs["cells"].get(c.id, 0.0))
+
+    def chain(job) -> float:
+        phases = 2 if job[3] == design.tune_seed else 1
+        return costs["sources"].get(job_id(job), 0.0) + phases * longest.get(job, 0.0)
+
+    return sorted(jobs, key=lambda j: -chain(j))  # stable: ties keep the given order

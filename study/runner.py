@@ -252,6 +252,7 @@ def _execute(spec: Spec, data, sdir: str, log, callbacks, resume: bool) -> dict:
     from study.progress import Progress
     from study.recorder import Recorder, record_study_end
     from study.scheduler import RungState
+    from study.plan import schedule_costs
     from study.space import StudySearcher, register_ready
     from study.state import StateBackup
     from study.trackers import tracker_callbacks
@@ -270,8 +271,11 @@ def _execute(spec: Spec, data, sdir: str, log, callbacks, resume: bool) -> dict:
         f"{'cell' if design.mode == 'compare' else 'split'}, up to "
         f"{spec.search.max_concurrent} at once; results in {sdir}")
     t0 = time.time()
-    sources = SourceModels(spec, data, sdir, log)  # finished models are kept; failed ones retried
     simulated = getattr(data, "sim", None) is not None
+    # The order of work: longest chains first (source models, then cells; study.plan).
+    costs = schedule_costs(spec, data.sim if simulated else None)
+    # finished models are kept; failed ones retried
+    sources = SourceModels(spec, data, sdir, log, costs=costs)
     trainable = _trainable(spec, data, sdir)
     # The searcher asks the source models before handing out a trial. The hook is driver-side
     # state, not saved with the searcher: registered here for a new and a restored searcher alike.
@@ -292,7 +296,8 @@ def _execute(spec: Spec, data, sdir: str, log, callbacks, resume: bool) -> dict:
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=StudySearcher(spec.to_dict()), scheduler=scheduler,
+                search_alg=StudySearcher(spec.to_dict(), costs=costs["cells"]),
+                scheduler=scheduler,
                 num_samples=counts["total_max"], max_concurrent_trials=spec.search.max_concurrent,
                 time_budget_s=spec.time_budget_s, reuse_actors=True,
                 trial_dirname_creator=trial_dirname),

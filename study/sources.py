@@ -31,8 +31,10 @@ class SourceModels:
     device while a source model it needs is trained, and the Tune start-up and first trials
     overlap the source training.
 
-    Every model a trial may need is submitted at the start, the tuning seed's first (Ray runs
-    them roughly in submission order), up to racing's ceiling. Not later, when a seed is first
+    Every model a trial may need is submitted at the start (Ray runs them roughly in submission
+    order), up to racing's ceiling: with ``costs`` (``study.plan.schedule_costs``) the longest
+    chains first (a model and the cells' trials that wait for it, ``study.plan.source_order``),
+    else the tuning seed's first. Not later, when a seed is first
     needed: Tune keeps its reused trial actors (and their CPUs/GPUs) while it waits for the
     searcher, so a task submitted mid-study may get no slot until Tune gives up waiting
     (measured: a 607 s stall of a tiny study, ``tests/test_racing_study.py``, and the same in
@@ -45,7 +47,7 @@ class SourceModels:
 
     POLL_S = 0.2  # at most one ray.wait per this many seconds from ``ready`` (Tune calls often)
 
-    def __init__(self, spec: Spec, data, sdir: str, log=print):
+    def __init__(self, spec: Spec, data, sdir: str, log=print, costs: dict | None = None):
         import ray
 
         if getattr(data, "sim", None) is not None:  # a rehearsal: simulated source models
@@ -55,6 +57,9 @@ class SourceModels:
 
         self.spec, self.log = spec, log
         self.jobs = StudyDesign(spec).source_jobs()  # every model a trial may need
+        if costs:  # longest chain first (study.plan.schedule_costs / source_order)
+            from study.plan import source_order
+            self.jobs = source_order(spec, self.jobs, costs)
         self.submitted: set = set()
         self.results: dict[tuple, dict] = {}  # job -> the task's status dict
         self.pending: dict = {}  # ObjectRef -> job
@@ -67,8 +72,9 @@ class SourceModels:
         self._data, self._args = data, None
         self._dirs = (str(sources_dir(spec, sdir)), f"{sdir}/{SOURCES_DIR}" if is_uri(sdir) else None)
         if self.jobs:
-            log(f"source models: {len(self.jobs)} (split x backbone x seed, the tuning seed's "
-                f"first), each a Ray task with {spec.resources.cpus:g} CPU"
+            first = "the longest chains" if costs else "the tuning seed's"
+            log(f"source models: {len(self.jobs)} (split x backbone x seed, {first} first), "
+                f"each a Ray task with {spec.resources.cpus:g} CPU"
                 f"{f' + {spec.resources.gpu:g} GPU' if spec.resources.gpu else ''}"
                 f"; trials that need none start meanwhile")
         for job in self.jobs:

@@ -101,11 +101,15 @@ class StudySearcher(Searcher):
     ``ready(config) -> bool`` (the runner passes its source models' check; not saved) may hold
     back a trial whose source model is not trained yet; other trials go first."""
 
-    def __init__(self, spec_dict: dict, ready=None):
+    def __init__(self, spec_dict: dict, ready=None, costs: dict | None = None):
         super().__init__(metric=M.OBJECTIVE, mode=M.MODE)
         spec = load_spec_dict(spec_dict)
         design = StudyDesign(spec)
         self.spec_dict = spec_dict
+        # cell -> expected cost of one complete trial (study.plan.schedule_costs; None: order by
+        # the epochs measured so far). Without a time budget the longest cells go first.
+        self.costs: dict | None = dict(costs) if costs else None
+        self.round_robin = spec.time_budget_s is not None or not self.costs
         self.study_mode = design.mode
         self.target_epochs = design.target_epochs
         self.sizes = dict(design.group_sizes)
@@ -137,6 +141,9 @@ class StudySearcher(Searcher):
         self.configs: dict[str, dict] = {}  # trial -> the config handed out
         self.ended: dict[str, dict] = {}  # group -> {trial: (final val_acc or None, config)}
         self.confirmed: set[str] = set()
+        # group -> its last tuning trial, when the group's confirmation was queued while that
+        # trial still ran (every other one had ended without completing: it is the best)
+        self.awaiting: dict[str, str] = {}
         self.epoch_s: dict[str, float] = {}  # cell -> mean measured epoch_s (tuning order)
         self.epoch_n: dict[str, int] = {}
         # racing (mode compare): per cell, the best config, its runs and the seeds asked for
@@ -242,7 +249,9 @@ class StudySearcher(Searcher):
         for tid in sorted(self.live - set(known)):
             cfg = dict(self.configs.pop(tid))
             self.live.discard(tid)
-            self.group_of.pop(tid, None)
+            g = self.group_of.pop(tid, None)
+            if g is not None and getattr(self, "awaiting", {}).get(g) == tid:
+                del self.awaiting[g]  # racing need not wait for it (its rerun is a new trial)
             if tid in self.proposal_of:
                 self.pending_repeats.insert(0, {**cfg, "_proposal": self.proposal_of.pop(tid)})
             elif cfg.get(M.PHASE) == M.PHASE_CONFIRM:
@@ -286,20 +295,31 @@ class StudySearcher(Searcher):
     def _pick(self, q: list[dict]) -> int | None:
         """Index of the next config of queue ``q`` to hand out (its source model ready).
 
-        The tuning queue (mode compare) goes round by round: cells with the most trials still to
-        hand out first, so every cell gets its k-th trial before any its (k+1)-th. Inside a round,
-        the cells whose trials measured the longest epochs so far go first (longest processing
-        time first; cells not yet measured keep the queue's order ahead of measured ones): a
-        cell's confirmation can only start once all its tuning trials have ended, so its
-        slowest cell started last would leave slots idle at the study's end. Other queues: FIFO."""
+        The study's length is set by its longest chains: a cell's confirmation can start only
+        once all its tuning trials have ended, so a long cell started late leaves slots idle at
+        the study's end. So, with the cells' expected costs (``costs``) and no time budget, the
+        tuning queue (mode compare) goes longest cell first (critical path first: all of a
+        cell's trials together, so its rungs decide and its survivors start early; ties keep the
+        queue's round-robin order), and the confirmation queue longest first.
+
+        With a time budget (or no costs) the tuning queue goes round by round instead, so a
+        budget cuts all cells alike: cells with the most trials still to hand out first, so
+        every cell gets its k-th trial before any its (k+1)-th; inside a round, the cells whose
+        trials measured the longest epochs so far first (cells not yet measured keep the
+        queue's order ahead of measured ones). Other queues: FIFO."""
         idx = [i for i, cfg in enumerate(q) if self._ok(cfg)]
         if not idx:
             return None
+        costs = getattr(self, "costs", None)  # a searcher saved before costs existed has none
+        if costs and q is self.confirm_queue:
+            return max(idx, key=lambda i: (costs.get(q[i].get(M.CELL), 0.0), -i))
         if q is not self.queue or self.study_mode != "compare":
             return idx[0]
         left: dict[str, int] = {}
         for cfg in q:
             left[cfg[M.CELL]] = left.get(cfg[M.CELL], 0) + 1
+        if not getattr(self, "round_robin", True):
+            return max(idx, key=lambda i: (costs.get(q[i][M.CELL], 0.0), left[q[i][M.CELL]], -i))
         return max(idx, key=lambda i: (left[q[i][M.CELL]], self.epoch_s.get(q[i][M.CELL], math.inf), -i))
 
     def _next(self, trial_id: str) -> dict | None:
@@ -334,10 +354,42 @@ class StudySearcher(Searcher):
         return None
 
     def _maybe_confirm(self, g: str) -> None:
+        """Queue group ``g``'s confirmation once its best is known: when every tuning trial has
+        ended, the best completed one; or already when all but one have ended and none of
+        those completed (stopped early or errored): the one still running is then the only
+        possible best, so its confirmation starts beside it instead of after it (on the
+        study's critical path: source model, tuning, confirmation). Its own run joins the
+        cell's seeds when it completes."""
         ended = self.ended.get(g, {})
-        if g in self.confirmed or len(ended) < self.sizes.get(g, 0):
+        awaiting = getattr(self, "awaiting", {})  # a searcher saved before this field: none
+        if g in self.confirmed:
+            tid = awaiting.get(g)
+            if tid is not None and tid in ended:  # the early-confirmed best has ended
+                del awaiting[g]
+                v, cfg = ended[tid]
+                if v is not None and self.study_mode == "compare":
+                    c = cfg[M.CELL]
+                    self.runs.setdefault(c, {})[int(cfg[M.SEED])] = v[1]
+                    self.flops[c] = v[2]
+                if self.study_mode == "compare":
+                    self._race(self.design.cell(g).answer_group)
+            return
+        size = self.sizes.get(g, 0)
+        last = [t for t, grp in self.group_of.items() if grp == g and t in self.live]
+        early = (len(ended) == size - 1 and len(last) == 1 and size > 1
+                 and all(v is None for v, _ in ended.values()))
+        if len(ended) < size and not early:
             return
         self.confirmed.add(g)
+        if early:
+            best = dict(self.configs[last[0]])
+            self.awaiting = {**awaiting, g: last[0]}
+            self._queue_confirm(best, self.design.confirm_seeds)
+            if self.study_mode == "compare":
+                c = best[M.CELL]
+                self.best_cfg[c] = best
+                self.asked.setdefault(c, set()).add(int(best[M.SEED]))
+            return  # racing looks once the best's own run has ended too
         done = [(v, cfg) for v, cfg in ended.values() if v is not None and cfg]
         if done:
             (_, test_acc, flops), best = max(done, key=lambda x: x[0][0])
@@ -379,7 +431,9 @@ class StudySearcher(Searcher):
         from study.core import stats
 
         cells = d.answer_groups[group]
-        if any(c not in self.confirmed or self.open_confirm.get(c, 0) > 0 for c in cells):
+        awaiting = getattr(self, "awaiting", {})
+        if any(c not in self.confirmed or self.open_confirm.get(c, 0) > 0 or c in awaiting
+               for c in cells):
             return
         rows = [{"cell": c, "depth": d.cell(c).depth, "flops": self.flops.get(c),
                  "accs": {s: a for s, a in self.runs.get(c, {}).items() if a is not None}}

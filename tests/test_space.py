@@ -175,6 +175,71 @@ def test_searcher_goes_round_by_round_slowest_measured_cells_first():
     assert s.suggest("c") is None  # confirmations wait for each cell's tuning to end
 
 
+def test_with_costs_the_longest_cells_go_first_and_a_time_budget_keeps_the_rounds():
+    spec = spec_with(backbones={"scratch_cnn": {"depths": [0, 2, 4]}}, inits=["source"],
+                     splits=[SPACE["splits"][0]], search={"trials_per_cell": 2})
+    cells = [c.id for c in StudyDesign(spec).cells]
+    costs = dict(zip(cells, (3.0, 9.0, 1.0)))  # d2 longest, then d0, then d4
+    longest = sorted(cells, key=costs.get, reverse=True)
+    s = StudySearcher(spec.to_dict(), costs=costs)
+    got = [s.suggest(f"a{i}")[M.CELL] for i in range(6)]
+    assert got == [c for c in longest for _ in range(2)]  # all of a cell's trials together
+    for i, c in enumerate(got):  # every tuning trial completes: confirmations, longest first
+        s.on_trial_complete(f"a{i}", {M.EPOCH: 3, M.VAL_ACC: 0.5 + i / 100,
+                                      "config": s.configs[f"a{i}"]})
+    confirm = [s.suggest(f"c{i}")[M.CELL] for i in range(6)]
+    assert confirm == [c for c in longest for _ in range(2)]
+    # the costs travel with the searcher (Tune saves it in every experiment checkpoint)
+    assert pickle.loads(pickle.dumps(s.__getstate__()))["costs"] == costs
+
+    budget = spec_with(backbones={"scratch_cnn": {"depths": [0, 2, 4]}}, inits=["source"],
+                       splits=[SPACE["splits"][0]], search={"trials_per_cell": 2},
+                       time_budget_s=60)
+    s = StudySearcher(budget.to_dict(), costs=costs)
+    assert [s.suggest(f"a{i}")[M.CELL] for i in range(3)] == cells  # round 1, then round 2
+
+
+def test_confirmation_starts_beside_the_last_tuning_trial_once_it_is_the_only_possible_best():
+    spec = spec_with(backbones={"scratch_cnn": {"depths": [0]}}, inits=["source"],
+                     splits=[SPACE["splits"][0]], search={"trials_per_cell": 3},
+                     confirm={"seeds": 2, "max_seeds": 3})
+    s = StudySearcher(spec.to_dict())
+    t = [s.suggest(f"a{i}") for i in range(3)]
+    s.on_trial_complete("a0", {M.EPOCH: 1, M.VAL_ACC: 0.4, "config": t[0]})  # stopped early
+    assert s.suggest("b") is None  # two still run: either may be the best
+    s.on_trial_complete("a1", {M.EPOCH: 1, M.VAL_ACC: 0.3, "config": t[1]})  # stopped early
+    confirm = [s.suggest(f"c{i}") for i in range(2)]  # a2 still runs: the only possible best
+    assert [c[M.PHASE] for c in confirm] == [M.PHASE_CONFIRM] * 2
+    assert {c[M.LR] for c in confirm} == {t[2][M.LR]}
+    for i, c in enumerate(confirm):
+        s.on_trial_complete(f"c{i}", {M.EPOCH: 3, M.TEST_ACC: 0.6, "config": c})
+    cell = t[2][M.CELL]
+    assert s.runs[cell] == {4: 0.6, 5: 0.6} and s.looks == {}  # racing waits for a2's own run
+    s.on_trial_complete("a2", {M.EPOCH: 3, M.VAL_ACC: 0.7, M.TEST_ACC: 0.65,
+                               M.TARGET_FLOPS: 1e9, "config": t[2]})
+    assert s.runs[cell] == {3: 0.65, 4: 0.6, 5: 0.6} and sum(s.looks.values()) == 1
+
+
+def test_source_models_are_ordered_by_the_chain_waiting_on_them():
+    from study.plan import source_order
+    from trainables.simulate import job_id
+
+    spec = spec_with(backbones={"scratch_cnn": {"depths": [0]}, "resnet18": {"depths": [0]}},
+                     inits=["source"], splits=[SPACE["splits"][0]])
+    design = StudyDesign(spec)
+    jobs = design.source_jobs()  # tuning seed's first, then each confirmation seed's
+    assert [j[3] for j in jobs] == [3, 3, 4, 4, 5, 5]
+    cells = {c.backbone: c.id for c in design.cells}
+    costs = {"cells": {cells["scratch_cnn"]: 1.0, cells["resnet18"]: 10.0},
+             "sources": {job_id(j): (2.0 if j[1] == "resnet18" else 1.0) for j in jobs}}
+    got = [(j[1], j[3]) for j in source_order(spec, jobs, costs)]
+    # resnet18's tuning-seed model waits on 2 x 10 after its 2; its confirmation seeds' on 10;
+    # scratch_cnn's tuning seed: 1 + 2 x 1, confirmation seeds 1 + 1
+    assert got == [("resnet18", 3), ("resnet18", 4), ("resnet18", 5),
+                   ("scratch_cnn", 3), ("scratch_cnn", 4), ("scratch_cnn", 5)]
+    assert sorted(source_order(spec, jobs, costs)) == sorted(jobs)  # the same jobs, reordered
+
+
 def test_mode_best_holds_a_proposal_until_its_source_is_ready_and_every_repeat_seed_is_known():
     from study.core.identity import source_job
 

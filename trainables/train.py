@@ -111,8 +111,11 @@ def train_one_epoch(model, data: DeviceData, optimizer, schedule, *, batch_size:
     return (loss_sum / max(1, n)).item()
 
 
+EVAL_BATCH = 512  # images per inference batch of ``evaluate`` (validation and test passes)
+
+
 @torch.no_grad()
-def evaluate(model, data: DeviceData, *, batch_size: int = 512):
+def evaluate(model, data: DeviceData, *, batch_size: int = EVAL_BATCH):
     """(accuracy, mean loss, predictions) on ``data`` (DeviceData or FeatureData), unaugmented."""
     model.eval()
     device = data.device
