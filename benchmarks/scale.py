@@ -141,14 +141,22 @@ def run_cli(args: list[str], address: str, log_file: Path, kill_when=None) -> di
                          env=dict(ENV, RAY_ADDRESS=address), stdout=open(log_file, "w"),
                          stderr=subprocess.STDOUT)
     killed = None
-    while True:
-        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
-        if pid:
-            break
-        if kill_when is not None and killed is None and kill_when():
-            os.kill(p.pid, signal.SIGKILL)
-            killed = time.time()
-        time.sleep(1)
+    try:
+        while True:
+            pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+            if pid:
+                break
+            if kill_when is not None and killed is None and kill_when():
+                os.kill(p.pid, signal.SIGKILL)
+                killed = time.time()
+            time.sleep(1)
+    except BaseException:  # SIGTERM / Ctrl-C of the benchmark: the driver must not outlive it
+        p.terminate()
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+        raise
     p.returncode = os.waitstatus_to_exitcode(status)
     return {"rc": p.returncode, "wall_s": time.time() - t0, "cpu_s": ru.ru_utime + ru.ru_stime,
             "peak_rss_mib": ru.ru_maxrss / 1024, "killed_at": killed}
