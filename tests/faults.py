@@ -28,6 +28,24 @@ def process_name(pid: int) -> str:
     return Path(f"/proc/{pid}/comm").read_text().strip()
 
 
+def pids_naming(text) -> list[int]:
+    """Live processes (not zombies) whose command line contains ``text`` (a Ray temp or
+    session directory: Ray's processes carry it in theirs), other than this one."""
+    me = os.getpid()
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == me:
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (d / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if str(text) in cmd and state != "Z":
+            out.append(int(d.name))
+    return out
+
+
 def process_tree(pid: int) -> list[int]:
     """pid and all its descendants (from /proc)."""
     children: dict[int, list[int]] = {}

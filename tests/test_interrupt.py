@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from faults import pids_naming
 from test_study_integration import tiny_spec
 from study.core import metrics as M
 from study.core.layout import COMPLETED, INTERRUPTED, RECORD_FILE, STOPPED, SUMMARY_FILE
@@ -63,24 +64,6 @@ def ray_tmp():
         assert not left, f"Ray processes of {d} outlived the test: {left}"
 
 
-def _ray_pids(ray_tmp: Path) -> list[int]:
-    """Processes whose command line names this test's Ray temp directory (Ray's own processes
-    carry their session directory in it), not this one."""
-    me = os.getpid()
-    out = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit() or int(d.name) == me:
-            continue
-        try:
-            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (d / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if str(ray_tmp) in cmd and state != "Z":
-            out.append(int(d.name))
-    return out
-
-
 _WORKER_LINE = re.compile(r"^(\x1b\[[0-9;]*m)?\([\w.:-]+ pid=\d+")
 
 
@@ -93,7 +76,7 @@ def _own(text: str) -> str:
 
 def _wait_gone(ray_tmp: Path, timeout_s: float) -> list[int]:
     deadline = time.time() + timeout_s
-    while (left := _ray_pids(ray_tmp)) and time.time() < deadline:
+    while (left := pids_naming(ray_tmp)) and time.time() < deadline:
         time.sleep(0.5)
     return left
 

@@ -10,21 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from faults import pids_naming
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _procs_with(text: str) -> list[str]:
-    """Command lines of this machine's processes that contain ``text``."""
-    out = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit() and int(p.name) != os.getpid():
-            try:
-                cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if text in cmd:
-                out.append(cmd)
-    return out
 
 
 @pytest.mark.slow
@@ -37,11 +25,11 @@ def test_sigterm_stops_the_cluster_and_the_study_driver(tmp_path):
         [sys.executable, str(REPO / "benchmarks" / "scale.py"), "--spec",
          str(REPO / "examples" / "quick.yaml"), "--nodes", "1", "--gpus-per-node", "2",
          "--slots", "2", "--ideal-s", "120", "--out", str(out)],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        cwd=REPO, env=env, stdout=open(tmp_path / "bench.log", "w"), stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 240
-        while not _procs_with(f"study.cli run {out}"):  # the driver is running the study
-            assert bench.poll() is None, bench.stdout.read()
+        while not pids_naming(f"study.cli run {out}"):  # the driver is running the study
+            assert bench.poll() is None, (tmp_path / "bench.log").read_text()
             assert time.time() < deadline, "the study driver never started"
             time.sleep(1)
         time.sleep(5)
@@ -51,8 +39,8 @@ def test_sigterm_stops_the_cluster_and_the_study_driver(tmp_path):
         if bench.poll() is None:
             bench.kill()
     assert bench.returncode != 0
-    assert _procs_with(str(out)) == []  # the driver is gone
+    assert pids_naming(str(out)) == []  # the driver is gone
     started = [d for d in Path("/tmp").glob("sc-*") if d not in before]
     for d in started:
-        assert _procs_with(str(d)) == []  # the cluster's processes are gone ...
+        assert pids_naming(str(d)) == []  # the cluster's processes are gone ...
     assert started == []  # ... and its temp dir is removed (Cluster.stop)
