@@ -1,85 +1,107 @@
-"""Decisive answers: is a cheaper cell as good as the best one, and how many seeds settle it.
+"""Decisive answers that stay right when the best is unknown.
 
-Pure functions on plain data (dicts of per-seed accuracies), no I/O; numpy and ``scipy.stats``
-only (scipy imported inside the functions that need it). Tested in ``tests/test_stats.py``,
-measured by ``benchmarks/racing.py``.
+Pure functions on plain data (dicts of per-seed accuracies, numpy arrays), no I/O; numpy and
+``scipy.stats`` only (scipy imported inside the functions that need it). Tested in
+``tests/test_stats.py``, measured by ``benchmarks/racing.py``.
 
 Units. Accuracies are fractions in [0, 1]; ``tolerance`` is in the same unit (a caller with a
 tolerance in accuracy points passes ``points / 100``). ``alpha`` is a probability. ``flops`` is the
 compute of one run of a cell, any unit, the same for every cell of a group (lower = cheaper).
 
-Comparison of a candidate cell c with the best cell b (``compare``), per-seed test accuracies
-c_s, b_s keyed by seed s:
+**The question.** A group (the depths of one split x backbone x init) has K cells with true mean
+accuracies mu_1 .. mu_K and an unknown best mu* = max_j mu_j. The Answer is the cheapest depth
+whose accuracy is within ``tolerance`` of mu*. The guarantee (``group_answer``): for every
+configuration of true means, any K, and any racing path,
+
+    P(a depth i is called "within tolerance" although mu_i <= mu* - tolerance) <= alpha,
+
+so a decided Answer is wrong (its depth truly ``tolerance`` or more below the best) with
+probability at most alpha, and so is "the most accurate depth, shown". The test is
+**non-inferiority** against the best (one-sided): "within tolerance" never means "equivalent".
+
+**Pairwise bounds** (``compare``), per-seed test accuracies c_s, b_s keyed by seed s:
 
 * paired t (at least 2 seeds in common, S = the common seeds, n = |S|):
       d_s = c_s - b_s,  diff = sum(d_s) / n,  sd = sqrt(sum((d_s - diff)^2) / (n - 1)),
       se = sd / sqrt(n),  df = n - 1.
-  Seeds only one side has are left out (pairing removes the per-seed effect both cells share:
-  the same seed trains the same source model and draws the same data order).
+  Pairing removes the per-seed effect both cells share (the same seed trains the same source
+  model and draws the same data subset, order and augmentation).
 * Welch (fewer than 2 common seeds, at least 2 runs on each side, all runs):
       diff = mean(c) - mean(b),  se = sqrt(s_c^2/n_c + s_b^2/n_b),
-      df = se^4 / ((s_c^2/n_c)^2/(n_c - 1) + (s_b^2/n_b)^2/(n_b - 1))   (s: sd with ddof=1).
-* none (otherwise): diff = mean(c) - mean(b) when both have runs; no bounds; undecided.
+      df = se^4 / ((s_c^2/n_c)^2/(n_c - 1) + (s_b^2/n_b)^2/(n_b - 1)).
+* none (otherwise): no bounds (lo = -inf, hi = +inf in the group rule).
 
-Bounds: one-sided (1 - alpha) lower and upper confidence bounds of the true difference,
-      lo = diff - t(1 - alpha, df) * se,   hi = diff + t(1 - alpha, df) * se,
-i.e. the two ends of a (1 - 2 alpha) two-sided interval. When se = 0 (every paired difference
-identical, or no spread on either side for Welch) the bounds collapse to diff: identical per-seed
-differences are treated as exact, and the verdict is decided by diff itself.
+  lo = diff - t(1 - a, df) * se,   hi = diff + t(1 - a, df) * se   (one-sided, level a each);
+  se = 0 (identical differences) collapses both to diff. lo(c, b) = -hi(b, c).
 
-Verdicts (non-inferiority, the two one-sided tests of TOST against the margin -tolerance):
-      equivalent  iff  lo > -tolerance   (shown no worse than the best by tolerance or more)
-      worse       iff  hi < -tolerance   (shown worse than the best by more than tolerance)
-      undecided   otherwise (including test "none").
-A candidate with exactly the best's per-seed values (same seeds, same accuracies, e.g. the best
-compared with itself) is "equivalent" with diff = lo = hi = 0 at any tolerance >= 0 and any n.
-Each verdict errs with probability <= alpha when the per-seed differences are normal (paired) or
-the runs are (Welch, approximately): P(equivalent | true diff <= -tolerance) <= alpha and
-P(worse | true diff >= -tolerance) <= alpha.
+**The group rule: multiple comparisons with the best** (Hsu 1984, "Constrained simultaneous
+confidence intervals for multiple comparisons with the best", Ann. Statist. 12; Hsu 1996,
+*Multiple Comparisons*, ch. 4), with Bonferroni in place of Dunnett's constant (unequal,
+paired standard errors) and over racing's looks:
 
-Racing (``next_seeds``): after the first ``seeds`` confirmation seeds every open comparison (one
-that could still change the answer) gets one more seed, up to ``max_seeds`` confirmation seeds
-(``max_seeds + 1`` runs per cell with the tuning run). A cell is compared at most
-``looks(seeds, max_seeds)`` times, so each look uses ``alpha_per_look(alpha, looks)``
-(Bonferroni): the probability that a cell whose true difference is -tolerance or worse is ever
-called equivalent, at whatever look the racing stops, is at most alpha (for a fixed best cell;
-the best is the cell with the highest observed mean, so it is itself an estimate, see
-``benchmarks/racing.py`` for what that selection costs).
+    a = alpha / (looks * (K - 1))      the level of every one-sided pairwise bound
+    B = { j : hi(j, k) > 0 for every k != j }          the depths that could still be the best
+    L_i = min over j in B, j != i of lo(i, j)          lower bound of mu_i - mu*
+    U_i = max over j in B, j != i of hi(i, j)          upper bound of mu_i - mu* (i not in B)
+
+    i is "within tolerance"  iff  L_i > -tolerance
+    i is "the best, shown"   iff  B = {i}
+    i is "worse"             iff  i not in B and U_i < -tolerance
+
+Why it holds. Let j* be the true best and E the event that lo(i, j*) < mu_i - mu_j* for every
+i != j* (K - 1 one-sided bounds at level a each: P(not E) <= (K - 1) a per look, <= alpha over
+all looks, whatever stops the racing). On E, hi(j*, i) = -lo(i, j*) > mu_j* - mu_i >= 0 for
+every i, so j* is in B; hence for i != j*, L_i <= lo(i, j*) < mu_i - mu*, and "within
+tolerance" is never said of a depth tolerance or more below the best; B = {i} only if i = j*.
+This is the intersection-union form of Hsu's MCB: a depth is within the tolerance of the best
+only if it is shown within the tolerance of *every* depth that could be the best, which is why a
+cheap depth that overtakes by noise is not accepted on its lead alone. "Worse" rests on the
+mirror event F (hi(i, j*) > mu_i - mu_j* for i != j*, also at most alpha), so the exclusions
+are family-wise valid at alpha too; all verdicts of a group together at 2 alpha. The guarantee
+is per group: a study answering G groups may err in up to G alpha of them in expectation.
+
+**Answer.** The cheapest depth within tolerance (the best, shown, is within tolerance); none
+when no depth is. **Decided** when there is an answer and every cheaper depth is "worse".
+**Racing** (``next_seeds``): while undecided, one more paired seed to every depth that can
+change the answer: the possible bests B (the comparators, the current answer among them when
+it leads) and every depth not shown worse that is cheaper than the answer (all such depths
+when there is no answer yet), up to the ceiling. Stopping is free: the guarantee holds at
+every look.
 """
 from __future__ import annotations
 
 import functools
 import math
 from dataclasses import dataclass, fields
-from statistics import NormalDist
 from typing import Mapping, Optional
+
+import numpy as np
 
 PAIRED = "paired t"
 WELCH = "welch"
 NONE = "none"
-EQUIVALENT = "equivalent"
-WORSE = "worse"
+# pairwise verdicts (``compare``): non-inferiority of a candidate against a reference
+NONINFERIOR = "non-inferior"   # lo > -tolerance
+INFERIOR = "inferior"          # hi < -tolerance
 UNDECIDED = "undecided"
-
-_MAX_SEEDS_TO_DECIDE = 10 ** 9  # beyond this ``seeds_to_decide`` is None (the gap is ~0)
+# group verdicts (``group_answer``): a depth against the unknown best
+SHOWN_BEST = "best, shown"     # the only depth that could be the best
+WITHIN = "within tolerance"    # shown within tolerance of every depth that could be the best
+WORSE = "worse"                # shown more than tolerance below the best
+VERDICTS = (SHOWN_BEST, WITHIN, UNDECIDED, WORSE)
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """A candidate cell against the best cell (``compare``); ``asdict`` gives plain JSON (no NaN:
-    unknown values are None).
+    """A candidate cell against a reference cell (``compare``); ``to_dict`` gives plain JSON
+    (no NaN: unknown values are None).
 
-    diff: mean difference candidate - best (accuracy fraction; paired: over the common seeds).
-    lo, hi: one-sided (1 - alpha) lower / upper confidence bounds of the difference (None for
-        test "none").
+    diff: mean difference candidate - reference (accuracy fraction; paired: over common seeds).
+    lo, hi: one-sided (1 - alpha) lower / upper bounds of the difference (None for "none").
     se: standard error of diff (None for "none"); df: degrees of freedom of the t quantile.
-    n_candidate, n_best: runs with a value on each side; n_pairs: seeds both have (the paired
-        test uses these; 0 or 1 means it could not be made).
+    n_candidate, n_best: runs on each side; n_pairs: seeds both have.
     test: "paired t", "welch" or "none".
-    verdict: "equivalent" (lo > -tolerance), "worse" (hi < -tolerance) or "undecided".
-    seeds_to_decide: undecided only: about how many runs per cell in total would decide it if
-        diff and the spread stayed as observed; None when decided, when the spread is unknown
-        (test "none") or zero, or when diff is exactly at the margin -tolerance.
+    verdict: "non-inferior" (lo > -tolerance), "inferior" (hi < -tolerance) or "undecided".
     tolerance, alpha: what it was decided with."""
     diff: Optional[float]
     lo: Optional[float]
@@ -91,12 +113,10 @@ class Comparison:
     n_pairs: int
     test: str
     verdict: str
-    seeds_to_decide: Optional[int]
     tolerance: float
     alpha: float
 
     def to_dict(self) -> dict:
-        """The same as ``dataclasses.asdict`` (every field is a plain scalar), faster."""
         return {f: getattr(self, f) for f in _FIELDS}
 
 
@@ -157,86 +177,20 @@ def _verdict(lo: Optional[float], hi: Optional[float], tolerance: float) -> str:
     if lo is None or hi is None:
         return UNDECIDED
     if lo > -tolerance:
-        return EQUIVALENT
+        return NONINFERIOR
     if hi < -tolerance:
-        return WORSE
+        return INFERIOR
     return UNDECIDED
-
-
-_TABLE_N = 4096  # runs per cell covered by the precomputed quantile table of ``seeds_needed``
-
-
-@functools.lru_cache(maxsize=64)
-def _shrink_table(alpha: float):
-    """g[i] = t(1 - alpha, n - 1) / sqrt(n) for n = i + 2 (n = 2 .. _TABLE_N + 1), decreasing."""
-    import numpy as np
-    from scipy import stats
-
-    n = np.arange(2, _TABLE_N + 2)
-    return stats.t.ppf(1 - alpha, n - 1) / np.sqrt(n)
-
-
-def seeds_needed(sd: float, gap: float, alpha: float, at_least: int = 2) -> Optional[int]:
-    """Smallest n >= ``at_least`` (and >= 2) with t(1 - alpha, n - 1) * sd / sqrt(n) < gap: the
-    runs per cell after which a one-sided (1 - alpha) bound lies within ``gap`` of the mean
-    (``sd``: per-pair sd of the difference; ``gap`` = |diff + tolerance|, both accuracy
-    fractions). None when sd or gap is not a positive finite number, or n would exceed 1e9.
-    The left side decreases in n: a lookup in a table of exact quantiles up to n = 4097, then
-    an exponential and binary search with t(1 - alpha, v) = z + (z^3 + z) / (4 v) +
-    (5 z^5 + 16 z^3 + 3 z) / (96 v^2), z the normal quantile, v = n - 1."""
-    if not (math.isfinite(sd) and math.isfinite(gap)) or sd <= 0 or gap <= 0:
-        return None
-    import numpy as np
-
-    at_least = max(2, int(at_least))
-    g = _shrink_table(float(alpha))
-    i = int(np.searchsorted(-g, -gap / sd, side="right"))  # first index with g < gap / sd
-    if i < len(g):
-        return max(i + 2, at_least)
-
-    z = NormalDist().inv_cdf(1 - alpha)
-
-    def ok(n: int) -> bool:  # n > 4097: t from its Cornish-Fisher expansion (error < 1e-10)
-        v = n - 1
-        t = z + (z ** 3 + z) / (4 * v) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * v * v)
-        return t * sd / math.sqrt(n) < gap
-
-    # t(1-alpha, n-1) > z(1-alpha), so no n <= (z sd / gap)^2 can satisfy it: start above
-    floor_n = (z * sd / gap) ** 2
-    if floor_n >= _MAX_SEEDS_TO_DECIDE:
-        return None
-    lo = max(len(g) + 1, at_least, int(floor_n) + 1)
-    if ok(lo):
-        return lo
-    hi = lo * 2
-    while not ok(hi):
-        lo, hi = hi, hi * 2
-        if lo > _MAX_SEEDS_TO_DECIDE:
-            return None
-    while hi - lo > 1:  # ok(hi), not ok(lo)
-        mid = (lo + hi) // 2
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi if hi <= _MAX_SEEDS_TO_DECIDE else None
 
 
 # ----------------------------------------------------------------------------- comparison
 
 def compare(candidate: Mapping, best: Mapping, tolerance: float, alpha: float) -> Comparison:
-    """Compare a candidate cell with the best cell (see the module docstring for the formulas).
+    """One candidate cell against one reference cell (formulas in the module docstring).
 
     ``candidate``, ``best``: seed -> test accuracy (fraction); non-finite values are dropped.
-    ``tolerance``: the margin, accuracy fraction (>= 0); ``alpha``: error rate of each one-sided
-    bound, in (0, 0.5). Paired t on the common seeds when there are >= 2, else Welch when both
-    sides have >= 2 runs, else "none" (undecided). Zero spread: bounds = diff (treated as exact).
-
-    ``seeds_to_decide`` (undecided only): with gap = |diff + tolerance| (how far the mean is from
-    the margin; the bound that must cross it is lo when diff > -tolerance, hi otherwise, and
-    both move by t * se), the smallest n with t(1 - alpha, n - 1) * sd / sqrt(n) < gap, where
-    sd is the observed per-pair sd of the differences (paired) or sqrt(s_c^2 + s_b^2) (Welch,
-    equal runs per cell, df n - 1: slightly conservative); at least one more run than now."""
+    ``alpha``: the level of each one-sided bound, in (0, 0.5). Paired t on the common seeds when
+    there are >= 2, else Welch when both sides have >= 2 runs, else "none" (undecided)."""
     _check(tolerance, alpha)
     return _compare(_values(candidate), _values(best), float(tolerance), float(alpha))
 
@@ -256,17 +210,14 @@ def _compare(c: dict, b: dict, tolerance: float, alpha: float) -> Comparison:
     base = dict(n_candidate=nc, n_best=nb, n_pairs=npairs, tolerance=float(tolerance),
                 alpha=float(alpha))
 
-    if nc and c == b:  # the same runs (e.g. the best with itself): exactly no difference
+    if nc and c == b:  # the same runs (a cell with itself): exactly no difference
         return Comparison(diff=0.0, lo=0.0, hi=0.0, se=0.0,
                           df=float(npairs - 1) if npairs >= 2 else None,
-                          test=PAIRED if npairs >= 2 else NONE, verdict=EQUIVALENT,
-                          seeds_to_decide=None, **base)
+                          test=PAIRED if npairs >= 2 else NONE, verdict=NONINFERIOR, **base)
 
     if npairs >= 2:
-        d = [c[s] - b[s] for s in common]
-        diff, sd = _mean_sd(d)
+        diff, sd = _mean_sd([c[s] - b[s] for s in common])
         se, df, test = sd / math.sqrt(npairs), float(npairs - 1), PAIRED
-        spread, n_now = sd, npairs
     elif nc >= 2 and nb >= 2:
         mc, sc = _mean_sd(list(c.values()))
         mb, sb = _mean_sd(list(b.values()))
@@ -275,30 +226,25 @@ def _compare(c: dict, b: dict, tolerance: float, alpha: float) -> Comparison:
         se, test = math.sqrt(vc + vb), WELCH
         df = (float((vc + vb) ** 2 / (vc ** 2 / (nc - 1) + vb ** 2 / (nb - 1)))
               if se > 0 else None)
-        spread, n_now = math.sqrt(sc ** 2 + sb ** 2), max(nc, nb)
     else:
         diff = (math.fsum(c.values()) / nc - math.fsum(b.values()) / nb) if nc and nb else None
         return Comparison(diff=diff, lo=None, hi=None, se=None, df=None, test=NONE,
-                          verdict=UNDECIDED, seeds_to_decide=None, **base)
+                          verdict=UNDECIDED, **base)
 
     if se == 0:
         lo = hi = diff
     else:
         half = t_quantile(1 - alpha, df) * se
         lo, hi = diff - half, diff + half
-    verdict = _verdict(lo, hi, tolerance)
-    need = None
-    if verdict == UNDECIDED:
-        need = seeds_needed(spread, abs(diff + tolerance), alpha, at_least=n_now + 1)
     return Comparison(diff=float(diff), lo=float(lo), hi=float(hi), se=float(se), df=df,
-                      test=test, verdict=verdict, seeds_to_decide=need, **base)
+                      test=test, verdict=_verdict(lo, hi, tolerance), **base)
 
 
-# ----------------------------------------------------------------------------- racing looks
+# ----------------------------------------------------------------------------- levels
 
 def looks(seeds: int, max_seeds: int) -> int:
-    """How often a comparison can be looked at while racing: once after the first ``seeds``
-    confirmation seeds, then once per added seed up to ``max_seeds``: max_seeds - seeds + 1."""
+    """How often a group is looked at while racing: once after the first ``seeds`` confirmation
+    seeds, then once per added seed up to ``max_seeds``: max_seeds - seeds + 1."""
     if int(seeds) != seeds or int(max_seeds) != max_seeds or seeds < 0 or max_seeds < seeds:
         raise ValueError(f"need integers 0 <= seeds <= max_seeds, got seeds={seeds!r}, "
                          f"max_seeds={max_seeds!r}")
@@ -306,9 +252,8 @@ def looks(seeds: int, max_seeds: int) -> int:
 
 
 def alpha_per_look(alpha: float, looks: int) -> float:
-    """alpha / looks (Bonferroni over the racing looks): a cell is called equivalent at some look
-    with probability <= sum over looks of alpha / looks = alpha, whatever rule stops the
-    racing, so the overall false-equivalence rate stays <= alpha."""
+    """alpha / looks (Bonferroni over the racing looks): the group's guarantee fails at some
+    look with probability <= sum over looks of alpha / looks = alpha, whatever stops the racing."""
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
     if int(looks) != looks or looks < 1:
@@ -316,7 +261,57 @@ def alpha_per_look(alpha: float, looks: int) -> float:
     return alpha / int(looks)
 
 
-# ----------------------------------------------------------------------------- group answer
+def alpha_per_bound(alpha: float, cells: int, looks: int = 1) -> float:
+    """The level of each one-sided pairwise bound of a group of ``cells`` compared depths:
+    alpha / (looks * (cells - 1)) (Bonferroni over the K - 1 comparisons with the unknown best
+    and over the looks); alpha / looks for a single cell (nothing to compare)."""
+    return alpha_per_look(alpha, looks) / max(1, int(cells) - 1)
+
+
+# ----------------------------------------------------------------------------- the group rule
+
+def mcb(mean, lo, hi, ran, cheaper, tolerance: float) -> dict:
+    """The group rule of the module docstring on arrays, for G groups of K cells at once
+    (``group_answer`` calls it with G = 1; ``simulate_racing`` with thousands).
+
+    mean: (G, K) mean accuracy (any value where not ``ran``); lo, hi: (G, K, K) pairwise bounds
+    of mu_i - mu_j at the per-bound level (-inf / +inf where unknown; the diagonal is ignored);
+    ran: (G, K) bool, the cells compared (a cell without runs takes no part); cheaper: (K, K)
+    or (G, K, K) bool, cheaper[i, j] = cell i costs less than cell j (a strict order).
+
+    Returns (G, K) bool arrays ``possible_best``, ``within``, ``shown_best``, ``worse``,
+    ``live`` (gets a seed when racing), (G, K) floats ``lower`` (L_i) and ``upper`` (U_i),
+    (G,) int ``answer`` (cell index, -1 for none) and (G,) bool ``decided``."""
+    mean = np.asarray(mean, float)
+    G, K = mean.shape
+    ran = np.asarray(ran, bool)
+    lo = np.asarray(lo, float)
+    hi = np.asarray(hi, float)
+    cheaper = np.broadcast_to(np.asarray(cheaper, bool), (G, K, K))
+    other = ~np.eye(K, dtype=bool)[None] & ran[:, None, :] & ran[:, :, None]  # pairs compared
+    # B: no compared k is shown better than j (hi(j, k) > 0 for all k != j)
+    B = ran & np.all(np.where(other, hi > 0, True), axis=2)
+    # B cannot be empty on the event the guarantee rests on; if it is, every cell stays a rival
+    B = np.where(B.any(axis=1, keepdims=True), B, ran)
+    rival = other & B[:, None, :]  # rival[g, i, j]: j could be the best and j != i
+    lower = np.where(rival, lo, np.inf).min(axis=2)
+    upper = np.where(rival, hi, -np.inf).max(axis=2)
+    within = ran & (lower > -tolerance)
+    shown_best = B & (B.sum(axis=1, keepdims=True) == 1)
+    worse = ran & ~B & (upper < -tolerance)
+    # the answer: the cheapest cell within tolerance (cheaper is a strict order)
+    beats = np.where(within[:, None, :], cheaper.transpose(0, 2, 1), False)  # j within, j < i
+    is_answer = within & ~beats.any(axis=2)
+    has = is_answer.any(axis=1)
+    answer = np.where(has, is_answer.argmax(axis=1), -1)
+    # cells cheaper than the answer (every compared cell when there is none)
+    idx = np.clip(answer, 0, K - 1)
+    below = np.where(has[:, None], cheaper[np.arange(G), :, idx], True) & ran
+    decided = has & ~np.any(below & ~worse, axis=1)
+    live = ~decided[:, None] & ran & (B | (below & ~worse))
+    return dict(possible_best=B, lower=lower, upper=upper, within=within,
+                shown_best=shown_best, worse=worse, answer=answer, decided=decided, live=live)
+
 
 def _flops(x) -> float:
     try:
@@ -345,77 +340,96 @@ def _cheapness(p: dict) -> tuple:
     return p["_flops"], -p["mean"], p["cell"]
 
 
-def group_answer(cells: list, tolerance: float, alpha: float, *,
-                 check_best: bool = False) -> dict:
-    """The answer for one group of comparable cells (e.g. the depths of one split x backbone x
-    init).
+def group_answer(cells: list, tolerance: float, alpha: float, *, looks: int = 1) -> dict:
+    """The Answer for one group of comparable cells (the depths of one split x backbone x init),
+    by the rule of the module docstring.
 
     ``cells``: dicts with ``cell`` (id), ``depth``, ``flops`` (compute of one run; lower =
-    cheaper; missing / non-finite = never cheaper) and ``accs`` (seed -> test accuracy).
-    ``tolerance`` (accuracy fraction) and ``alpha`` go to ``compare``.
+    cheaper; missing / non-finite = never cheaper) and ``accs`` (seed -> test accuracy of a run
+    that took no part in choosing the cell's configuration). ``tolerance``: accuracy fraction;
+    ``alpha``: the group's error rate; ``looks``: how often racing looks at the group (the
+    level of each bound is ``alpha_per_bound(alpha, K, looks)``, K the cells with runs).
 
-    * best: the cell with the highest mean accuracy over its runs (ties: cheaper, then id).
-    * every cell is compared with the best (``compare(cell, best)``; the best with itself is
-      "equivalent", diff 0).
-    * answer: the cheapest cell shown equivalent, the best itself included (so never None when
-      a cell has runs); cheapest_equivalent: the cheapest equivalent cell other than the best,
-      or None. Ties in flops: the higher mean.
-    * open: the undecided cells cheaper than the answer (each could still become the answer),
-      cheapest first; decided: no open cell.
-    * check_best (off by default): the best is picked by its observed mean, so a cheap cell
-      that is truly worse by the tolerance or more is the best, hence the answer, untested,
-      whenever noise lifts its mean above the others' (``benchmarks/racing.py``: in ~15 % of
-      pairs at sd 0.02). With ``check_best`` and the answer being the best, every dearer cell
-      c is also compared the other way round, ``compare(best, c)`` (reported as
-      ``best_check``); c is open (after the cheaper ones) until the best is shown equivalent
-      to it, i.e. until the best is shown no worse than c by the tolerance.
-    * compute_saved: 1 - flops(answer) / flops(best) (0 when the answer is the best; None when a
-      flops value is unknown or the best's is <= 0).
-
-    Returns a JSON-friendly dict: best, answer, cheapest_equivalent, comparisons (cell id ->
-    ``Comparison`` fields + cell, depth, flops, n (runs), mean, role "best"/"candidate"),
-    best_check (the verdict of compare(best, cell) with ``check_best``, else None), decided,
-    open, compute_saved, no_runs (cells without a run: not compared, never open, they have no
-    configuration to race), tolerance, alpha, check_best."""
+    Returns a JSON-friendly dict:
+      leader: the cell with the highest mean (an observation, not a verdict);
+      best: the cell shown to be the best (None unless the group shows it);
+      possible_best: the cells that could still be the best, cheapest first;
+      answer: the cheapest cell within tolerance (None: no cell is shown within tolerance);
+      decided: there is an answer and every cheaper cell is shown worse;
+      open: the cells racing gives seeds to (they can still change the answer), cheapest first;
+      comparisons: cell id -> cell, depth, flops, n, mean, verdict (``VERDICTS``), rival (the
+        possible best with the highest mean other than the cell), diff (paired mean difference
+        from the rival), lo (L_i), hi (U_i), test / n_pairs / df (of the rival comparison),
+        possible_best, answer;
+      compute_saved: 1 - flops(answer) / flops(leader) (None without an answer or flops);
+      no_runs: cells without a run (not compared, never open); cells: K;
+      tolerance, alpha, looks, alpha_bound (the level of each one-sided bound)."""
     _check(tolerance, alpha)
     prepared = _prepare(cells)
     ran = [p for p in prepared if p["n"]]
     no_runs = [p["cell"] for p in prepared if not p["n"]]
-    out = dict(best=None, answer=None, cheapest_equivalent=None, comparisons={}, decided=False,
-               open=[], compute_saved=None, no_runs=no_runs, tolerance=float(tolerance),
-               alpha=float(alpha), check_best=bool(check_best))
+    K = len(ran)
+    a = alpha_per_bound(alpha, K, looks) if K else alpha
+    out = dict(leader=None, best=None, possible_best=[], answer=None, decided=False, open=[],
+               comparisons={}, compute_saved=None, no_runs=no_runs, cells=K,
+               tolerance=float(tolerance), alpha=float(alpha), looks=int(looks), alpha_bound=a)
     if not ran:
         return out
-    best = min(ran, key=lambda p: (-p["mean"], p["_flops"], p["cell"]))
-    verdicts = {}
-    for p in ran:
-        comp = _compare(p["accs"], best["accs"], float(tolerance), float(alpha))
-        verdicts[p["cell"]] = comp.verdict
-        out["comparisons"][p["cell"]] = dict(
-            cell=p["cell"], depth=p["depth"], flops=p["flops"], n=p["n"], mean=p["mean"],
-            role="best" if p is best else "candidate", **comp.to_dict(), best_check=None)
-    equivalent = [p for p in ran if p is not best and verdicts[p["cell"]] == EQUIVALENT]
-    answer = min([best] + equivalent, key=_cheapness)
-    cheapest = min(equivalent, key=_cheapness) if equivalent else None
-    open_ = sorted((p for p in ran if p is not best and verdicts[p["cell"]] == UNDECIDED
-                    and p["_flops"] < answer["_flops"]), key=_cheapness)
-    if check_best and answer is best:
-        unproven = []
-        for p in ran:
-            if p is best or not p["_flops"] > best["_flops"]:
-                continue
-            rev = _compare(best["accs"], p["accs"], float(tolerance), float(alpha)).verdict
-            out["comparisons"][p["cell"]]["best_check"] = rev
-            if rev != EQUIVALENT:
-                unproven.append(p)
-        open_ += sorted(unproven, key=_cheapness)
+    tol = float(tolerance)
+    ran.sort(key=_cheapness)  # index order = cheapness order, so cheaper[i, j] = i < j
+    lo = np.full((1, K, K), -np.inf)
+    hi = np.full((1, K, K), np.inf)
+    comps = {}
+    for i in range(K):
+        for j in range(i + 1, K):
+            c = _compare(ran[i]["accs"], ran[j]["accs"], tol, a)
+            comps[i, j] = c
+            if c.lo is not None:
+                lo[0, i, j], hi[0, i, j] = c.lo, c.hi
+                lo[0, j, i], hi[0, j, i] = -c.hi, -c.lo
+    mean = np.array([[p["mean"] for p in ran]])
+    cheaper = np.triu(np.ones((K, K), bool), 1)
+    r = mcb(mean, lo, hi, np.ones((1, K), bool), cheaper, tol)
+    B = r["possible_best"][0]
+    leader = max(range(K), key=lambda i: (ran[i]["mean"], -i))
+    for i, p in enumerate(ran):
+        verdict = (SHOWN_BEST if r["shown_best"][0, i] else WITHIN if r["within"][0, i]
+                   else WORSE if r["worse"][0, i] else UNDECIDED)
+        rivals = [j for j in range(K) if j != i and B[j]] or [j for j in range(K) if j != i]
+        riv = max(rivals, key=lambda j: (ran[j]["mean"], -j)) if rivals else None
+        entry = dict(cell=p["cell"], depth=p["depth"], flops=p["flops"], n=p["n"], mean=p["mean"],
+                     verdict=verdict, possible_best=bool(B[i]), answer=False, rival=None,
+                     diff=None, lo=None, hi=None, test=NONE, n_pairs=0, df=None)
+        if riv is not None:
+            c = comps[min(i, riv), max(i, riv)]
+            flip = i > riv  # comps holds (cheaper, dearer): mirror for the dearer one
+            lower, upper = r["lower"][0, i], r["upper"][0, i]
+            if not any(B[j] for j in range(K) if j != i):  # the only possible best: its lead
+                lower = min(lo[0, i, j] for j in range(K) if j != i)  # over every other cell
+                upper = max(hi[0, i, j] for j in range(K) if j != i)
+            entry.update(rival=ran[riv]["cell"], test=c.test, n_pairs=c.n_pairs, df=c.df,
+                         diff=None if c.diff is None else (-c.diff if flip else c.diff),
+                         lo=_finite_or_none(lower), hi=_finite_or_none(upper))
+        entry["answer"] = bool(r["answer"][0] == i)
+        out["comparisons"][p["cell"]] = entry
+    ans = int(r["answer"][0])
     saved = None
-    if math.isfinite(answer["_flops"]) and math.isfinite(best["_flops"]) and best["_flops"] > 0:
-        saved = 1.0 - answer["_flops"] / best["_flops"]
-    out.update(best=best["cell"], answer=answer["cell"],
-               cheapest_equivalent=cheapest["cell"] if cheapest else None,
-               decided=not open_, open=[p["cell"] for p in open_], compute_saved=saved)
+    if ans >= 0:
+        fa, fl = ran[ans]["_flops"], ran[leader]["_flops"]
+        if math.isfinite(fa) and math.isfinite(fl) and fl > 0:
+            saved = 1.0 - fa / fl
+    shown = [ran[i]["cell"] for i in range(K) if r["shown_best"][0, i]]
+    out.update(leader=ran[leader]["cell"], best=shown[0] if shown else None,
+               possible_best=[ran[i]["cell"] for i in range(K) if B[i]],
+               answer=ran[ans]["cell"] if ans >= 0 else None, decided=bool(r["decided"][0]),
+               open=[ran[i]["cell"] for i in range(K) if r["live"][0, i]],
+               compute_saved=saved)
     return out
+
+
+def _finite_or_none(x) -> Optional[float]:
+    x = float(x)
+    return x if math.isfinite(x) else None
 
 
 # ----------------------------------------------------------------------------- racing
@@ -431,95 +445,110 @@ def next_seed(accs: Mapping, start: int = 0) -> int:
     return s
 
 
-def next_seeds(cells: list, tolerance: float, alpha: float, max_seeds: int, *,
-               check_best: bool = False) -> list:
-    """The racing rule: the cells that get one more run now (each with its ``next_seed``, counted
-    from the group's lowest seed), in the order of ``cells``.
-
-    A cell has the tuning run's seed plus its confirmation seeds; the ceiling is ``max_seeds``
-    confirmation seeds, i.e. ``max_seeds + 1`` runs per cell. Every ``open`` cell of
-    ``group_answer(cells, tolerance, alpha)`` below the ceiling gets a seed. Pairing needs the
-    same seeds in both cells, so when the best cell lacks the seed an open cell is about to run,
-    the best gets one too (its own next seed, which is then that seed or an earlier one the
-    open cell already has: either way one more pair); an open cell whose new seed could not be
-    paired because the best is at the ceiling gets none. Empty when the group is decided or
-    every open cell is at the ceiling. ``alpha`` is the per-look level (``alpha_per_look``);
-    ``check_best`` goes to ``group_answer``."""
-    if int(max_seeds) != max_seeds or max_seeds < 0:
-        raise ValueError(f"max_seeds must be an integer >= 0, got {max_seeds!r}")
-    ans = group_answer(cells, tolerance, alpha, check_best=check_best)
-    if ans["best"] is None or ans["decided"]:
+def next_seeds(cells: list, tolerance: float, alpha: float, ceiling: int, *,
+               looks: int = 1) -> list:
+    """The racing rule, one look: the cells that get the group's next seed, in the order of
+    ``cells``: the ``open`` cells of ``group_answer(cells, tolerance, alpha, looks=looks)``.
+    Empty when the group is decided or has reached ``ceiling`` runs per cell (its level, the
+    most runs any cell has: one look per level, so at most ``looks`` looks). The caller gives
+    each chosen cell every seed up to the group's next level it lacks (a cell that was not open
+    for a while catches up, so its comparisons stay paired on all seeds)."""
+    if int(ceiling) != ceiling or ceiling < 0:
+        raise ValueError(f"ceiling must be an integer >= 0, got {ceiling!r}")
+    prepared = _prepare(cells)
+    if not prepared or max(p["n"] for p in prepared) >= int(ceiling):
         return []
-    ceiling = int(max_seeds) + 1
-    prepared = {p["cell"]: p for p in _prepare(cells)}
-    all_seeds = [s for p in prepared.values() for s in p["accs"]]
-    start = min(int(s) for s in all_seeds)
-    best = prepared[ans["best"]]
-    chosen = set()
-    for cid in ans["open"]:
-        p = prepared[cid]
-        if p["n"] >= ceiling:
-            continue
-        s = next_seed(p["accs"], start)
-        if s not in best["accs"]:
-            if best["n"] >= ceiling:
-                continue
-            chosen.add(best["cell"])
-        chosen.add(cid)
-    return [p["cell"] for p in sorted(prepared.values(), key=lambda p: p["_i"])
-            if p["cell"] in chosen]
+    ans = group_answer(cells, tolerance, alpha, looks=looks)
+    if ans["decided"]:
+        return []
+    want = set(ans["open"])
+    return [p["cell"] for p in prepared if p["cell"] in want]
+
+
+# ----------------------------------------------------------------------------- simulation
+
+def _pair_bounds(x, n, a_table):
+    """Paired-t bounds of mu_i - mu_j for every pair, vectorised over groups.
+
+    x: (G, K, N) run values by seed index; n: (G, K) runs per cell (each cell has seeds
+    0 .. n-1, so a pair shares the first min(n_i, n_j)); a_table: t(1 - a, df) for df = 0..N-1
+    (index df). Returns lo, hi of shape (G, K, K) (-inf / +inf where fewer than 2 pairs)."""
+    G, K, N = x.shape
+    lo = np.full((G, K, K), -np.inf)
+    hi = np.full((G, K, K), np.inf)
+    idx = np.arange(N)
+    for i in range(K):
+        for j in range(i + 1, K):
+            m = np.minimum(n[:, i], n[:, j])  # (G,)
+            mask = idx[None, :] < m[:, None]
+            d = np.where(mask, x[:, i, :] - x[:, j, :], 0.0)
+            mm = np.maximum(m, 1)
+            diff = d.sum(axis=1) / mm
+            ss = np.where(mask, (d - diff[:, None]) ** 2, 0.0).sum(axis=1)
+            ok = m >= 2
+            se = np.sqrt(ss / np.maximum(m - 1, 1) / mm)
+            half = a_table[np.clip(m - 1, 0, N - 1)] * se
+            lo[:, i, j] = np.where(ok, diff - half, -np.inf)
+            hi[:, i, j] = np.where(ok, diff + half, np.inf)
+            lo[:, j, i] = -hi[:, i, j]
+            hi[:, j, i] = -lo[:, i, j]
+    return lo, hi
 
 
 def simulate_racing(true_diffs: list, sd: float, seeds: int, max_seeds: int, tolerance: float,
-                    alpha: float, rng, *, sd_seed: Optional[float] = None,
-                    base: float = 0.8, check_best: bool = False) -> dict:
-    """Race one synthetic group; returns what the procedure concluded.
+                    alpha: float, rng, groups: int, *, sd_seed: Optional[float] = None,
+                    base: float = 0.8, race: bool = True) -> dict:
+    """Race ``groups`` synthetic groups at once with the product's rule (``mcb``); returns what
+    the procedure concluded, per group.
 
-    Cells: "ref" (true mean ``base`` = 0.8, flops 1) and "c0", "c1", ... with true means
-    base + true_diffs[i], cheaper in that order (flops 1 - (i + 1) / (k + 1) for k cells: list
-    the diffs from the least to the most frozen depth). Run r of cell j with seed s has test
-    accuracy  mu_j + u_s + e_{j,s},  u_s ~ N(0, sd_seed) shared by every cell run with seed s
-    (common random numbers: the same seed shifts all cells alike; default sd_seed = sd),
-    e_{j,s} ~ N(0, sd) independent (not clipped to [0, 1]: with sd ~0.02 around 0.8 it never
-    leaves it). ``rng``: a ``numpy.random.Generator``.
+    Cells 0 .. K-1 with true means base + true_diffs[j], listed from the dearest depth (index
+    0) to the cheapest (index K-1). The run of cell j with seed s has test accuracy
+    mu_j + u_s + e_{j,s}, u_s ~ N(0, sd_seed) shared by every cell run with seed s (common random
+    numbers; default sd_seed = sd), e_{j,s} ~ N(0, sd) independent. ``rng``: a
+    ``numpy.random.Generator``.
 
-    Every cell starts with seeds 0..seeds (tuning run + ``seeds`` confirmation seeds); then
-    ``next_seeds`` with alpha_per_look(alpha, looks(seeds, max_seeds)) adds runs until it
-    returns nothing (decided, or the open cells at the ceiling max_seeds + 1 runs);
-    ``check_best`` goes to ``next_seeds`` and ``group_answer``.
+    Every cell starts with ``seeds`` runs (the confirmation seeds: the tuning run never
+    measures). ``race``: look after them with the per-bound level
+    alpha_per_bound(alpha, K, looks(seeds, max_seeds)) and give one more run to every live
+    cell below ``max_seeds`` runs, until decided or nothing is live below the ceiling;
+    otherwise a fixed design: every cell ``max_seeds`` runs, one look at alpha / (K - 1).
 
-    Returns: cells (ids), true_diffs ({id: true mean - base}), verdicts ({id: "best" for the
-    final best, else its comparison's verdict}), best, answer, decided, runs ({id: runs}),
-    rounds (racing rounds after the first look), seeds_used (confirmation runs over all cells:
-    sum(runs - 1)), seeds_ceiling (every cell at the ceiling: cells x max_seeds), alpha_look."""
-    k = len(true_diffs)
-    ids = ["ref"] + [f"c{i}" for i in range(k)]
-    mu = [base] + [base + float(d) for d in true_diffs]
-    flops = [1.0] + [1.0 - (i + 1) / (k + 1) for i in range(k)]
+    Returns arrays over groups: answer (cell index, -1: none), decided (bool), wrong (the
+    answer's true mean is ``tolerance`` or more below the true best, decided or not),
+    shown_best_wrong (a cell shown best that is not a true best), runs (G, K), and the
+    per-bound level ``alpha_bound``."""
+    from scipy import stats as sps
+
+    mu = base + np.asarray(true_diffs, float)
+    K = len(mu)
+    G = int(groups)
+    N = int(max_seeds)
     sd_seed = sd if sd_seed is None else sd_seed
-    u = rng.normal(0.0, sd_seed, max_seeds + 1)
-    e = rng.normal(0.0, sd, (k + 1, max_seeds + 1))
-    value = [[float(mu[j] + u[s] + e[j, s]) for s in range(max_seeds + 1)] for j in range(k + 1)]
-    cells = [dict(cell=ids[j], depth=j, flops=flops[j],
-                  accs={s: value[j][s] for s in range(seeds + 1)}) for j in range(k + 1)]
-    index = {cid: j for j, cid in enumerate(ids)}
-    a = alpha_per_look(alpha, looks(seeds, max_seeds))
-    rounds = 0
+    x = (mu[None, :, None] + rng.normal(0.0, sd_seed, (G, 1, N))
+         + rng.normal(0.0, sd, (G, K, N)))
+    nl = looks(seeds, max_seeds) if race else 1
+    a = alpha_per_bound(alpha, K, nl)
+    t_tab = np.concatenate([[np.inf], sps.t.ppf(1 - a, np.arange(1, N))])
+    n = np.full((G, K), int(seeds) if race else N)
+    ran = np.ones((G, K), bool)
+    cheaper = np.tril(np.ones((K, K), bool), -1)  # index K-1 is the cheapest: i > j => i cheaper
+    active = np.ones(G, bool)
     while True:
-        add = next_seeds(cells, tolerance, a, max_seeds, check_best=check_best)
-        if not add:
+        lo, hi = _pair_bounds(x, n, t_tab)
+        means = np.where(np.arange(N)[None, None] < n[:, :, None], x, 0).sum(2) / n
+        r = mcb(means, lo, hi, ran, cheaper, tolerance)
+        if not race:
             break
-        rounds += 1
-        for cid in add:
-            j = index[cid]
-            s = next_seed(cells[j]["accs"], 0)
-            cells[j]["accs"][s] = value[j][s]
-    ans = group_answer(cells, tolerance, a, check_best=check_best)
-    verdicts = {cid: ("best" if cid == ans["best"] else ans["comparisons"][cid]["verdict"])
-                for cid in ids}
-    runs = {c["cell"]: len(c["accs"]) for c in cells}
-    return dict(cells=ids, true_diffs=dict(zip(ids, [0.0] + [float(d) for d in true_diffs])),
-                verdicts=verdicts, best=ans["best"], answer=ans["answer"],
-                decided=ans["decided"], runs=runs, rounds=rounds,
-                seeds_used=sum(n - 1 for n in runs.values()),
-                seeds_ceiling=(k + 1) * int(max_seeds), alpha_look=a)
+        level = n.max(axis=1)  # the group's seeds so far: one look per level
+        add = r["live"] & active[:, None] & (level < N)[:, None]
+        active = add.any(axis=1)
+        if not active.any():
+            break
+        n = np.where(add, (level + 1)[:, None], n)  # a lagging live cell catches up, paired
+    best = mu.max()
+    wrong_cell = mu <= best - tolerance + 1e-12
+    ans = r["answer"]
+    wrong = (ans >= 0) & wrong_cell[np.clip(ans, 0, K - 1)]
+    sb_wrong = (r["shown_best"] & (mu[None, :] < best)).any(axis=1)
+    return dict(answer=ans, decided=r["decided"], wrong=wrong, shown_best_wrong=sb_wrong,
+                runs=n, alpha_bound=a)
