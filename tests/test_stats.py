@@ -111,14 +111,18 @@ def test_bad_arguments():
     with pytest.raises(ValueError):
         S.looks(3, 2)
     with pytest.raises(ValueError):
-        S.alpha_per_look(0.05, 0)
+        S.look_alpha(0.05, 3, 4, 3)
 
 
 def test_looks_and_levels():
     assert S.looks(2, 6) == 5 and S.looks(4, 4) == 1
-    assert S.alpha_per_look(0.05, S.looks(2, 6)) == pytest.approx(0.01)
-    # Bonferroni over the K - 1 comparisons with the unknown best and over the looks
-    assert S.alpha_per_bound(0.05, 4, 5) == pytest.approx(0.05 / 15)
+    # alpha spent over the looks in proportion to n^2: 4 + 9 + 16 + 25 + 36 = 90
+    shares = [S.look_alpha(0.05, n, 2, 6) for n in range(2, 7)]
+    assert shares[0] == pytest.approx(0.05 * 4 / 90) and shares[-1] == pytest.approx(0.05 * 36 / 90)
+    assert sum(shares) == pytest.approx(0.05)
+    assert S.look_alpha(0.05, 9, 2, 6) == shares[-1] and S.look_alpha(0.05, 4, 4, 4) == 0.05
+    # Bonferroni over the K - 1 comparisons with the unknown best
+    assert S.alpha_per_bound(0.05, 4) == pytest.approx(0.05 / 3)
     assert S.alpha_per_bound(0.05, 2) == 0.05 and S.alpha_per_bound(0.05, 1) == 0.05
 
 
@@ -161,7 +165,7 @@ def test_a_cheap_depth_that_overtakes_by_noise_is_not_decided_on_its_lead():
     v = a["comparisons"]
     assert v["d3"]["verdict"] == v["d0"]["verdict"] == S.UNDECIDED
     assert v["d3"]["lo"] == pytest.approx(lo) and v["d0"]["lo"] == pytest.approx(-hi)
-    assert S.next_seeds([dear, noisy], TOL, ALPHA, ceiling=6) == ["d0", "d3"]
+    assert S.next_seeds([dear, noisy], TOL, ALPHA, 2, 6) == ["d0", "d3"]
     # the same lead with a tight spread is shown: d3 is the best, and the decided answer
     tight = _cell("d3", 3, 4.0, [0.006, 0.007, 0.005, 0.006])
     t = S.group_answer([dear, tight], TOL, ALPHA)
@@ -201,8 +205,9 @@ def test_group_rule_by_hand_multiple_comparisons_with_the_best():
     c = S.group_answer(_group(d2=(0.0, -0.001, -0.001, 0.0)), TOL, ALPHA)
     assert c["answer"] == "d2" and c["decided"] and c["compute_saved"] == pytest.approx(0.4)
     # looks tighten every bound
-    d = S.group_answer(_group(d2=(-0.03, -0.032, -0.029, -0.031)), TOL, ALPHA, looks=5)
-    assert d["alpha_bound"] == pytest.approx(ALPHA / 15)
+    d = S.group_answer(_group(d2=(-0.03, -0.032, -0.029, -0.031)), TOL, ALPHA, racing=(2, 6))
+    assert d["alpha_look"] == pytest.approx(ALPHA * 16 / 90)  # 4 runs: the third of 5 looks
+    assert d["alpha_bound"] == pytest.approx(ALPHA * 16 / 90 / 3)
     assert d["comparisons"]["d1"]["lo"] < b["comparisons"]["d1"]["lo"]
 
 
@@ -219,13 +224,13 @@ def test_group_answer_missing_runs_and_a_single_cell():
 
 def test_next_seeds_goes_to_every_cell_that_can_change_the_answer_and_stops_at_the_ceiling():
     g = _group()  # 4 runs each, nothing decided: every depth can still change the answer
-    assert S.next_seeds(g, TOL, ALPHA, ceiling=6) == ["d0", "d1", "d2", "d3"]
+    assert S.next_seeds(g, TOL, ALPHA, 2, 6) == ["d0", "d1", "d2", "d3"]
     # d3 far below everything: shown worse, no more seeds for it
     g[3]["accs"] = {s: v - 0.1 for s, v in g[3]["accs"].items()}
-    assert S.next_seeds(g, TOL, ALPHA, ceiling=6) == ["d0", "d1", "d2"]
-    assert S.next_seeds(g, TOL, ALPHA, ceiling=4) == []  # the group is at the ceiling
+    assert S.next_seeds(g, TOL, ALPHA, 2, 6) == ["d0", "d1", "d2"]
+    assert S.next_seeds(g, TOL, ALPHA, 2, 4) == []  # the group is at the ceiling
     decided = _group(d2=(-0.03, -0.032, -0.029, -0.031))
-    assert S.next_seeds(decided, TOL, ALPHA, ceiling=6) == []
+    assert S.next_seeds(decided, TOL, ALPHA, 2, 6) == []
     assert S.next_seed(g[2]["accs"]) == 4
 
 
@@ -244,7 +249,7 @@ def test_vectorised_rule_is_the_scalar_rule():
     mu = np.array([0.0, -0.005, -0.01, -0.02]) + 0.8
     x = mu[None, :, None] + rng.normal(0, 0.01, (G, K, n))
     t_tab = np.concatenate([[np.inf], sps.t.ppf(1 - ALPHA / (K - 1), np.arange(1, n))])
-    lo, hi = S._pair_bounds(x, np.full((G, K), n), t_tab)
+    lo, hi = S._pair_bounds(x, np.full((G, K), n), np.tile(t_tab, (G, 1)))
     r = S.mcb(x.mean(2), lo, hi, np.ones((G, K), bool), np.tril(np.ones((K, K), bool), -1), TOL)
     for g in range(G):
         a = _matches_scalar(x[g], mu)

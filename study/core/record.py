@@ -99,15 +99,13 @@ def recreated(events: list[dict]) -> list[str]:
 
 
 def seed_runs(table: dict) -> dict:
-    """cell -> {seed: test_acc} of the completed runs of each cell's confirmed configuration
-    (its best tuning run and its confirmation runs: the runs the Answer compares), from a
+    """cell -> {seed: test_acc} of the completed confirmation runs of each cell (the runs the
+    Answer compares: the tuning run that chose the configuration never measures it), from a
     ``fold``ed record. Mode compare; cells without a confirmation trial are left out."""
-    cfgs = [t.get("config") or {} for t in table.values()]
-    lr_of = {c[M.CELL]: c[M.LR] for c in cfgs if c.get(M.PHASE) == M.PHASE_CONFIRM}
     out: dict = {}
     for t in table.values():
         c = t.get("config") or {}
-        if (t["status"] == COMPLETED and c.get(M.CELL) in lr_of and c.get(M.LR) == lr_of[c[M.CELL]]
+        if (t["status"] == COMPLETED and c.get(M.PHASE) == M.PHASE_CONFIRM
                 and t.get(M.TEST_ACC) is not None):
             out.setdefault(c[M.CELL], {})[int(c[M.SEED])] = t[M.TEST_ACC]
     return out

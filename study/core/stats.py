@@ -39,7 +39,8 @@ confidence intervals for multiple comparisons with the best", Ann. Statist. 12; 
 *Multiple Comparisons*, ch. 4), with Bonferroni in place of Dunnett's constant (unequal,
 paired standard errors) and over racing's looks:
 
-    a = alpha / (looks * (K - 1))      the level of every one-sided pairwise bound
+    a = look_alpha(alpha, n) / (K - 1)   the level of every one-sided pairwise bound at a look
+                                         with n runs per cell (all of alpha without racing)
     B = { j : hi(j, k) > 0 for every k != j }          the depths that could still be the best
     L_i = min over j in B, j != i of lo(i, j)          lower bound of mu_i - mu*
     U_i = max over j in B, j != i of hi(i, j)          upper bound of mu_i - mu* (i not in B)
@@ -49,9 +50,9 @@ paired standard errors) and over racing's looks:
     i is "worse"             iff  i not in B and U_i < -tolerance
 
 Why it holds. Let j* be the true best and E the event that lo(i, j*) < mu_i - mu_j* for every
-i != j* (K - 1 one-sided bounds at level a each: P(not E) <= (K - 1) a per look, <= alpha over
-all looks, whatever stops the racing). On E, hi(j*, i) = -lo(i, j*) > mu_j* - mu_i >= 0 for
-every i, so j* is in B; hence for i != j*, L_i <= lo(i, j*) < mu_i - mu*, and "within
+i != j* (K - 1 one-sided bounds at level a each: P(not E) <= (K - 1) a = the look's share, and
+the shares of all looks sum to alpha, whatever stops the racing). On E, hi(j*, i) =
+-lo(i, j*) > mu_j* - mu_i >= 0 for every i, so j* is in B; hence for i != j*, L_i <= lo(i, j*) < mu_i - mu*, and "within
 tolerance" is never said of a depth tolerance or more below the best; B = {i} only if i = j*.
 This is the intersection-union form of Hsu's MCB: a depth is within the tolerance of the best
 only if it is shown within the tolerance of *every* depth that could be the best, which is why a
@@ -251,21 +252,26 @@ def looks(seeds: int, max_seeds: int) -> int:
     return int(max_seeds) - int(seeds) + 1
 
 
-def alpha_per_look(alpha: float, looks: int) -> float:
-    """alpha / looks (Bonferroni over the racing looks): the group's guarantee fails at some
-    look with probability <= sum over looks of alpha / looks = alpha, whatever stops the racing."""
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
-    if int(looks) != looks or looks < 1:
-        raise ValueError(f"looks must be an integer >= 1, got {looks!r}")
-    return alpha / int(looks)
+def look_alpha(alpha: float, level: int, seeds: int, ceiling: int) -> float:
+    """The share of ``alpha`` spent at the look where the group has ``level`` runs per cell,
+    racing from ``seeds`` to ``ceiling`` runs (one look per level, ``looks(seeds, ceiling)``
+    in all): alpha * level^2 / sum(m^2 for m = seeds .. ceiling). The shares sum to alpha, so
+    the guarantee fails at some look with probability <= alpha however the racing stops
+    (Bonferroni over the looks, weighted). Weights growing with n^2 spend little where a t bound
+    on few runs is wide anyway (t(0.99, 1) = 31.8) and most at the ceiling, where a fixed
+    design would spend all of it: on benchmarks/racing.py's grid that takes 543 runs per
+    decided answer against 701 with equal shares (a fixed design at the ceiling: 352). ``level`` is clipped to [seeds, ceiling]."""
+    looks(seeds, ceiling)  # checks the arguments
+    level = min(max(int(level), int(seeds)), int(ceiling))
+    total = sum(m * m for m in range(int(seeds), int(ceiling) + 1))
+    return alpha * level * level / total if total else alpha
 
 
-def alpha_per_bound(alpha: float, cells: int, looks: int = 1) -> float:
-    """The level of each one-sided pairwise bound of a group of ``cells`` compared depths:
-    alpha / (looks * (cells - 1)) (Bonferroni over the K - 1 comparisons with the unknown best
-    and over the looks); alpha / looks for a single cell (nothing to compare)."""
-    return alpha_per_look(alpha, looks) / max(1, int(cells) - 1)
+def alpha_per_bound(alpha: float, cells: int) -> float:
+    """The level of each one-sided pairwise bound of a group of ``cells`` compared depths at one
+    look (``alpha``: that look's share): alpha / (cells - 1), Bonferroni over the K - 1
+    comparisons with the unknown best; alpha for a single cell (nothing to compare)."""
+    return alpha / max(1, int(cells) - 1)
 
 
 # ----------------------------------------------------------------------------- the group rule
@@ -340,15 +346,17 @@ def _cheapness(p: dict) -> tuple:
     return p["_flops"], -p["mean"], p["cell"]
 
 
-def group_answer(cells: list, tolerance: float, alpha: float, *, looks: int = 1) -> dict:
+def group_answer(cells: list, tolerance: float, alpha: float, *,
+                 racing: Optional[tuple] = None) -> dict:
     """The Answer for one group of comparable cells (the depths of one split x backbone x init),
     by the rule of the module docstring.
 
     ``cells``: dicts with ``cell`` (id), ``depth``, ``flops`` (compute of one run; lower =
     cheaper; missing / non-finite = never cheaper) and ``accs`` (seed -> test accuracy of a run
     that took no part in choosing the cell's configuration). ``tolerance``: accuracy fraction;
-    ``alpha``: the group's error rate; ``looks``: how often racing looks at the group (the
-    level of each bound is ``alpha_per_bound(alpha, K, looks)``, K the cells with runs).
+    ``alpha``: the group's error rate; ``racing``: (seeds, ceiling) when the group was raced
+    (the look's share ``look_alpha(alpha, n, seeds, ceiling)``, n the most runs a cell has),
+    None for one look. Each bound's level: ``alpha_per_bound(share, K)``, K cells with runs.
 
     Returns a JSON-friendly dict:
       leader: the cell with the highest mean (an observation, not a verdict);
@@ -363,16 +371,20 @@ def group_answer(cells: list, tolerance: float, alpha: float, *, looks: int = 1)
         possible_best, answer;
       compute_saved: 1 - flops(answer) / flops(leader) (None without an answer or flops);
       no_runs: cells without a run (not compared, never open); cells: K;
-      tolerance, alpha, looks, alpha_bound (the level of each one-sided bound)."""
+      tolerance, alpha, racing, alpha_look (this look's share of alpha), alpha_bound (the level
+      of each one-sided bound)."""
     _check(tolerance, alpha)
     prepared = _prepare(cells)
     ran = [p for p in prepared if p["n"]]
     no_runs = [p["cell"] for p in prepared if not p["n"]]
     K = len(ran)
-    a = alpha_per_bound(alpha, K, looks) if K else alpha
+    level = max((p["n"] for p in ran), default=0)
+    share = look_alpha(alpha, level, *racing) if racing else float(alpha)
+    a = alpha_per_bound(share, K)
     out = dict(leader=None, best=None, possible_best=[], answer=None, decided=False, open=[],
                comparisons={}, compute_saved=None, no_runs=no_runs, cells=K,
-               tolerance=float(tolerance), alpha=float(alpha), looks=int(looks), alpha_bound=a)
+               tolerance=float(tolerance), alpha=float(alpha),
+               racing=list(racing) if racing else None, alpha_look=share, alpha_bound=a)
     if not ran:
         return out
     tol = float(tolerance)
@@ -445,20 +457,19 @@ def next_seed(accs: Mapping, start: int = 0) -> int:
     return s
 
 
-def next_seeds(cells: list, tolerance: float, alpha: float, ceiling: int, *,
-               looks: int = 1) -> list:
+def next_seeds(cells: list, tolerance: float, alpha: float, seeds: int, ceiling: int) -> list:
     """The racing rule, one look: the cells that get the group's next seed, in the order of
-    ``cells``: the ``open`` cells of ``group_answer(cells, tolerance, alpha, looks=looks)``.
-    Empty when the group is decided or has reached ``ceiling`` runs per cell (its level, the
-    most runs any cell has: one look per level, so at most ``looks`` looks). The caller gives
-    each chosen cell every seed up to the group's next level it lacks (a cell that was not open
-    for a while catches up, so its comparisons stay paired on all seeds)."""
+    ``cells``: the ``open`` cells of ``group_answer(cells, tolerance, alpha, racing=(seeds,
+    ceiling))``. Empty when the group is decided or has reached ``ceiling`` runs per cell (its
+    level, the most runs any cell has: one look per level). The caller gives each chosen cell
+    every seed up to the group's next level it lacks (a cell that was not open for a while
+    catches up, so its comparisons stay paired on all seeds)."""
     if int(ceiling) != ceiling or ceiling < 0:
         raise ValueError(f"ceiling must be an integer >= 0, got {ceiling!r}")
     prepared = _prepare(cells)
     if not prepared or max(p["n"] for p in prepared) >= int(ceiling):
         return []
-    ans = group_answer(cells, tolerance, alpha, looks=looks)
+    ans = group_answer(cells, tolerance, alpha, racing=(seeds, ceiling))
     if ans["decided"]:
         return []
     want = set(ans["open"])
@@ -467,12 +478,13 @@ def next_seeds(cells: list, tolerance: float, alpha: float, ceiling: int, *,
 
 # ----------------------------------------------------------------------------- simulation
 
-def _pair_bounds(x, n, a_table):
+def _pair_bounds(x, n, tq):
     """Paired-t bounds of mu_i - mu_j for every pair, vectorised over groups.
 
     x: (G, K, N) run values by seed index; n: (G, K) runs per cell (each cell has seeds
-    0 .. n-1, so a pair shares the first min(n_i, n_j)); a_table: t(1 - a, df) for df = 0..N-1
-    (index df). Returns lo, hi of shape (G, K, K) (-inf / +inf where fewer than 2 pairs)."""
+    0 .. n-1, so a pair shares the first min(n_i, n_j)); tq: (G, N) t(1 - a_g, df) of each
+    group's level a_g for df = 0..N-1 (index df). Returns lo, hi of shape (G, K, K) (-inf /
+    +inf where fewer than 2 pairs)."""
     G, K, N = x.shape
     lo = np.full((G, K, K), -np.inf)
     hi = np.full((G, K, K), np.inf)
@@ -487,7 +499,7 @@ def _pair_bounds(x, n, a_table):
             ss = np.where(mask, (d - diff[:, None]) ** 2, 0.0).sum(axis=1)
             ok = m >= 2
             se = np.sqrt(ss / np.maximum(m - 1, 1) / mm)
-            half = a_table[np.clip(m - 1, 0, N - 1)] * se
+            half = np.take_along_axis(tq, np.clip(m - 1, 0, N - 1)[:, None], 1)[:, 0] * se
             lo[:, i, j] = np.where(ok, diff - half, -np.inf)
             hi[:, i, j] = np.where(ok, diff + half, np.inf)
             lo[:, j, i] = -hi[:, i, j]
@@ -508,15 +520,14 @@ def simulate_racing(true_diffs: list, sd: float, seeds: int, max_seeds: int, tol
     ``numpy.random.Generator``.
 
     Every cell starts with ``seeds`` runs (the confirmation seeds: the tuning run never
-    measures). ``race``: look after them with the per-bound level
-    alpha_per_bound(alpha, K, looks(seeds, max_seeds)) and give one more run to every live
-    cell below ``max_seeds`` runs, until decided or nothing is live below the ceiling;
-    otherwise a fixed design: every cell ``max_seeds`` runs, one look at alpha / (K - 1).
+    measures). ``race``: look after them (each bound at alpha_per_bound(look_alpha(alpha, n,
+    seeds, max_seeds), K), n the group's level) and bring every live cell to the next level,
+    until decided or the level reaches ``max_seeds``; otherwise a fixed design: every cell
+    ``max_seeds`` runs, one look at alpha / (K - 1).
 
     Returns arrays over groups: answer (cell index, -1: none), decided (bool), wrong (the
     answer's true mean is ``tolerance`` or more below the true best, decided or not),
-    shown_best_wrong (a cell shown best that is not a true best), runs (G, K), and the
-    per-bound level ``alpha_bound``."""
+    shown_best_wrong (a cell shown best that is not a true best) and runs (G, K)."""
     from scipy import stats as sps
 
     mu = base + np.asarray(true_diffs, float)
@@ -526,20 +537,21 @@ def simulate_racing(true_diffs: list, sd: float, seeds: int, max_seeds: int, tol
     sd_seed = sd if sd_seed is None else sd_seed
     x = (mu[None, :, None] + rng.normal(0.0, sd_seed, (G, 1, N))
          + rng.normal(0.0, sd, (G, K, N)))
-    nl = looks(seeds, max_seeds) if race else 1
-    a = alpha_per_bound(alpha, K, nl)
-    t_tab = np.concatenate([[np.inf], sps.t.ppf(1 - a, np.arange(1, N))])
+    df = np.arange(1, N)
+    tq = {m: np.concatenate([[np.inf], sps.t.ppf(1 - alpha_per_bound(
+        look_alpha(alpha, m, seeds, N) if race else alpha, K), df)])
+        for m in range(1, N + 1)}  # level -> t(1 - a, df), df = 0 .. N-1
     n = np.full((G, K), int(seeds) if race else N)
     ran = np.ones((G, K), bool)
     cheaper = np.tril(np.ones((K, K), bool), -1)  # index K-1 is the cheapest: i > j => i cheaper
     active = np.ones(G, bool)
     while True:
-        lo, hi = _pair_bounds(x, n, t_tab)
+        level = n.max(axis=1)  # the group's seeds so far: one look per level
+        lo, hi = _pair_bounds(x, n, np.stack([tq[m] for m in level]))
         means = np.where(np.arange(N)[None, None] < n[:, :, None], x, 0).sum(2) / n
         r = mcb(means, lo, hi, ran, cheaper, tolerance)
         if not race:
             break
-        level = n.max(axis=1)  # the group's seeds so far: one look per level
         add = r["live"] & active[:, None] & (level < N)[:, None]
         active = add.any(axis=1)
         if not active.any():
@@ -551,4 +563,4 @@ def simulate_racing(true_diffs: list, sd: float, seeds: int, max_seeds: int, tol
     wrong = (ans >= 0) & wrong_cell[np.clip(ans, 0, K - 1)]
     sb_wrong = (r["shown_best"] & (mu[None, :] < best)).any(axis=1)
     return dict(answer=ans, decided=r["decided"], wrong=wrong, shown_best_wrong=sb_wrong,
-                runs=n, alpha_bound=a)
+                runs=n)
