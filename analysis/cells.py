@@ -125,14 +125,17 @@ def _same_lr(a: pd.Series, lr: float) -> pd.Series:
 
 
 def cell_runs(trials: pd.DataFrame, select: str = M.VAL_ACC) -> pd.DataFrame:
-    """The runs that count, per cell: completed trials of the cell's chosen configuration.
+    """The runs that count, per cell: completed trials of the cell's chosen configuration
+    that took no part in choosing it.
 
-    Chosen learning rate: the lr of the cell's completed confirm trials if it has any (the most
-    frequent one, should they differ); otherwise the lr of the completed tune trials with the
-    best mean ``select`` (validation accuracy at the last epoch; with one tune trial per lr, the
-    single best tune trial). The runs are the completed trials of the cell with that lr: the
-    tune trial(s) that selected it and the completed confirm trials. Stopped, errored and
-    running trials never count; a cell without a completed trial has no runs.
+    A cell with completed confirm trials: those (fresh seeds of the chosen learning rate, the
+    most frequent one should they differ). The tune trial that chose the learning rate is left
+    out: its test accuracy belongs to the best of several learning rates on its own noise, so it
+    is optimistic (more so in cells with a flat optimum). A cell without a completed confirm
+    trial (a smoke run, mode best's other cells, a study without a confirm phase): the tune
+    trial(s) of the learning rate with the best mean ``select`` (validation accuracy), role
+    "selected", one run, so nothing about it can be decided. Stopped, errored and running
+    trials never count; a cell without a completed trial has no runs.
 
     Returns those rows of ``trials`` (all columns, cell and phase filled in) plus ``role``:
     "selected" (tune trial with the chosen lr) or "confirm"."""
@@ -148,7 +151,8 @@ def cell_runs(trials: pd.DataFrame, select: str = M.VAL_ACC) -> pd.DataFrame:
             if by_lr.empty:
                 continue
             lr = float(by_lr.idxmax())
-        r = g[_same_lr(g[M.LR], lr)].copy()
+        r = (conf if len(conf) else g)
+        r = r[_same_lr(r[M.LR], lr)].copy()
         r[ROLE] = np.where(r[M.PHASE] == M.PHASE_CONFIRM, M.PHASE_CONFIRM, "selected")
         parts.append(r)
     if not parts:
@@ -249,34 +253,30 @@ def seed_accuracies(g: pd.DataFrame, metric: str = M.TEST_ACC) -> dict:
 
 
 def depth_answer(runs: pd.DataFrame, tolerance: float = 0.01, alpha: float = 0.05,
-                 metric: str = M.TEST_ACC) -> pd.DataFrame:
+                 metric: str = M.TEST_ACC, racing: tuple | None = None) -> pd.DataFrame:
     """How much to freeze, per split x backbone x init (init != scratch), from ``cell_runs``:
     ``study.core.stats.group_answer`` on each cell's per-seed ``metric`` (the one decision
-    rule, the same the racing uses; ``tolerance`` in accuracy, 0.01 = 1 point).
+    rule, the same the racing uses: multiple comparisons with the best; ``tolerance`` in
+    accuracy, 0.01 = 1 point; ``alpha`` per group; ``racing`` = (seeds, ceiling) when the
+    study raced, so the report spends alpha as the racing did).
 
-    Per group: the best depth (highest mean), every other depth compared with it on per-seed
-    differences (paired t; Welch where runs cannot be paired), with one-sided (1 - alpha)
-    bounds lo, hi and a verdict: *equivalent* (lo > -tolerance), *worse* (hi < -tolerance) or
-    *undecided*. The answer is the cheapest depth (mean target FLOPs) shown equivalent, the best
-    itself included; the group is *decided* when no undecided depth cheaper than the answer
-    could still replace it.
-
-    Columns: split, backbone, init, depths, cheaper_depths (depths cheaper than the best),
-    best_depth, best_mean, best_ci, best_n, cheap_depth (the answer), cheap_mean, cheap_ci,
-    cheap_n, delta / delta_lo / delta_hi / test (the answer's comparison with the best: mean
-    paired difference and its one-sided bounds; 0 / NaN when the answer is the best), decided,
-    open (the undecided depths that could change the answer, "d1,d2"), seeds_to_decide (about
-    how many runs per cell would decide the open comparisons if the observed difference and
-    spread held; NaN if unknown), verdicts ("d1 worse, d3 equivalent"), saving_target /
-    saving_total (1 - answer / best mean target / total FLOPs), best_/cheap_ target_flops and
-    total_flops, single_run (depths with 1 run), tolerance, alpha, group (the full
-    ``group_answer`` dict, with each cell's per-seed values under ``accs``: report.json)."""
+    Columns: split, backbone, init, depths, cheaper_depths (depths cheaper than the leader),
+    best_depth (the leader: highest mean, an observation), best_shown (the leader is shown to be
+    the most accurate), best_mean, best_ci, best_n, possible_best ("d0,d2": the depths that could
+    still be the best), cheap_depth (the answer: the cheapest depth shown within tolerance of
+    every possible best; NaN when none is), cheap_mean, cheap_ci, cheap_n, delta / delta_lo /
+    test (the answer's paired difference from its strongest rival and the simultaneous lower
+    bound of its difference from the best), decided, open (the depths racing would give seeds:
+    "d1,d2"), verdicts ("d1 worse, d3 within tolerance"), saving_target / saving_total (1 -
+    answer / leader mean target / total FLOPs), best_/cheap_ target_flops and total_flops,
+    single_run (depths with 1 run), tolerance, alpha, group (the full ``group_answer`` dict,
+    with each cell's per-seed values under ``accs``: report.json)."""
     from study.core import stats as ST
 
     keys = [M.SPLIT, M.BACKBONE, M.INIT]
-    cols = keys + ["depths", "cheaper_depths", "best_depth", "best_mean", "best_ci", "best_n",
-                   "cheap_depth", "cheap_mean", "cheap_ci", "cheap_n", "delta", "delta_lo",
-                   "delta_hi", "test", "decided", "open", "seeds_to_decide", "verdicts",
+    cols = keys + ["depths", "cheaper_depths", "best_depth", "best_shown", "best_mean",
+                   "best_ci", "best_n", "possible_best", "cheap_depth", "cheap_mean", "cheap_ci",
+                   "cheap_n", "delta", "delta_lo", "test", "decided", "open", "verdicts",
                    "saving_target", "saving_total", "best_target_flops", "cheap_target_flops",
                    "best_total_flops", "cheap_total_flops", "single_run", "tolerance", "alpha",
                    "group"]
@@ -288,62 +288,68 @@ def depth_answer(runs: pd.DataFrame, tolerance: float = 0.01, alpha: float = 0.0
         cells = [{"cell": c, "depth": int(r[M.FROZEN_DEPTH]), "flops": r[M.TARGET_FLOPS],
                   "accs": seed_accuracies(runs[runs[M.CELL] == c], metric)}
                  for c, r in by_cell.iterrows()]
-        ans = ST.group_answer(cells, tolerance, alpha)
+        ans = ST.group_answer(cells, tolerance, alpha, racing=racing)
         for c in cells:  # report.json: the per-seed values behind every comparison
             ans["comparisons"][c["cell"]]["accs"] = {str(sd): x for sd, x in c["accs"].items()}
-        b, c = by_cell.loc[ans["best"]], by_cell.loc[ans["answer"]]
-        comp = ans["comparisons"][ans["answer"]]
-        same = ans["answer"] == ans["best"]
+        b = by_cell.loc[ans["leader"]]
         depth = {cid: f"d{int(by_cell.loc[cid, M.FROZEN_DEPTH])}" for cid in by_cell.index}
-        need = [ans["comparisons"][o]["seeds_to_decide"] for o in ans["open"]]
-        need = [x for x in need if x is not None]
-        rows.append({**dict(zip(keys, k)), "depths": len(g),
-                     "cheaper_depths": int((g[M.TARGET_FLOPS] < b[M.TARGET_FLOPS]).sum()),
-                     "best_depth": int(b[M.FROZEN_DEPTH]), "best_mean": b["mean"],
-                     "best_ci": b["ci"], "best_n": int(b["n"]),
-                     "cheap_depth": int(c[M.FROZEN_DEPTH]), "cheap_mean": c["mean"],
-                     "cheap_ci": c["ci"], "cheap_n": int(c["n"]),
-                     "delta": 0.0 if same else comp["diff"],
-                     "delta_lo": math.nan if same or comp["lo"] is None else comp["lo"],
-                     "delta_hi": math.nan if same or comp["hi"] is None else comp["hi"],
-                     "test": "" if same else comp["test"], "decided": bool(ans["decided"]),
-                     "open": ",".join(depth[o] for o in ans["open"]),
-                     "seeds_to_decide": max(need) if need else math.nan,
-                     "verdicts": ", ".join(f"{depth[cid]} {v['verdict']}"
-                                           for cid, v in sorted(ans["comparisons"].items(),
-                                                                key=lambda x: x[1]["depth"])
-                                           if cid != ans["best"]),
-                     "saving_target": _saving(c[M.TARGET_FLOPS], b[M.TARGET_FLOPS]),
-                     "saving_total": _saving(c[TOTAL_FLOPS], b[TOTAL_FLOPS]),
-                     "best_target_flops": b[M.TARGET_FLOPS], "cheap_target_flops": c[M.TARGET_FLOPS],
-                     "best_total_flops": b[TOTAL_FLOPS], "cheap_total_flops": c[TOTAL_FLOPS],
-                     "single_run": ",".join(f"d{int(d)}" for d in g.loc[g["n"] < 2, M.FROZEN_DEPTH]),
-                     "tolerance": tolerance, "alpha": alpha, "group": ans})
+        row = {**dict(zip(keys, k)), "depths": len(g),
+               "cheaper_depths": int((g[M.TARGET_FLOPS] < b[M.TARGET_FLOPS]).sum()),
+               "best_depth": int(b[M.FROZEN_DEPTH]), "best_shown": ans["best"] is not None,
+               "best_mean": b["mean"], "best_ci": b["ci"], "best_n": int(b["n"]),
+               "possible_best": ",".join(depth[c] for c in ans["possible_best"]),
+               "cheap_depth": math.nan, "cheap_mean": math.nan, "cheap_ci": math.nan,
+               "cheap_n": 0, "delta": math.nan, "delta_lo": math.nan, "test": "",
+               "decided": bool(ans["decided"]),
+               "open": ",".join(depth[o] for o in ans["open"]),
+               "verdicts": ", ".join(f"{depth[cid]} {v['verdict']}" for cid, v in
+                                     sorted(ans["comparisons"].items(),
+                                            key=lambda x: x[1]["depth"])),
+               "saving_target": math.nan, "saving_total": math.nan,
+               "best_target_flops": b[M.TARGET_FLOPS], "cheap_target_flops": math.nan,
+               "best_total_flops": b[TOTAL_FLOPS], "cheap_total_flops": math.nan,
+               "single_run": ",".join(f"d{int(d)}" for d in g.loc[g["n"] < 2, M.FROZEN_DEPTH]),
+               "tolerance": tolerance, "alpha": alpha, "group": ans}
+        if ans["answer"] is not None:
+            c = by_cell.loc[ans["answer"]]
+            comp = ans["comparisons"][ans["answer"]]
+            row.update(cheap_depth=int(c[M.FROZEN_DEPTH]), cheap_mean=c["mean"],
+                       cheap_ci=c["ci"], cheap_n=int(c["n"]),
+                       delta=math.nan if comp["diff"] is None else comp["diff"],
+                       delta_lo=math.nan if comp["lo"] is None else comp["lo"],
+                       test=comp["test"],
+                       saving_target=_saving(c[M.TARGET_FLOPS], b[M.TARGET_FLOPS]),
+                       saving_total=_saving(c[TOTAL_FLOPS], b[TOTAL_FLOPS]),
+                       cheap_target_flops=c[M.TARGET_FLOPS], cheap_total_flops=c[TOTAL_FLOPS])
+        rows.append(row)
     return pd.DataFrame(rows, columns=cols)
 
 
 def comparison_rows(answer: pd.DataFrame) -> pd.DataFrame:
-    """One row per depth of each group of ``depth_answer``: depth, role (best / candidate),
-    runs, mean, verdict, diff (paired mean difference from the best), lo / hi (its one-sided
-    bounds), test, seeds_to_decide, saving (1 - its target FLOPs / the best's), cell. The data
-    of the Answer's table and of the forest plot."""
+    """One row per depth of each group of ``depth_answer``: depth, cell, n (runs), mean,
+    verdict (``study.core.stats.VERDICTS``), answer, open, possible_best, leader, rival (the
+    strongest other possible best), diff (paired mean difference from the rival), lo / hi (the
+    simultaneous bounds of its difference from the best: lower against every possible best,
+    upper against the possible bests; None where unbounded), test, n_pairs, saving (1 - its
+    target FLOPs / the leader's). The data of the Answer's table and of the forest plot."""
     keys = [M.SPLIT, M.BACKBONE, M.INIT]
     out = []
     for _, r in answer.iterrows():
         g = r["group"]
-        best = g["comparisons"][g["best"]]
+        lead = g["comparisons"][g["leader"]]
         for cid, c in sorted(g["comparisons"].items(), key=lambda x: x[1]["depth"]):
             out.append({**{k: r[k] for k in keys}, "depth": c["depth"], "cell": cid,
-                        "role": c["role"], "n": c["n"], "mean": c["mean"],
-                        "verdict": "best" if cid == g["best"] else c["verdict"],
+                        "n": c["n"], "mean": c["mean"], "verdict": c["verdict"],
                         "answer": cid == g["answer"], "open": cid in g["open"],
-                        "diff": c["diff"], "lo": c["lo"], "hi": c["hi"], "test": c["test"],
-                        "seeds_to_decide": c["seeds_to_decide"],
-                        "saving": _saving(_finite(c["flops"]), _finite(best["flops"])),
+                        "possible_best": c["possible_best"], "leader": cid == g["leader"],
+                        "rival": c["rival"], "diff": c["diff"], "lo": c["lo"], "hi": c["hi"],
+                        "test": c["test"], "n_pairs": c["n_pairs"],
+                        "saving": _saving(_finite(c["flops"]), _finite(lead["flops"])),
                         "tolerance": g["tolerance"]})
-    return pd.DataFrame(out, columns=keys + ["depth", "cell", "role", "n", "mean", "verdict",
-                                             "answer", "open", "diff", "lo", "hi", "test",
-                                             "seeds_to_decide", "saving", "tolerance"])
+    return pd.DataFrame(out, columns=keys + ["depth", "cell", "n", "mean", "verdict", "answer",
+                                             "open", "possible_best", "leader", "rival", "diff",
+                                             "lo", "hi", "test", "n_pairs", "saving",
+                                             "tolerance"])
 
 
 def _finite(x) -> float:
@@ -357,20 +363,22 @@ def _saving(cheap: float, best: float) -> float:
 
 
 def transfer_gain_cells(summary_or_runs: pd.DataFrame, metric: str = M.TEST_ACC,
-                        level: float = LEVEL) -> pd.DataFrame:
-    """Transfer gain over training from scratch, per split x backbone x transferred init:
-    the best transferred depth (highest mean ``metric``; ties: fewer target FLOPs) against the
-    scratch cell of the same split and backbone. Every run is a completed trial, so both sides
-    trained for the same target epochs. Accepts ``cell_runs`` (paired where it can) or
-    ``cell_summary`` output (Welch only).
+                        level: float = LEVEL, answer: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Transfer gain over training from scratch, per split x backbone x transferred init: the
+    transferred depth against the scratch cell of the same split and backbone. The depth is the
+    Answer's (``answer``: ``depth_answer``, the cheapest depth shown within tolerance of the
+    best), not the depth with the highest test mean, which would pick on the very accuracies it
+    then reports (optimistic: the maximum of several means). A group without an Answer has no
+    depth to report (depth and gain NaN). Without ``answer`` (older callers): the highest mean.
+    Every run is a completed trial, so both sides trained for the same target epochs. Accepts
+    ``cell_runs`` (paired where it can) or ``cell_summary`` output (Welch only).
 
     Paired (``cell_runs`` given, the two cells share >= 2 seeds: the same seed draws the same
     data order and augmentations in both): gain = mean per-seed difference over the shared
     seeds, lo / hi its t CI at ``level``, p the two-sided paired t test, test "paired t".
     Otherwise Welch: gain = mean_transfer - mean_scratch, lo / hi / p Welch's, test "welch"
-    ("none" and NaN where a side has n < 2). gain is NaN where there is no scratch cell. The
-    best depth is picked on the same metric, so the gain of that depth is slightly optimistic
-    (the maximum of several means). Columns: split, backbone, init, depth, n_transfer,
+    ("none" and NaN where a side has n < 2). gain is NaN where there is no scratch cell or no
+    depth. Columns: split, backbone, init, depth, n_transfer,
     mean_transfer, ci_transfer, n_scratch, mean_scratch, ci_scratch, gain, lo, hi, p, df,
     test, n_pairs."""
     from study.core import stats as ST
@@ -382,15 +390,29 @@ def transfer_gain_cells(summary_or_runs: pd.DataFrame, metric: str = M.TEST_ACC,
                    "mean_scratch", "ci_scratch", "gain", "lo", "hi", "p", "df", "test", "n_pairs"]
     s = s[s["mean"].notna()]
     rows = []
+    chosen = None
+    if answer is not None:
+        chosen = {tuple(r[k] for k in keys): r["cheap_depth"] for _, r in answer.iterrows()}
     for k, g in s[s[M.INIT] != SCRATCH].groupby(keys, sort=True):
-        b = _best(g)
+        if chosen is None:
+            b = _best(g)
+        else:
+            d = chosen.get(k, math.nan)
+            hit = g[g[M.FROZEN_DEPTH] == d] if pd.notna(d) else g.iloc[0:0]
+            b = hit.iloc[0] if len(hit) else None
         sc = s[(s[M.SPLIT] == k[0]) & (s[M.BACKBONE] == k[1]) & (s[M.INIT] == SCRATCH)]
-        row = {**dict(zip(keys, k)), "depth": int(b[M.FROZEN_DEPTH]), "n_transfer": int(b["n"]),
-               "mean_transfer": b["mean"], "ci_transfer": b["ci"], "n_scratch": 0,
+        row = {**dict(zip(keys, k)), "depth": math.nan, "n_transfer": 0,
+               "mean_transfer": math.nan, "ci_transfer": math.nan, "n_scratch": 0,
                "mean_scratch": math.nan, "ci_scratch": math.nan, "gain": math.nan,
                "lo": math.nan, "hi": math.nan, "p": math.nan, "df": math.nan, "test": "",
                "n_pairs": 0}
+        if b is not None:
+            row.update(depth=int(b[M.FROZEN_DEPTH]), n_transfer=int(b["n"]),
+                       mean_transfer=b["mean"], ci_transfer=b["ci"])
         if len(sc):
+            z = sc.iloc[0]
+            row.update(n_scratch=int(z["n"]), mean_scratch=z["mean"], ci_scratch=z["ci"])
+        if len(sc) and b is not None:
             z = sc.iloc[0]
             w = {"n_pairs": 0}
             if runs is not None:

@@ -72,14 +72,19 @@ def _differences(views: list[R.CellView], labels: list[str], studies: list[Study
                          "Δ best-depth test acc gain": w["diff"],
                          "Δ 95 % CI (points)": R.ci_text(w["lo"], w["hi"]),
                          "p (Welch, two-sided)": R.p_text(w["p"]),
-                         "cheapest equivalent depth": f"d{int(b['cheap_depth'])} → "
-                                                      f"d{int(r['cheap_depth'])}"})
+                         "answer depth": f"{_depth(b['cheap_depth'])} → "
+                                         f"{_depth(r['cheap_depth'])}"})
     a0 = accs[0]
     for a1, lab in zip(accs[1:], labels[1:]):
         rows.append({"study": lab, "split": "(whole study)",
                      "FLOPs ratio (whole study spent)": a1["total"] / a0["total"]
                      if a0["total"] else math.nan})
     return pd.DataFrame(rows)
+
+
+def _depth(d) -> str:
+    """'d2', or 'none' for a group without an answer."""
+    return "none" if R._nan(d) else f"d{int(d)}"
 
 
 def _stacked(views, labels, table, by_cell: bool = True) -> pd.DataFrame:
@@ -142,7 +147,7 @@ def compare_sections(studies: list[Study], labels: list[str], out: Path,
     d.p(prose("""
         Per split, backbone and init, each study's most accurate depth against the first
         study's: difference of the mean test accuracies in percentage points with the Welch 95 %
-        CI ('–': a side has one run), and how the best and the cheapest equivalent depth moved;
+        CI ('–': a side has one run), and how the most accurate depth and the answer's depth moved;
         compute as ratios."""))
     d.table(_differences(views, labels, studies, accs))
     secs.append(d)

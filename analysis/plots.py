@@ -367,15 +367,15 @@ def compare_frontiers(summaries: dict, frontiers: dict, split: str,
     return fig
 
 
-VERDICT_COLORS = {"best": "black", "equivalent": "tab:green", "worse": "tab:red",
+VERDICT_COLORS = {"best, shown": "black", "within tolerance": "tab:green", "worse": "tab:red",
                   "undecided": "tab:orange"}
 
 
 def forest(comparisons: pd.DataFrame, tolerance_points: float, level: str) -> plt.Figure:
     """The Answer at a glance (``analysis.cells.comparison_rows``): one panel per split x
-    backbone x init, one row per depth: its paired difference from the group's best depth
-    (points) with the one-sided bounds (``level``), the ±tolerance band, and its verdict and
-    the compute it saves against the best depth."""
+    backbone x init, one row per depth: the bounds of its difference from the unknown best
+    (points; ``level`` names them), its paired difference from its strongest rival (dot), the
+    -tolerance line, its verdict and the compute it saves against the most accurate depth."""
     keys = [M.SPLIT, M.BACKBONE, M.INIT]
     groups = list(comparisons.groupby(keys, sort=True)) if len(comparisons) else []
     heights = [0.6 + 0.38 * len(g) for _, g in groups] or [1.0]
@@ -386,23 +386,24 @@ def forest(comparisons: pd.DataFrame, tolerance_points: float, level: str) -> pl
                         transform=axes[0, 0].transAxes)
         axes[0, 0].set_axis_off()
         return fig
-    lim = max([tolerance_points * 1.5] + [abs(100 * x) for x in
-               pd.concat([comparisons["lo"], comparisons["hi"], comparisons["diff"]]).dropna()])
+    vals = pd.concat([comparisons["lo"], comparisons["hi"], comparisons["diff"]])
+    vals = pd.to_numeric(vals, errors="coerce").dropna()
+    lim = max([tolerance_points * 1.5] + [abs(100 * x) for x in vals])
     for ax, (key, g) in zip(axes[:, 0], groups):
         g = g.sort_values("depth").reset_index(drop=True)
-        ax.axvspan(-tolerance_points, tolerance_points, color="tab:green", alpha=0.10, lw=0)
+        ax.axvspan(-tolerance_points, lim * 1.2, color="tab:green", alpha=0.08, lw=0)
         ax.axvline(0, color="black", lw=0.8)
         ax.axvline(-tolerance_points, color="tab:green", lw=0.8, ls="--")
         labels = []
         for i, r in g.iterrows():
             c = VERDICT_COLORS.get(r["verdict"], "gray")
-            if r["verdict"] != "best" and pd.notna(r["lo"]) and pd.notna(r["hi"]):
-                ax.plot([100 * r["lo"], 100 * r["hi"]], [i, i], color=c, lw=2.2)
-            x = 0.0 if r["verdict"] == "best" else r["diff"]
-            if pd.notna(x):
-                ax.scatter([100 * x], [i], color=c, s=42, zorder=3,
+            lo = -lim * 1.1 if pd.isna(r["lo"]) else 100 * r["lo"]
+            hi = lim * 1.1 if pd.isna(r["hi"]) else 100 * r["hi"]
+            ax.plot([lo, hi], [i, i], color=c, lw=2.2)
+            if pd.notna(r["diff"]):
+                ax.scatter([100 * r["diff"]], [i], color=c, s=42, zorder=3,
                            marker="*" if r["answer"] else "o")
-            save = "" if pd.isna(r["saving"]) or r["verdict"] == "best" else \
+            save = "" if pd.isna(r["saving"]) or r["leader"] else \
                 f", saves {100 * r['saving']:.0f} %"
             labels.append(f"d{int(r['depth'])} (n={int(r['n'])}): {r['verdict']}{save}")
         ax.set_yticks(range(len(g)), labels)
@@ -410,6 +411,7 @@ def forest(comparisons: pd.DataFrame, tolerance_points: float, level: str) -> pl
         ax.set_xlim(-lim * 1.1, lim * 1.1)
         ax.set_title(" / ".join(map(str, key)) + " — ★ the answer", fontsize=10, loc="left")
     axes[-1, 0].set_xlabel(f"test accuracy minus the best depth's (points, paired per seed); "
-                           f"bar: one-sided {level} bounds; band: ±{tolerance_points:g} points")
+                           f"bar: {level} bounds; dot: vs strongest rival; dashed: "
+                           f"−{tolerance_points:g} points")
     fig.tight_layout()
     return fig

@@ -79,24 +79,21 @@ def tolerance_points(spec: dict, tolerance=None) -> float:
     return v if math.isfinite(v) and v >= 0 else default
 
 
-def answer_alpha(spec: dict) -> tuple[float, float, int]:
-    """(alpha of each verdict, the spec's report.alpha, looks): the spec's ``report.alpha`` (its
-    default when absent), split over the racing looks when the study raced (``confirm.max_seeds``
-    above ``confirm.seeds``: ``stats.alpha_per_look``), so the report decides with the level
-    the racing decided with."""
-    from study.core import stats as ST
-
+def answer_alpha(spec: dict) -> tuple[float, tuple | None]:
+    """(the spec's report.alpha, racing): ``report.alpha`` (its default when absent) and, when
+    the study raced (``confirm.max_seeds`` above ``confirm.seeds``), (seeds, ceiling), so the
+    report spends alpha over the looks as the racing did (``stats.look_alpha``)."""
     try:
         alpha = float(_spec_get(spec, "report", "alpha", default=spec_default("report.alpha")))
     except (TypeError, ValueError):
         alpha = float(spec_default("report.alpha"))
     k = confirm_seeds(spec)
     try:
-        ceiling = int(_spec_get(spec, "confirm", "max_seeds", default=k))
+        ceiling = int(_spec_get(spec, "confirm", "max_seeds", default=k) or k)
     except (TypeError, ValueError):
         ceiling = k
-    looks = ST.looks(k, ceiling) if ceiling > k else 1
-    return ST.alpha_per_look(alpha, looks), alpha, looks
+    mode = str(_spec_get(spec, "search", "mode", default="compare"))
+    return alpha, ((k, ceiling) if ceiling > k >= 1 and mode == "compare" else None)
 
 
 def confirm_seeds(spec: dict) -> int:
@@ -172,10 +169,11 @@ class CellView:
     frontier: pd.DataFrame
     comparisons: pd.DataFrame  # one row per depth of each answer group (C.comparison_rows)
     tol_points: float
-    alpha: float  # of each verdict (per look when the study raced)
-    alpha_spec: float  # the spec's report.alpha
-    looks: int  # racing looks the alpha is split over (1: no racing)
+    alpha: float  # the spec's report.alpha: per group, for every truth
+    racing: tuple | None  # (seeds, ceiling) when the study raced (alpha spent over its looks)
     seeds: int  # confirm seeds k from the spec (0: none)
+    spec_tol_points: float  # the tolerance the study was specified with
+    post_hoc: bool  # the tolerance was chosen after the results (study report --tolerance)
     mode: str  # "compare", "best", or "old" (a study written before cells)
     stopping: EarlyStopping  # the early-stopping rule the study ran
 
@@ -188,14 +186,17 @@ def cell_view(s: Study, tolerance=None) -> CellView:
         mode = "compare" if new else "old"
     runs = C.cell_runs(s.trials)
     summ = C.cell_summary(runs, METRIC)
-    alpha, alpha_spec, looks = answer_alpha(s.spec)
-    answer = C.depth_answer(runs, tolerance=tol / 100, alpha=alpha, metric=METRIC)
+    alpha, racing = answer_alpha(s.spec)
+    answer = C.depth_answer(runs, tolerance=tol / 100, alpha=alpha, metric=METRIC,
+                            racing=racing)
+    spec_tol = tolerance_points(s.spec)
     return CellView(runs=runs, summary=summ, val=C.cell_summary(runs, M.VAL_ACC),
                     coverage=C.cell_coverage(s.trials, runs), answer=answer,
-                    gains=C.transfer_gain_cells(runs), frontier=C.cell_frontier(summ),
-                    comparisons=C.comparison_rows(answer), tol_points=tol, alpha=alpha,
-                    alpha_spec=alpha_spec, looks=looks, seeds=confirm_seeds(s.spec), mode=mode,
-                    stopping=EarlyStopping.of(s.spec))
+                    gains=C.transfer_gain_cells(runs, answer=answer),
+                    frontier=C.cell_frontier(summ), comparisons=C.comparison_rows(answer),
+                    tol_points=tol, alpha=alpha, racing=racing, seeds=confirm_seeds(s.spec),
+                    spec_tol_points=spec_tol, post_hoc=not math.isclose(tol, spec_tol),
+                    mode=mode, stopping=EarlyStopping.of(s.spec))
 
 
 def _nan(x) -> bool:
@@ -229,44 +230,36 @@ def _freeze(d: int) -> str:
 
 def recommendation(r) -> str:
     """One answer row (``C.depth_answer``) as a sentence. Decided: 'freeze d stages: X % less
-    compute, shown equivalent: −Y points (lower bound −Z)' or 'the most accurate depth (every
-    cheaper depth shown worse)'. Undecided: which cheaper depths are still open, and what would
-    decide them (``what_decides``)."""
+    compute than the most accurate depth observed, within −T points of the best, shown (lower
+    bound −Z)' or 'shown the most accurate depth'. Undecided: the depths still open and, with no
+    answer yet, the depths that could still be the best."""
+    tol = 100 * float(r["tolerance"])
+    if _nan(r["cheap_depth"]):
+        return (f"UNDECIDED: no depth is shown within −{tol:g} points of every depth that could "
+                f"be the best ({r['possible_best']} could still be the best); more paired runs "
+                f"of {r['open'] or r['possible_best']} would decide it")
     d = int(r["cheap_depth"])
-    if d == int(r["best_depth"]):
-        head = f"{_freeze(d)}: the most accurate depth"
+    shown_best = bool(r["best_shown"]) and d == int(r["best_depth"])
+    if shown_best:
+        head = f"{_freeze(d)}: shown the most accurate depth"
         if not r.get("cheaper_depths", 1):
-            return head + " (also the cheapest depth compared)"
+            head += " (also the cheapest depth compared)"
     else:
-        save = "–" if _nan(r["saving_target"]) else f"{100 * r['saving_target']:.0f} %"
-        head = (f"{_freeze(d)}: {save} less compute, shown equivalent: {_pts(r['delta'])} "
-                f"points (lower bound {_pts(r['delta_lo'])})")
+        save = ("" if _nan(r["saving_target"]) or d == int(r["best_depth"]) else
+                f"{100 * r['saving_target']:.0f} % less compute than d{int(r['best_depth'])} "
+                "(the most accurate observed), ")
+        head = (f"{_freeze(d)}: {save}within −{tol:g} points of the best, shown (lower bound "
+                f"{_pts(r['delta_lo'])} against every depth that could be the best)")
     if r["decided"]:
-        return head + ("" if d != int(r["best_depth"]) else " (every cheaper depth shown worse)")
-    return (f"UNDECIDED: {r['open']} not yet shown equivalent or worse (so far: {head}); "
-            f"{what_decides(r)}")
-
-
-def what_decides(r) -> str:
-    """What would decide an undecided answer row: 'about N runs per cell would decide it if
-    the observed difference and spread held' (N: the most any open comparison needs,
-    ``stats.Comparison.seeds_to_decide``), or, where an open comparison has no spread to
-    extrapolate from (fewer than 2 runs on a side), that 2 runs per cell with the same seeds
-    are needed first."""
-    need = r.get("seeds_to_decide")
-    g = r.get("group") or {}
-    tests = {g["comparisons"][c]["test"] for c in g.get("open", [])} if g else set()
-    if "none" in tests:
-        return ("at least 2 runs per cell with the same seeds are needed before it can be "
-                "judged (more confirmation seeds)")
-    if _nan(need):
-        return "more runs per cell would decide it"
-    return (f"about {int(need)} runs per cell would decide it if the observed difference and "
-            "spread held")
+        return head + " (every cheaper depth shown worse)" if r.get("cheaper_depths", 1) or \
+            not shown_best else head
+    cheaper_open = [o for o in str(r["open"]).split(",") if o and int(o[1:]) > d]
+    return (f"UNDECIDED: {', '.join(cheaper_open) or r['open']} not yet shown within tolerance "
+            f"or worse (so far: {head}); more paired runs would decide it")
 
 
 def best_depth_text(r) -> str:
-    """An answer row's best depth: 'd2: 72.0% ± 5.0 (n=3)'."""
+    """An answer row's most accurate depth observed: 'd2: 72.0% ± 5.0 (n=3)'."""
     return f"d{int(r['best_depth'])}: {mean_ci(r['best_mean'], r['best_ci'], r['best_n'])}"
 
 
@@ -275,62 +268,88 @@ def _answer_table(v: CellView) -> pd.DataFrame:
     for _, r in v.answer.iterrows():
         rows.append({
             "split": r[M.SPLIT], "backbone": r[M.BACKBONE], "init": r[M.INIT],
-            "best depth": f"d{int(r['best_depth'])}",
-            "test acc at best (mean ± 95 % CI)": mean_ci(r["best_mean"], r["best_ci"],
-                                                         r["best_n"]),
+            "most accurate (observed)": f"d{int(r['best_depth'])}"
+            + (" (shown)" if r["best_shown"] else ""),
+            "its test acc (mean ± 95 % CI)": mean_ci(r["best_mean"], r["best_ci"], r["best_n"]),
             "answer": recommendation(r), "decided": "yes" if r["decided"] else "NO",
-            "verdicts (vs best)": r["verdicts"] or "–",
+            "could be the best": r["possible_best"] or "–",
+            "verdicts": r["verdicts"] or "–",
             "total compute saved (incl. source)": "–" if _nan(r["saving_total"])
             else f"{100 * r['saving_total']:.0f} %"})
     return pd.DataFrame(rows)
 
 
 def comparison_table(v: CellView) -> pd.DataFrame:
-    """Every depth against its group's best: verdict, paired difference with its one-sided
-    bounds, the test, runs, what would decide it."""
+    """Every depth against the unknown best: verdict, whether it could be the best, its paired
+    difference from its strongest rival, the simultaneous bounds of its difference from the
+    best, the test, runs."""
     rows = []
     for _, c in v.comparisons.iterrows():
-        best = c["verdict"] == "best"
         rows.append({
             "group": f"{c[M.SPLIT]} / {c[M.BACKBONE]} / {c[M.INIT]}", "depth": f"d{c['depth']}",
             "runs": int(c["n"]), "test acc (mean)": "–" if _nan(c["mean"]) else f"{100 * c['mean']:.1f}%",
             "verdict": c["verdict"] + (" (answer)" if c["answer"] else ""),
-            "difference from best (points)": "0" if best else _pts(c["diff"]),
-            f"one-sided {100 * (1 - v.alpha):.4g} % bounds": "–" if best else ci_text(c["lo"], c["hi"]),
-            "test": "–" if best else c["test"],
-            "runs per cell to decide": "–" if _nan(c["seeds_to_decide"]) or c["seeds_to_decide"] is None
-            else int(c["seeds_to_decide"]),
-            "compute saved": "–" if _nan(c["saving"]) else f"{100 * c['saving']:.0f} %"})
+            "could be the best": "yes" if c["possible_best"] else "no",
+            "vs strongest rival (points)": "–" if c["rival"] is None else
+            f"{_pts(c['diff'])} vs d{str(c['rival']).rsplit('/d', 1)[-1]}",
+            "bounds of (depth − best), simultaneous": ci_text(c["lo"], c["hi"]),
+            "test": c["test"],
+            "compute saved vs the most accurate": "–" if _nan(c["saving"]) or c["leader"]
+            else f"{100 * c['saving']:.0f} %"})
     return pd.DataFrame(rows)
+
+
+def guarantee_text(v: CellView) -> str:
+    """What the Answer promises, per group, and how many groups the report answers."""
+    n = len(v.answer)
+    spend = (f"spent over the racing's {v.racing[1] - v.racing[0] + 1} looks ({v.racing[0]} to "
+             f"{v.racing[1]} runs per cell) in proportion to n², as the racing spent it"
+             if v.racing else "at one look")
+    return (f"Guarantee, per group: whatever the true accuracies, the chance that a decided "
+            f"answer is {v.tol_points:g} point(s) or more below the group's true best is at most "
+            f"α = {v.alpha:g} (report.alpha, {spend}; each pairwise bound at α / (looks share) / "
+            f"(depths − 1)). This report answers {n} group(s): the guarantee holds for each, so "
+            f"up to {n} × {v.alpha:g} = {n * v.alpha:.3g} wrong decided answers are expected "
+            "at worst across them. 'Shown worse' verdicts are family-wise at α too.")
+
+
+def post_hoc_text(v: CellView) -> str | None:
+    if not v.post_hoc:
+        return None
+    return (f"POST HOC: this Answer uses a tolerance of {v.tol_points:g} point(s), chosen after "
+            f"the results (study report --tolerance), not the {v.spec_tol_points:g} point(s) the "
+            "study was specified with. A tolerance picked after seeing the data can be moved "
+            "until an answer appears: its verdicts carry no error guarantee. The study's own "
+            "Answer is the report without --tolerance.")
 
 
 def rule_text(v: CellView, stoppings: list[EarlyStopping] | None = None) -> str:
     """How the answer is reached; ``stoppings``: the early-stopping rules of the studies it
     speaks of (None: ``v``'s)."""
-    runs = (f"the completed runs of each cell's best configuration (its best tune trial, then "
-            f"{v.seeds} more seeds{', and more where racing asked for them' if v.looks > 1 else ''})"
+    runs = (f"the completed confirmation runs of each cell's best configuration ({v.seeds} fresh "
+            f"seeds{', and more where racing asked for them' if v.racing else ''}; the tuning run "
+            "that chose the learning rate is not counted: it was selected on its own noise)"
             if v.seeds else
-            "the completed runs of each cell's best configuration (this study has no confirm "
-            "phase: usually 1 run per cell, so nothing can be decided)")
-    level = (f"α = {v.alpha:.4g} per comparison (report.alpha {v.alpha_spec:g} split over the "
-             f"{v.looks} looks of the racing, as the racing decided)" if v.looks > 1 else
-             f"α = {v.alpha:g} (report.alpha)")
+            "the completed run of each cell's best configuration (this study has no confirm "
+            "phase: 1 run per cell, the one that selected, so nothing can be decided)")
     return (f"Metric: test accuracy of {runs}. A cell's best configuration is the learning rate "
             "of its completed tune trial with the best validation accuracy (the test split never "
             "selects). A seed changes the source model (each seed trains its own), the new "
             "head's initialisation, the data order and the augmentation draws, and runs with "
             "the same seed in the depths of one group share all of that, so depths are compared "
-            "paired: per seed, the difference from the best depth (paired t; Welch only where "
-            "runs cannot be paired, column 'test'). Only completed trials count: "
-            f"{_never_counted(stoppings or [v.stopping])} never enters a mean, an interval, a "
-            "curve or a gain. Rule: the best depth has the highest mean; every other depth gets "
-            "one of three verdicts from the one-sided bounds of its difference from the best, "
-            f"at {level}: equivalent (lower bound above −{v.tol_points:g} points, "
-            "report.tolerance), worse (upper bound below −tolerance), or undecided. The answer "
-            "is the cheapest depth (mean target FLOPs per run) shown equivalent, the best itself "
-            "included; a group is decided when no undecided cheaper depth could still replace it, "
-            "and an undecided group says which depths are open and about how many runs per cell "
-            "would decide them. Intervals of single cells are 95 % t intervals of the mean.")
+            "paired, per seed (paired t; Welch only where runs cannot be paired, column 'test'). "
+            f"Only completed trials count: {_never_counted(stoppings or [v.stopping])} never "
+            "enters a mean, an interval, a curve or a gain. Rule: multiple comparisons with the "
+            "best (Hsu 1984, 1996): the depths that could be the best are those no other depth is "
+            "shown better than; a depth is *within tolerance* when its lower bound against every "
+            f"depth that could be the best lies above −{v.tol_points:g} points (report.tolerance: "
+            "non-inferiority, one-sided; not equivalence), *shown best* when it is the only one "
+            "that could be the best, *worse* when its upper bound against every depth that could "
+            "be the best lies below −tolerance, else *undecided*. The answer is the cheapest "
+            "depth within tolerance (mean target FLOPs per run); a group is decided when every "
+            "cheaper depth is shown worse. The most accurate depth observed is named as such, "
+            "not as the best, unless it is shown. " + guarantee_text(v) + " Intervals of single "
+            "cells are 95 % t intervals of the mean.")
 
 
 def mode_note(v: CellView) -> str | None:
@@ -382,7 +401,8 @@ def cell_table(v: CellView) -> pd.DataFrame:
 def gain_table(v: CellView) -> pd.DataFrame:
     g = v.gains
     return pd.DataFrame({
-        "split": g[M.SPLIT], "backbone": g[M.BACKBONE], "init": g[M.INIT], "best depth": g["depth"],
+        "split": g[M.SPLIT], "backbone": g[M.BACKBONE], "init": g[M.INIT],
+        "answer depth": ["none yet" if _nan(d) else f"d{int(d)}" for d in g["depth"]],
         "transfer test acc (mean ± 95 % CI)": [mean_ci(m, c, n) for m, c, n in
                                                zip(g["mean_transfer"], g["ci_transfer"],
                                                    g["n_transfer"])],
@@ -497,6 +517,8 @@ def _answer_section(s: Study, v: CellView, out: Path, prefix: str) -> Section:
     if s.simulated:
         h.p(SIMULATED_BANNER)
     nocell = no_run_cells(v)
+    if v.post_hoc:
+        h.p(post_hoc_text(v))
     h.p(f"Study {s.name!r}: {len(t)} trials — " + ", ".join(
         f"{n.get(k, 0)} {k}" for k in (COMPLETED, STOPPED, ERRORED, RUNNING)) +
         f". Target epochs: {s.target_epochs}; early stopping: {v.stopping.label}. Cells: "
@@ -522,13 +544,13 @@ def _answer_section(s: Study, v: CellView, out: Path, prefix: str) -> Section:
                 f"{r[M.SPLIT]} / {r[M.BACKBONE]} / {r[M.INIT]} ({r['open']} open)"
                 for _, r in open_.iterrows()) + ". Their answer is not settled by these runs: "
                 + ("more seeds (a higher confirm.max_seeds than the racing's ceiling, unless the "
-                   "study is still running) would decide it." if v.looks > 1 else
+                   "study is still running) would decide it." if v.racing else
                    "more seeds (confirm.seeds, or racing with confirm.max_seeds) would decide it.")))
-        level = f"{100 * (1 - v.alpha):.4g} %"
-        h.fig(plots.save(plots.forest(v.comparisons, v.tol_points, level),
+        h.fig(plots.save(plots.forest(v.comparisons, v.tol_points, "simultaneous"),
                         out / f"{prefix}answer_forest.png"),
-                 "The answer at a glance: each depth's paired difference from its group's best")
-        h.table(comparison_table(v), "Every depth against its group's best (paired per seed)")
+                 "The answer at a glance: each depth's bounds of its difference from the best")
+        h.table(comparison_table(v), "Every depth against the unknown best (paired per seed; "
+                                     "bounds simultaneous within the group)")
         racing = racing_savings(s, v)
         if racing:
             h.p(racing)
@@ -548,18 +570,37 @@ def _answer_section(s: Study, v: CellView, out: Path, prefix: str) -> Section:
     return h
 
 
+def fixed_n_to_decide(group: dict, tolerance: float, alpha: float) -> int | None:
+    """The fewest runs per cell n with which a fixed design (every cell its first n seeds, one
+    look at ``alpha``: the same guarantee as racing) decides this group on the seeds measured;
+    None when no n up to the seeds every cell has decides it."""
+    from study.core import stats as ST
+
+    accs = {c: {ST._seed(sd): x for sd, x in comp["accs"].items()}
+            for c, comp in group["comparisons"].items()}
+    common = set.intersection(*(set(a) for a in accs.values())) if accs else set()
+    order = sorted(common)
+    for n in range(2, len(order) + 1):
+        keep = set(order[:n])
+        rows = [{"cell": c, "depth": comp["depth"], "flops": comp["flops"],
+                 "accs": {sd: x for sd, x in accs[c].items() if sd in keep}}
+                for c, comp in group["comparisons"].items()]
+        if ST.group_answer(rows, tolerance, alpha)["decided"]:
+            return n
+    return None
+
+
 def racing_counts(s: Study, v: CellView) -> dict | None:
-    """What racing saved (studies that raced; None otherwise), counted from the trials over the
-    cells the Answer compares (scratch cells never race): cells, ceiling (confirm.max_seeds),
-    confirm_runs (confirmation trials run, whatever their status), ceiling_runs (cells x
-    ceiling), flops_run / flops_ceiling (the same weighted by each cell's mean target FLOPs per
-    run) and saved = 1 - flops_run / flops_ceiling."""
-    try:
-        ceiling = int(_spec_get(s.spec, "confirm", "max_seeds", default=v.seeds))
-    except (TypeError, ValueError):
+    """What racing cost against the alternatives (studies that raced; None otherwise), counted
+    from the trials over the cells the Answer compares (scratch cells never race): cells,
+    ceiling (confirm.max_seeds), confirm_runs (confirmation trials run, whatever their
+    status), ceiling_runs (cells x ceiling), flops_run / flops_ceiling (the same weighted by
+    each cell's mean target FLOPs per run), saved = 1 - flops_run / flops_ceiling, and
+    fixed_runs: per group, the runs of the smallest fixed design (n runs per cell, one look at
+    alpha: the same guarantee) that decides it on the seeds measured (None if none does)."""
+    if not v.racing:
         return None
-    if v.looks <= 1 or ceiling <= v.seeds:
-        return None
+    ceiling = v.racing[1]
     t = s.trials
     conf = t[(t[M.PHASE] == M.PHASE_CONFIRM) & t[M.CELL].notna()]
     per_run = v.summary.set_index(M.CELL)[M.TARGET_FLOPS]
@@ -570,9 +611,15 @@ def racing_counts(s: Study, v: CellView) -> dict | None:
     ran = conf[conf[M.CELL].isin(cells)].groupby(M.CELL).size()
     done = float(sum(ran.get(c, 0) * per_run[c] for c in cells))
     full = float(sum(ceiling * per_run[c] for c in cells))
+    fixed = {}
+    for _, r in v.answer.iterrows():
+        g = r["group"]
+        n = fixed_n_to_decide(g, v.tol_points / 100, v.alpha)
+        fixed[f"{r[M.SPLIT]}/{r[M.BACKBONE]}/{r[M.INIT]}"] = (
+            None if n is None else n * len(g["comparisons"]))
     return {"cells": len(cells), "ceiling": ceiling, "confirm_runs": int(ran.sum()),
             "ceiling_runs": ceiling * len(cells), "flops_run": done, "flops_ceiling": full,
-            "saved": 1 - done / full if full > 0 else None}
+            "saved": 1 - done / full if full > 0 else None, "fixed_runs": fixed}
 
 
 def racing_savings(s: Study, v: CellView) -> str | None:
@@ -581,40 +628,50 @@ def racing_savings(s: Study, v: CellView) -> str | None:
     if r is None:
         return None
     saved = "–" if r["saved"] is None else f"{100 * r['saved']:.0f} %"
+    fixed = "; ".join(f"{g}: {'none up to the seeds measured' if n is None else f'{n} runs'}"
+                      for g, n in r["fixed_runs"].items())
     return (f"Racing: {r['confirm_runs']} confirmation runs in the {r['cells']} compared cells, "
             f"against {r['ceiling_runs']} if every cell had got the ceiling of {r['ceiling']} "
             f"seeds: {saved} of that confirmation compute saved ({r['flops_run']:.3g} vs "
-            f"{r['flops_ceiling']:.3g} target FLOPs).")
+            f"{r['flops_ceiling']:.3g} target FLOPs). The smallest fixed design with the same "
+            f"guarantee (n runs per cell, one look) that decides on these seeds: {fixed} "
+            "(known only after the fact: a fixed design must choose n in advance).")
 
 
 def answer_data(s: Study, v: CellView) -> dict:
     """The Answer as data (report.json): the tolerance (points and fraction) and alpha it was
-    decided with, per group the best depth, the answer, the cheapest depth shown equivalent
-    (or null), whether it is decided, the open depths, and every comparison (verdict,
-    difference, bounds, test, runs, runs to decide, per-seed test accuracies); ``racing``:
+    decided with, whether the tolerance is post hoc, the racing levels, per group the most
+    accurate depth observed (leader), the depth shown best (or null), the depths that could
+    still be the best, the answer (or null), whether it is decided, the open depths, and every
+    depth's verdict, bounds, test, runs and per-seed test accuracies; ``racing``:
     ``racing_counts`` (null when the study did not race)."""
     groups = []
     for _, r in v.answer.iterrows():
         g = r["group"]
         depth = {cid: c["depth"] for cid, c in g["comparisons"].items()}
+
+        def ref(c):
+            return None if c is None else {"cell": c, "depth": depth[c]}
         groups.append({
             "split": r[M.SPLIT], "backbone": r[M.BACKBONE], "init": r[M.INIT],
-            "best": {"cell": g["best"], "depth": depth[g["best"]]},
-            "answer": {"cell": g["answer"], "depth": depth[g["answer"]]},
-            "cheapest_equivalent": None if g["cheapest_equivalent"] is None else
-            {"cell": g["cheapest_equivalent"], "depth": depth[g["cheapest_equivalent"]]},
-            "decided": g["decided"], "open": [{"cell": c, "depth": depth[c]} for c in g["open"]],
-            "seeds_to_decide": None if _nan(r["seeds_to_decide"]) else int(r["seeds_to_decide"]),
-            "compute_saved": g["compute_saved"],
-            "comparisons": [{k: c[k] for k in ("cell", "depth", "role", "verdict", "diff", "lo",
-                                                "hi", "test", "n", "n_pairs", "mean", "flops",
-                                                "seeds_to_decide", "accs")}
+            "leader": ref(g["leader"]), "best": ref(g["best"]),
+            "possible_best": [ref(c) for c in g["possible_best"]],
+            "answer": ref(g["answer"]), "decided": g["decided"],
+            "open": [ref(c) for c in g["open"]], "compute_saved": g["compute_saved"],
+            "alpha_look": g["alpha_look"], "alpha_bound": g["alpha_bound"],
+            "comparisons": [{k: c[k] for k in ("cell", "depth", "verdict", "possible_best",
+                                                "answer", "rival", "diff", "lo", "hi", "test",
+                                                "n", "n_pairs", "mean", "flops", "accs")}
                             for c in sorted(g["comparisons"].values(), key=lambda c: c["depth"])]})
     return {"answer": {"metric": METRIC, "tolerance_points": v.tol_points,
                        "tolerance": v.tol_points / 100, "alpha": v.alpha,
-                       "alpha_spec": v.alpha_spec, "looks": v.looks,
-                       "bounds": f"one-sided {1 - v.alpha:.6g}", "groups": groups,
-                       "racing": racing_counts(s, v)}}
+                       "spec_tolerance_points": v.spec_tol_points, "post_hoc": v.post_hoc,
+                       "racing": list(v.racing) if v.racing else None,
+                       "procedure": "multiple comparisons with the best (Hsu), paired t, "
+                                    "Bonferroni over depths - 1 and the racing's looks",
+                       "guarantee": "per group: P(decided answer tolerance or more below the "
+                                    "true best) <= alpha, for every truth",
+                       "groups": groups, "racing_counts": racing_counts(s, v)}}
 
 
 def _cells_section(s: Study, v: CellView, out: Path, prefix: str) -> Section:
@@ -649,15 +706,17 @@ def _depth_section(s: Study, v: CellView, out: Path, prefix: str) -> Section:
 def _gain_section(s: Study, v: CellView, out: Path, prefix: str) -> Section:
     g = Section("4. Transfer gain over scratch")
     g.p(prose("""
-        Per split, backbone and transferred init: the most accurate depth's runs against the
-        scratch cell's runs of the same split and backbone. Both sides are completed runs, so
+        Per split, backbone and transferred init: the Answer's depth (section 1: the cheapest
+        depth shown within tolerance of the best; none while the group has no answer) against
+        the scratch cell's runs of the same split and backbone. Both sides are completed runs, so
         they trained for the same target epochs. Runs with the same seed draw the same data
         order and augmentations in both cells, so they are compared paired: gain = mean per-seed
         difference of the test accuracies (points) over the seeds both cells ran, with its 95 %
         t interval and the two-sided paired t test's p. Where the cells share fewer than 2
         seeds: difference of the means with Welch's interval and p (column 'test'); '–' where a
-        side has fewer than 2 runs. The depth is picked on the same metric, so its gain is
-        slightly optimistic."""))
+        side has fewer than 2 runs. The depth is not picked as the one with the highest test
+        mean, which would make its gain optimistic, and no run that chose a configuration is
+        counted."""))
     if v.gains.dropna(subset=["gain"]).empty:
         g.p("No transferred cell has a scratch cell with completed runs to compare with.")
     else:

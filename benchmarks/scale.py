@@ -372,12 +372,12 @@ def _configs(sdir: Path) -> set:
 
 
 def _decisions(g: dict) -> dict:
-    """What an answer group decides: its best and answer depths, the cheapest equivalent, whether
-    it is decided, what is open, and every comparison's verdict (not the accuracies: early
-    stopping decides as results arrive, so a cell's best learning rate can differ between two
-    runs, uninterrupted or not)."""
+    """What an answer group decides: the depth shown best, the possible bests, the answer,
+    whether it is decided, what is open, and every comparison's verdict (not the accuracies:
+    early stopping decides as results arrive, so a cell's best learning rate can differ between
+    two runs, uninterrupted or not)."""
     return {"best": g.get("best"), "answer": g.get("answer"),
-            "cheapest_equivalent": g.get("cheapest_equivalent"), "decided": g.get("decided"),
+            "possible_best": g.get("possible_best"), "decided": g.get("decided"),
             "open": g.get("open"),
             "verdicts": [(c.get("cell"), c.get("verdict")) for c in g.get("comparisons", [])]}
 

@@ -392,12 +392,11 @@ class StudySearcher(Searcher):
             return  # racing looks once the best's own run has ended too
         done = [(v, cfg) for v, cfg in ended.values() if v is not None and cfg]
         if done:
-            (_, test_acc, flops), best = max(done, key=lambda x: x[0][0])
+            (_, _, flops), best = max(done, key=lambda x: x[0][0])
             self._queue_confirm(best, self.design.confirm_seeds)
-            if self.study_mode == "compare":  # the best's own tuning run is its first seed
+            if self.study_mode == "compare":  # the tuning run selected: it never measures
                 c = best[M.CELL]
                 self.best_cfg[c] = best
-                self.runs.setdefault(c, {})[int(best[M.SEED])] = test_acc
                 self.flops[c] = flops
                 self.asked.setdefault(c, set()).add(int(best[M.SEED]))
         # else: no tuning trial of this group completed (all errored): nothing to confirm
@@ -422,9 +421,11 @@ class StudySearcher(Searcher):
 
     def _race(self, group: str | None) -> None:
         """Racing, one look: when every cell of the answer group has ended its tuning and its
-        confirmation trials, add one seed to each cell that could still change the Answer
-        (``stats.next_seeds``), and the same seed to the group's best when it lacks it, so
-        every comparison stays paired. A group none of whose cells gets a seed is decided."""
+        confirmation trials, bring every cell that can still change the Answer
+        (``stats.next_seeds``: the possible bests and the cheaper cells not shown worse) to the
+        group's next seed, with any earlier seed it lacks, so every comparison stays paired on
+        all seeds. A group none of whose cells gets a seed is finished (decided or at the
+        ceiling)."""
         d = self.design
         if not d.racing or group is None or group in self.decided:
             return
@@ -439,22 +440,20 @@ class StudySearcher(Searcher):
                  "accs": {s: a for s, a in self.runs.get(c, {}).items() if a is not None}}
                 for c in cells if c in self.best_cfg]
         report = d.spec.report
-        alpha = stats.alpha_per_look(report.alpha, d.looks)
-        want = stats.next_seeds(rows, report.tolerance / 100, alpha, len(d.ceiling_seeds)) \
-            if rows else []
+        ceiling = len(d.ceiling_seeds)
+        want = stats.next_seeds(rows, report.tolerance / 100, report.alpha,
+                                len(d.confirm_seeds), ceiling) if rows else []
         self.looks[group] = self.looks.get(group, 0) + 1
-        best = stats.group_answer(rows, report.tolerance / 100, alpha)["best"] if want else None
+        # the group's level: the confirmation seeds its cells have been asked for so far
+        level = max(sum(sd in self.asked.get(c, set()) for sd in d.ceiling_seeds)
+                    for c in cells)
         added = False
         for c in want:
-            if c == best:
-                continue  # the best gets exactly the seeds its open comparisons get (below)
-            seed = next((sd for sd in d.ceiling_seeds if sd not in self.asked.get(c, set())), None)
-            if seed is None:
-                continue
-            self._queue_confirm(self.best_cfg[c], [seed])
-            added = True
-            if seed not in self.asked.get(best, set()):
-                self._queue_confirm(self.best_cfg[best], [seed])
+            missing = [sd for sd in d.ceiling_seeds[:level + 1]
+                       if sd not in self.asked.get(c, set())]
+            if missing:
+                self._queue_confirm(self.best_cfg[c], missing)
+                added = True
         if not added:
             self.decided.add(group)
 

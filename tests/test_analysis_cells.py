@@ -31,8 +31,8 @@ CONF = M.PHASE_CONFIRM
 def _frame():
     """split x, backbone r:
     d1 (source): tune lr .01 (chosen: best completed val), lr .1 (worse val, better test),
-       lr .05 stopped with the best val; confirm lr .01: 2 completed, 1 errored
-       -> runs test [.70, .72, .74]
+       lr .05 stopped with the best val; confirm lr .01: 3 completed, 1 errored
+       -> runs test [.70, .72, .74] (the confirm runs: the tune run t1 selected, never measures)
     d3 (source): cheaper; runs test [.705, .71, .715]          -> within 1 point, not lower
     d2 (source): only a stopped trial                           -> no runs at all
     d4 (source): runs [.60, .61, .62]                           -> too low
@@ -42,6 +42,7 @@ def _frame():
         _row("t1", "source", 1, 0.01, COMPLETED, 0.80, 0.70, flops=400., src=300.),
         _row("t2", "source", 1, 0.1, COMPLETED, 0.60, 0.90, flops=400., src=300.),
         _row("t3", "source", 1, 0.05, STOPPED, 0.95, math.nan, flops=50., src=300.),
+        _row("c0", "source", 1, 0.01, COMPLETED, 0.80, 0.70, CONF, flops=400., src=300.),
         _row("c1", "source", 1, 0.01, COMPLETED, 0.79, 0.72, CONF, flops=400., src=300.),
         _row("c2", "source", 1, 0.01, COMPLETED, 0.81, 0.74, CONF, flops=400., src=300.),
         _row("c3", "source", 1, 0.01, ERRORED, 0.30, math.nan, CONF, flops=10., src=300.),
@@ -49,11 +50,14 @@ def _frame():
         _row("t5", "source", 3, 0.2, STOPPED, 0.75, math.nan, flops=20., src=300.),
         _row("c4", "source", 3, 0.02, COMPLETED, 0.70, 0.71, CONF, flops=100., src=300.),
         _row("c5", "source", 3, 0.02, COMPLETED, 0.70, 0.715, CONF, flops=100., src=300.),
+        _row("c8", "source", 3, 0.02, COMPLETED, 0.70, 0.705, CONF, flops=100., src=300.),
         _row("t6", "source", 2, 0.02, STOPPED, 0.99, math.nan, flops=30., src=300.),
         _row("t7", "source", 4, 0.02, COMPLETED, 0.6, 0.60, flops=50., src=300.),
         _row("c6", "source", 4, 0.02, COMPLETED, 0.6, 0.61, CONF, flops=50., src=300.),
         _row("c7", "source", 4, 0.02, COMPLETED, 0.6, 0.62, CONF, flops=50., src=300.),
+        _row("c9", "source", 4, 0.02, COMPLETED, 0.6, 0.60, CONF, flops=50., src=300.),
         _row("s1", "scratch", 0, 0.1, COMPLETED, 0.5, 0.60, flops=500.),
+        _row("s0", "scratch", 0, 0.1, COMPLETED, 0.5, 0.60, CONF, flops=500.),
         _row("s2", "scratch", 0, 0.1, COMPLETED, 0.5, 0.62, CONF, flops=500.),
         _row("s3", "scratch", 0, 0.1, COMPLETED, 0.5, 0.64, CONF, flops=500.),
         _row("s4", "scratch", 0, 0.3, RUNNING, 0.9, math.nan, flops=5.),
@@ -113,10 +117,11 @@ def test_welch_degenerate_cases():
 def test_cell_runs_chosen_config_completed_only():
     runs = C.cell_runs(_frame())
     got = {c: g["trial_id"].tolist() for c, g in runs.groupby(M.CELL)}
-    assert got == {"x/r/source/d1": ["t1", "c1", "c2"], "x/r/source/d3": ["t4", "c4", "c5"],
-                   "x/r/source/d4": ["t7", "c6", "c7"], "x/r/scratch/d0": ["s1", "s2", "s3"]}
+    assert got == {"x/r/source/d1": ["c0", "c1", "c2"], "x/r/source/d3": ["c4", "c5", "c8"],
+                   "x/r/source/d4": ["c6", "c7", "c9"], "x/r/scratch/d0": ["s0", "s2", "s3"]}
     assert set(runs["status"]) == {COMPLETED}
-    assert runs.set_index("trial_id").loc["t1", C.ROLE] == "selected"
+    # the tune trials that chose the learning rate never measure it
+    assert not set(runs["trial_id"]) & {"t1", "t4", "t7", "s1"}
     assert runs.set_index("trial_id").loc["c1", C.ROLE] == M.PHASE_CONFIRM
 
 
@@ -137,10 +142,10 @@ def test_old_frames_without_cell_and_phase_columns():
     runs = C.cell_runs(t)
     assert set(runs[M.PHASE]) == {M.PHASE_TUNE}
     assert "x/r/scratch/d0" in set(runs[M.CELL]) and "x/r/source/d1" in set(runs[M.CELL])
-    # every trial counts as "tune": lr 0.01 has the best mean val (t1, c1, c2: repeats of one
-    # configuration, as search.repeats wrote them), so all three are the cell's runs
+    # every trial counts as "tune": lr 0.01 has the best mean val (t1, c0, c1, c2: repeats of
+    # one configuration, as search.repeats wrote them), so all four are the cell's runs
     d1 = runs[runs[M.CELL] == "x/r/source/d1"]
-    assert d1["trial_id"].tolist() == ["c1", "c2", "t1"] and set(d1[C.ROLE]) == {"selected"}
+    assert d1["trial_id"].tolist() == ["c0", "c1", "c2", "t1"] and set(d1[C.ROLE]) == {"selected"}
 
 
 def test_cell_summary_mean_std_ci_and_compute():
@@ -150,7 +155,7 @@ def test_cell_summary_mean_std_ci_and_compute():
     assert d1["ci"] == pytest.approx(T2 * 0.02 / math.sqrt(3))
     assert (d1["lo"], d1["hi"]) == pytest.approx((0.72 - d1["ci"], 0.72 + d1["ci"]))
     assert d1[M.LR] == 0.01 and d1[M.TARGET_FLOPS] == 400. and d1[TOTAL_FLOPS] == 700.
-    assert d1[DEVICE_S] == 40. and d1["trial_ids"] == "t1,c1,c2" and d1["metric"] == M.TEST_ACC
+    assert d1[DEVICE_S] == 40. and d1["trial_ids"] == "c0,c1,c2" and d1["metric"] == M.TEST_ACC
     assert "x/r/source/d2" not in s.index  # only a stopped trial
     v = C.cell_summary(C.cell_runs(_frame()), metric=M.VAL_ACC).set_index(M.CELL)
     assert v.loc["x/r/source/d1", "mean"] == pytest.approx(0.8)
@@ -166,18 +171,19 @@ def test_stopped_trials_never_in_runs_curves_gains_but_in_scatter():
     assert 2 not in set(s[M.FROZEN_DEPTH])  # the stopped-only cell has no curve point
     a = C.depth_answer(runs)
     assert 2 not in {*a["best_depth"], *a["cheap_depth"]}
-    g = C.transfer_gain_cells(s)
+    g = C.transfer_gain_cells(s)  # no Answer given: the depth with the highest mean
     assert g.loc[0, "depth"] == 1 and g.loc[0, "mean_transfer"] == pytest.approx(0.72)
     sc = C.scatter_points(t, runs).set_index("trial_id")
     assert stopped <= set(sc.index) and not sc.loc[sorted(stopped), "cell_run"].any()
-    assert sc.loc["t6", M.VAL_ACC] == 0.99 and sc.loc["t1", "cell_run"]
+    assert sc.loc["t6", M.VAL_ACC] == 0.99 and sc.loc["c0", "cell_run"]
+    assert not sc.loc["t1", "cell_run"]  # it selected the learning rate: it never measures
 
 
 def test_cell_coverage_counts():
     cov = C.cell_coverage(_frame()).set_index(M.CELL)
     d1 = cov.loc["x/r/source/d1"]
     assert (d1["tune trials"], d1["tune completed"], d1["tune stopped"]) == (3, 2, 1)
-    assert (d1["confirm trials"], d1["confirm completed"], d1["runs"]) == (3, 2, 3)
+    assert (d1["confirm trials"], d1["confirm completed"], d1["runs"]) == (4, 3, 3)
     d2 = cov.loc["x/r/source/d2"]
     assert (d2["tune trials"], d2["tune stopped"], d2["runs"]) == (1, 1, 0)
     assert math.isnan(d2[M.LR])
@@ -189,25 +195,25 @@ def test_cell_coverage_counts():
 def _runs(rows):
     """Runs per depth, seeds 0, 1, 2, ... in each cell: (depth, values, target flops)."""
     t = pd.DataFrame([{**_row(f"{d}-{i}", "source", d, 0.01, COMPLETED, 0.5, v,
-                              M.PHASE_CONFIRM if i else M.PHASE_TUNE, flops=f), M.SEED: i}
+                              M.PHASE_CONFIRM, flops=f), M.SEED: i}
                       for d, vals, f in rows for i, v in enumerate(vals)])
     return C.cell_runs(t)
 
 
 def test_depth_answer_paired_decides_what_welch_cannot():
     """Per-seed differences vary far less than the accuracies: d2 is 0.5 points below d0 on
-    every seed. Unpaired (Welch) that is not even significant; paired it is shown equivalent
-    at a 1-point tolerance and shown worse at a 0.2-point one."""
+    every seed. Unpaired (Welch) that is not even significant; paired it is shown within a
+    1-point tolerance and shown worse at a 0.2-point one."""
     d0, d2 = [0.70, 0.74, 0.78], [0.695, 0.735, 0.775]
     runs = _runs([(0, d0, 100.), (2, d2, 40.)])
     r = C.depth_answer(runs, tolerance=0.01).iloc[0]
     assert (r["best_depth"], r["cheap_depth"], r["decided"], r["test"]) == (0, 2, True, "paired t")
     assert r["delta"] == pytest.approx(-0.005) and r["saving_target"] == pytest.approx(0.6)
     # zero spread of the paired differences: the bounds collapse to the difference
-    assert (r["delta_lo"], r["delta_hi"]) == pytest.approx((-0.005, -0.005))
+    assert r["delta_lo"] == pytest.approx(-0.005) and r["best_shown"]
     assert stats.ttest_ind(d2, d0, equal_var=False, alternative="less").pvalue > 0.4
     r = C.depth_answer(runs, tolerance=0.002).iloc[0]
-    assert r["cheap_depth"] == 0 and r["decided"] and r["verdicts"] == "d2 worse"
+    assert r["cheap_depth"] == 0 and r["decided"] and r["verdicts"] == "d0 best, shown, d2 worse"
 
 
 def test_paired_says_worse_where_welch_is_not_even_significant():
@@ -219,7 +225,7 @@ def test_paired_says_worse_where_welch_is_not_even_significant():
     assert stats.ttest_ind(d2, d0, equal_var=False, alternative="less").pvalue > 0.05
     runs = _runs([(0, d0, 100.), (2, d2, 40.)])
     r = C.depth_answer(runs, tolerance=0.01, alpha=0.05).iloc[0]
-    assert r["verdicts"] == "d2 worse" and r["decided"] and r["cheap_depth"] == 0
+    assert r["verdicts"] == "d0 best, shown, d2 worse" and r["decided"] and r["cheap_depth"] == 0
     c = C.comparison_rows(C.depth_answer(runs, tolerance=0.01)).set_index("depth").loc[2]
     d = np.subtract(d2, d0)
     half = stats.t.ppf(0.95, 4) * d.std(ddof=1) / math.sqrt(5)
@@ -236,7 +242,7 @@ def test_paired_says_worse_where_welch_is_not_even_significant():
     assert text.startswith("freeze 0 stages") and "every cheaper depth shown worse" in text
 
 
-def test_depth_answer_bounds_match_scipy_and_undecided_says_what_would_decide():
+def test_depth_answer_bounds_match_scipy_and_undecided_says_what_is_open():
     d0, d1 = [0.80, 0.82, 0.78, 0.81], [0.79, 0.80, 0.78, 0.79]
     runs = _runs([(0, d0, 100.), (1, d1, 50.)])
     r = C.depth_answer(runs, tolerance=0.005, alpha=0.05).iloc[0]
@@ -248,31 +254,30 @@ def test_depth_answer_bounds_match_scipy_and_undecided_says_what_would_decide():
     rows = C.comparison_rows(C.depth_answer(runs, tolerance=0.005)).set_index("depth")
     assert rows.loc[1, "diff"] == pytest.approx(diff.mean()) and t.statistic < 0
     assert (rows.loc[1, "lo"], rows.loc[1, "hi"]) == pytest.approx((lo, hi))
-    assert lo < -0.005 < hi  # neither equivalent nor worse at this tolerance
-    assert rows.loc[1, "verdict"] == "undecided" and rows.loc[0, "verdict"] == "best"
-    assert not r["decided"] and r["open"] == "d1" and r["cheap_depth"] == 0
-    assert r["seeds_to_decide"] > 4
+    assert lo < -0.005 < hi < 0  # neither within nor worse at this tolerance, but below d0
+    assert rows.loc[1, "verdict"] == "undecided" and rows.loc[0, "verdict"] == "best, shown"
+    assert not r["decided"] and r["open"] == "d1,d0" and r["cheap_depth"] == 0
     from analysis.report import recommendation
     text = recommendation(r)
-    assert text.startswith("UNDECIDED: d1") and f"about {int(r['seeds_to_decide'])} runs" in text
+    assert text.startswith("UNDECIDED: d1") and "shown the most accurate depth" in text
 
 
 def test_depth_answer_single_runs_decide_nothing_and_old_studies_fall_back_to_welch():
     runs = _runs([(0, [0.80], 100.), (2, [0.795], 10.), (3, [0.70], 5.)])
     r = C.depth_answer(runs, tolerance=0.01).iloc[0]
-    assert r["single_run"] == "d0,d2,d3" and not r["decided"] and r["cheap_depth"] == 0
-    assert r["verdicts"] == "d2 undecided, d3 undecided"
+    assert r["single_run"] == "d0,d2,d3" and not r["decided"] and math.isnan(r["cheap_depth"])
+    assert r["verdicts"] == "d0 undecided, d2 undecided, d3 undecided"
+    assert r["possible_best"] == "d3,d2,d0"  # no bounds: any could be the best (cheapest first)
     from analysis.report import recommendation
-    text = recommendation(r)  # no spread to extrapolate from: says what is needed first
-    assert text.startswith("UNDECIDED: d3,d2") and "at least 2 runs per cell" in text  # cheapest first
-    assert "equivalent" not in text.split("not yet shown equivalent")[1]
+    text = recommendation(r)
+    assert text.startswith("UNDECIDED: no depth is shown within −1 points") and "d3,d2,d0" in text
     # seeds not recorded (all 0 in the frame): unpaired, Welch
     t = pd.DataFrame([_row(f"{d}-{i}", "source", d, 0.01, COMPLETED, 0.5, v,
                            M.PHASE_CONFIRM if i else M.PHASE_TUNE, flops=f)
                       for d, vals, f in [(0, [0.80, 0.82, 0.84], 100.), (2, [0.60, 0.61, 0.62], 10.)]
                       for i, v in enumerate(vals)])
     r = C.depth_answer(C.cell_runs(t)).iloc[0]
-    assert r["verdicts"] == "d2 worse" and r["decided"]
+    assert r["verdicts"] == "d0 best, shown, d2 worse" and r["decided"]
     rows = C.comparison_rows(C.depth_answer(C.cell_runs(t))).set_index("depth")
     assert rows.loc[2, "test"] == "welch"
 
@@ -295,7 +300,7 @@ def test_transfer_gain_paired_per_seed_with_scratch():
     cells alike), where Welch's interval on the same values crosses 0."""
     src, scr = [0.70, 0.76, 0.66, 0.73], [0.68, 0.735, 0.645, 0.70]
     t = pd.DataFrame([{**_row(f"{init}-{i}", init, 0 if init == "scratch" else 1, 0.01, COMPLETED,
-                              0.5, v, CONF if i else M.PHASE_TUNE), M.SEED: i}
+                              0.5, v, CONF), M.SEED: i}
                       for init, vals in (("source", src), ("scratch", scr))
                       for i, v in enumerate(vals)])
     r = C.transfer_gain_cells(C.cell_runs(t)).iloc[0]

@@ -96,8 +96,9 @@ class StudyDesign:
         self.ceiling_seeds = tuple(s.seed + i for i in range(1, ceiling + 1))  # racing's ceiling
         self.repeat_seeds = tuple(s.seed + r for r in range(s.repeats))  # mode best
         # racing: only in mode compare (mode best confirms one configuration per split)
-        self.racing = self.mode == "compare" and ceiling > k and k >= 1
-        self.looks = ceiling - k + 1 if self.racing else 1  # analyses of the confirmation data
+        self.racing = self.mode == "compare" and spec.confirm.racing and k >= 1
+        # what the Answer spends alpha over (stats.group_answer's ``racing``): None = one look
+        self.race_levels = (k, ceiling) if self.racing else None
         self.cells = tuple(self._cells())
         self._by_id = {c.id: c for c in self.cells}
 

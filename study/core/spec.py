@@ -229,11 +229,12 @@ class SearchSpec:
 
 @dataclasses.dataclass(frozen=True)
 class ConfirmSpec:
-    seeds: int = _f(2, Int(0, 100), "extra seeds for each cell's best configuration (mode best: "
-                    "each split's), trained to target_epochs: k+1 complete runs per cell")
+    seeds: int = _f(3, Int(0, 100), "fresh seeds for each cell's best configuration (mode best: "
+                    "each split's), trained to target_epochs: the k runs per cell the Answer "
+                    "measures (the tuning run that chose the configuration never measures it)")
     max_seeds: int | None = _f(None, Int(0, 100, optional=True), "racing ceiling: after the first "
-                               "`seeds`, cells whose comparison could still change the Answer get "
-                               "one more seed at a time up to this many (null: no racing, = seeds)")
+                               "`seeds`, cells that can still change the Answer get one more seed "
+                               "at a time up to this many runs (null: no racing, = seeds)")
 
     @property
     def ceiling(self) -> int:
@@ -281,11 +282,13 @@ class FeatureCacheSpec:
 
 @dataclasses.dataclass(frozen=True)
 class ReportSpec:
-    tolerance: float = _f(1.0, Num(0, 100), "Answer: a cheaper depth is shown equivalent to the best "
-                          "when the one-sided lower confidence bound of its paired accuracy "
-                          "difference lies above -tolerance (accuracy points)")
-    alpha: float = _f(0.05, Num(0, 0.5, lo_open=True), "error rate of each verdict (equivalent / "
-                      "worse); racing splits it over its looks (Bonferroni)")
+    tolerance: float = _f(1.0, Num(0, 100), "Answer: a depth is within tolerance of the best "
+                          "when the simultaneous lower bounds of its paired accuracy difference "
+                          "from every depth that could be the best lie above -tolerance "
+                          "(accuracy points; non-inferiority, fixed before the study runs)")
+    alpha: float = _f(0.05, Num(0, 0.5, lo_open=True), "per group: the chance that a decided "
+                      "Answer is tolerance or more below the true best, for any truth "
+                      "(multiple comparisons with the best; racing spends it over its looks)")
 
 
 @dataclasses.dataclass(frozen=True)
