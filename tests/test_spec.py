@@ -106,7 +106,7 @@ def test_minimal_spec_gets_defaults():
     assert spec.splits[0].source == (0, 1) and spec.splits[0].target == (2,)
     assert (spec.lr.low, spec.lr.high, spec.lr.grid) == (0.01, 0.1, ())
     assert spec.search.algorithm == "qmc" and spec.scheduler.type == "halving"
-    assert spec.search.mode == "compare" and spec.confirm.seeds == 2
+    assert spec.search.mode == "compare" and spec.confirm.seeds == 3
     assert spec.data.root is None and spec.time_budget_s is None
     assert spec.weights == () and spec.weights_file("resnet18") is None
 
@@ -142,7 +142,7 @@ def test_quick_example_loads():
     assert spec.data.root is None and spec.data.max_train_per_class == 500
     assert spec.data.target_train_per_class == 100
     assert spec.target_epochs == 6 and spec.max_failures == 1
-    assert (spec.confirm.seeds, spec.confirm.max_seeds, spec.confirm.ceiling) == (2, 4, 4)
+    assert (spec.confirm.seeds, spec.confirm.max_seeds, spec.confirm.ceiling) == (3, 6, 6)
     # --smoke shrinks the data below the target cap: the cap goes with it
     from study.cli import SMOKE
     smoke = load_spec(QUICK, {k: dict(v) if isinstance(v, dict) else v for k, v in SMOKE.items()})
@@ -543,8 +543,8 @@ def test_cli_validate_quick(capsys):
     assert main(["validate", str(QUICK)]) == EXIT_OK
     out = capsys.readouterr().out
     assert "valid study 'quick'" in out
-    assert ("1 split(s), 1 backbone(s), inits source, scratch, 4 cells, 20 trials (12 tuning + 8 "
-            "confirmation, racing up to 28; mode compare, qmc, halving)") in out
+    assert ("1 split(s), 1 backbone(s), inits source, scratch, 4 cells, 24 trials (12 tuning + 12 "
+            "confirmation, racing up to 33; mode compare, qmc, halving)") in out
 
 
 def test_cli_validate_grid_counts_points(tmp_path, capsys):
@@ -554,8 +554,8 @@ def test_cli_validate_grid_counts_points(tmp_path, capsys):
                                                          "target": ["ship", 9]}))))
     assert main(["validate", str(p)]) == EXIT_OK
     # mode best: 1 split x (scratch_cnn: 5 depths + scratch, resnet18: 3 depths + scratch) x 2 lrs
-    # x 2 repeats = 40 tuning trials, + 2 confirmation seeds of the split's best
-    assert "42 trials (40 tuning + 2 confirmation; mode best, grid, asha)" in capsys.readouterr().out
+    # x 2 repeats = 40 tuning trials, + 3 confirmation seeds of the split's best
+    assert "43 trials (40 tuning + 3 confirmation; mode best, grid, asha)" in capsys.readouterr().out
 
 
 def test_cli_validate_checks_cifar10_classes_without_data(tmp_path, capsys):
@@ -612,7 +612,7 @@ def test_racing_ceiling_and_answer_keys():
     from study.core.spec import default_of, describe
 
     spec = load_spec_dict(copy.deepcopy(MINIMAL))
-    assert (spec.confirm.max_seeds, spec.confirm.ceiling, spec.confirm.racing) == (None, 2, False)
+    assert (spec.confirm.max_seeds, spec.confirm.ceiling, spec.confirm.racing) == (None, 3, False)
     assert (spec.report.tolerance, spec.report.alpha) == (1.0, 0.05)
     raced = load_spec_dict({**copy.deepcopy(MINIMAL), "confirm": {"seeds": 1, "max_seeds": 5}})
     assert (raced.confirm.ceiling, raced.confirm.racing) == (5, True)
@@ -622,7 +622,7 @@ def test_racing_ceiling_and_answer_keys():
         (p,) = problems_of({**copy.deepcopy(MINIMAL), "report": {"alpha": bad}})
         assert p.startswith(f"report.alpha = {bad!r}: must be"), p
     # one default per key, read by the analysis through default_of
-    assert default_of("report.tolerance") == 1.0 and default_of("confirm.seeds") == 2
+    assert default_of("report.tolerance") == 1.0 and default_of("confirm.seeds") == 3
     assert default_of("confirm.max_seeds") is None and default_of("data.val_fraction") == 0.1
     # every key, the hand-parsed ones too
     keys = {line.split(":")[0] for line in describe().splitlines()}

@@ -206,7 +206,9 @@ class StudyDesign:
         tuning = sum(self.group_sizes.values())
         groups = len(self.group_sizes)
         confirm = groups * len(self.confirm_seeds)
-        confirm_max = groups * len(self.ceiling_seeds) if self.racing else confirm
+        raced = sum(1 for g in self.group_sizes if self.cell(g).answer_group) if self.racing else 0
+        # only the depths the Answer compares race (scratch baselines keep the first round)
+        confirm_max = confirm + raced * (len(self.ceiling_seeds) - len(self.confirm_seeds))
         return {"cells": len(self.cells), "groups": groups, "tuning": tuning,
                 "confirm": confirm, "confirm_max": confirm_max, "total": tuning + confirm,
                 "total_max": tuning + confirm_max}
