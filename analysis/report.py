@@ -3,9 +3,10 @@
 
 The report answers the study's question first (section 1, "Answer": how many stages to freeze,
 per split x backbone x init), by the rules of ``analysis.cells``: statistics over each cell's
-completed runs of its best configuration; depths compared with the best depth paired per seed
-(``study.core.stats``: three verdicts, equivalent / worse / undecided, within a tolerance in
-accuracy points, ``report.tolerance``, at ``report.alpha``, split over the racing's looks when
+completed confirmation runs of its best configuration; depths compared with every depth that
+could be the best, paired per seed (``study.core.stats``: multiple comparisons with the best;
+verdicts best (shown) / within tolerance / worse / undecided, with a tolerance in accuracy
+points, ``report.tolerance``, at ``report.alpha`` per group, spent over the racing's looks when
 the study raced), shown as a table, a forest plot and data in report.json. Then coverage, depth
 curves, transfer gain (paired per seed too), the cells' Pareto frontier, and the per-trial
 sections (scatter plots where stopped trials stay visible, learning curves, finalists,
@@ -60,7 +61,7 @@ def _spec_get(spec, *keys, default=None):
 
 
 def tolerance_points(spec: dict, tolerance=None) -> float:
-    """The equivalence tolerance in accuracy points: ``tolerance`` if given, else the spec's
+    """The Answer's tolerance (non-inferiority margin) in accuracy points: ``tolerance`` if given, else the spec's
     ``report.tolerance``, else its default. A bad ``tolerance`` argument raises ReportError; a
     bad spec value (older or hand-edited study.yaml) falls back to the default."""
     if tolerance is not None:
@@ -847,7 +848,8 @@ def summary_text(s: Study, label: str | None = None, tolerance=None,
 
 def make_report(path, out=None, force: bool = False, tolerance=None) -> tuple[Path, str]:
     """Write the report of one study; returns (output dir, terminal summary). ``tolerance``: the
-    equivalence tolerance in accuracy points (None: the spec's report.tolerance)."""
+    Answer's tolerance in accuracy points (None: the spec's report.tolerance; another value
+    makes the Answer post hoc, and the report says so first)."""
     s = load_study(path)
     tolerance_points(s.spec, tolerance)  # a bad tolerance fails before anything is written
     out = Path(out) if out else default_out(str(path), s.name)

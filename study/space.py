@@ -10,11 +10,11 @@ group's best configuration (highest final ``val_acc`` among its trials that reac
 
 **Racing** (mode compare, ``confirm.max_seeds`` > ``confirm.seeds``): once every cell of an
 answer group (split x backbone x init) has its confirmation runs, the group's Answer is computed
-on paired per-seed test accuracies (``study.core.stats.next_seeds``); the cells whose comparison
-with the best is undecided and could change the Answer (and the best, for pairing) get one more
-seed each, and so on until decided or at the ceiling. Each such analysis is one look; the
-false-equivalence rate is split over the looks up to the ceiling (Bonferroni), so it holds
-whenever the racing stops.
+on paired per-seed test accuracies (``study.core.stats.next_seeds``); the cells that can still
+change it (every depth that could be the best, and the cheaper depths not shown worse) are
+brought to the group's next seed, and so on until decided or at the ceiling. Each level is one
+look; alpha is spent over the looks up to the ceiling, so the Answer's guarantee holds whenever
+the racing stops. The tuning run that chose a cell's configuration never counts as a run.
 
 The searcher is plain data plus (mode best) Optuna's samplers: Tune saves it with every
 experiment checkpoint (``save`` / ``restore``), so a resumed study continues the same sequence.

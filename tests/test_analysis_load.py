@@ -297,7 +297,7 @@ def test_a_raced_study_decides_at_the_racing_alpha_and_says_what_racing_saved(tm
 
 # per seed 0..3: (init, backbone, depth) -> test accuracies; the seeds move every cell alike
 PAIRED = {("source", "resnet18", 0): [0.80, 0.84, 0.78, 0.82],  # best
-          ("source", "resnet18", 2): [0.798, 0.836, 0.7775, 0.8165],  # −0.3 ± 0.1: equivalent
+          ("source", "resnet18", 2): [0.798, 0.836, 0.7775, 0.8165],  # −0.3 ± 0.1: within
           ("source", "resnet18", 3): [0.754, 0.787, 0.732, 0.77],  # −4.9: worse
           ("scratch", "resnet18", 0): [0.61, 0.63, 0.584, 0.62],
           ("source", "cnn", 0): [0.70, 0.72, 0.69, 0.73],  # best
@@ -307,8 +307,8 @@ FLOPS = {0: 400., 1: 300., 2: 200., 3: 100.}
 
 
 def make_paired_study(root: Path) -> Path:
-    """Two answer groups with 4 paired runs per cell (tune seed 0, confirm seeds 1..3):
-    resnet18 decided (d2 equivalent, d3 worse), cnn undecided (d1 open, d2 worse)."""
+    """Two answer groups with 4 paired confirmation runs per cell (seeds 0..3):
+    resnet18 decided (d2 within tolerance, d3 worse), cnn undecided (d1 open, d2 worse)."""
     s = root / "paired"
     s.mkdir(parents=True)
     (s / "study.yaml").write_text("name: paired\ntarget_epochs: 3\nsearch: {mode: compare}\n"
