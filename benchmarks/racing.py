@@ -156,12 +156,12 @@ def replay(study_dir: str, max_seeds: int | None = None) -> int:
             look += 1
             rows = [{"cell": c, "depth": design.cell(c).depth, "flops": -design.cell(c).depth,
                      "accs": {s: runs[c][s] for s in seeds[c]}} for c in cells]
-            ans = stats.group_answer(rows, tol, spec.report.alpha, looks=nlooks)
+            ans = stats.group_answer(rows, tol, spec.report.alpha, racing=(k, ceiling))
             verdicts = " ".join(f"d{design.cell(c).depth}:{ans['comparisons'][c]['verdict']}"
                                 f"({len(seeds[c])})" for c in cells)
             print(f"  {group} look {look}: answer {ans['answer']}, {verdicts}"
                   f"{'' if ans['decided'] else ', open: ' + ', '.join(ans['open'])}")
-            want = stats.next_seeds(rows, tol, spec.report.alpha, ceiling, looks=nlooks)
+            want = stats.next_seeds(rows, tol, spec.report.alpha, k, ceiling)
             level = max(len(s) for s in seeds.values()) + 1
             more = False
             for c in want:  # every measured seed up to the group's next level

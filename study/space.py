@@ -358,8 +358,8 @@ class StudySearcher(Searcher):
         ended, the best completed one; or already when all but one have ended and none of
         those completed (stopped early or errored): the one still running is then the only
         possible best, so its confirmation starts beside it instead of after it (on the
-        study's critical path: source model, tuning, confirmation). Its own run joins the
-        cell's seeds when it completes."""
+        study's critical path: source model, tuning, confirmation). When it completes, its
+        compute is recorded; its test accuracy never joins the cell's runs (it selected)."""
         ended = self.ended.get(g, {})
         awaiting = getattr(self, "awaiting", {})  # a searcher saved before this field: none
         if g in self.confirmed:
@@ -368,9 +368,7 @@ class StudySearcher(Searcher):
                 del awaiting[g]
                 v, cfg = ended[tid]
                 if v is not None and self.study_mode == "compare":
-                    c = cfg[M.CELL]
-                    self.runs.setdefault(c, {})[int(cfg[M.SEED])] = v[1]
-                    self.flops[c] = v[2]
+                    self.flops[cfg[M.CELL]] = v[2]
                 if self.study_mode == "compare":
                     self._race(self.design.cell(g).answer_group)
             return

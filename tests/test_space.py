@@ -217,7 +217,9 @@ def test_confirmation_starts_beside_the_last_tuning_trial_once_it_is_the_only_po
     assert s.runs[cell] == {4: 0.6, 5: 0.6} and s.looks == {}  # racing waits for a2's own run
     s.on_trial_complete("a2", {M.EPOCH: 3, M.VAL_ACC: 0.7, M.TEST_ACC: 0.65,
                                M.TARGET_FLOPS: 1e9, "config": t[2]})
-    assert s.runs[cell] == {3: 0.65, 4: 0.6, 5: 0.6} and sum(s.looks.values()) == 1
+    # its own run selected the learning rate: it never joins the cell's runs, only its compute
+    assert s.runs[cell] == {4: 0.6, 5: 0.6} and sum(s.looks.values()) == 1
+    assert s.flops[cell] == 1e9
 
 
 def test_source_models_are_ordered_by_the_chain_waiting_on_them():
