@@ -39,7 +39,7 @@ from scipy import stats
 from analysis.frontier import pareto_front
 from analysis.load import DEVICE_S, TOTAL_FLOPS, cell_of
 from study.core import metrics as M
-from study.core.status import COMPLETED, ERRORED, RUNNING, STOPPED
+from study.core.status import COMPLETED, ERRORED, REPORTED, RUNNING, STOPPED
 
 CELL_KEYS = (M.SPLIT, M.BACKBONE, M.INIT, M.FROZEN_DEPTH)
 SCRATCH = "scratch"
@@ -205,12 +205,12 @@ def cell_coverage(trials: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.
         first = g.iloc[0]
         rows.append({**{k: first[k] for k in CELL_KEYS}, M.CELL: cell, "tune trials": len(tune),
                      **{f"tune {s}": int((tune["status"] == s).sum())
-                        for s in (COMPLETED, STOPPED, ERRORED, RUNNING)},
+                        for s in REPORTED},
                      "confirm trials": len(conf),
                      "confirm completed": int((conf["status"] == COMPLETED).sum()),
                      "runs": int(nrun.get(cell, 0)), M.LR: lr.get(cell, math.nan)})
     cols = (list(CELL_KEYS) + [M.CELL, "tune trials"]
-            + [f"tune {s}" for s in (COMPLETED, STOPPED, ERRORED, RUNNING)]
+            + [f"tune {s}" for s in REPORTED]
             + ["confirm trials", "confirm completed", "runs", M.LR])
     return pd.DataFrame(rows, columns=cols)
 

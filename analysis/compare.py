@@ -17,7 +17,7 @@ from analysis.load import ReportError, Study, load_study
 from analysis.output import publish
 from analysis.render import Section, prose
 from study.core import metrics as M
-from study.core.status import COMPLETED, ERRORED, RUNNING, STOPPED
+from study.core.status import COMPLETED, ERRORED, REPORTED, RUNNING, STOPPED
 
 ANSWER_KEYS = [M.SPLIT, M.BACKBONE, M.INIT]
 
@@ -114,7 +114,7 @@ def compare_sections(studies: list[Study], labels: list[str], out: Path,
         "code version": s.provenance.get("code_version"),
         "data fingerprint": str((s.provenance.get("data") or {}).get("fingerprint", ""))[:16],
         "trials": len(s.trials),
-        **{k: int((s.trials["status"] == k).sum()) for k in (COMPLETED, STOPPED, ERRORED, RUNNING)},
+        **{k: int((s.trials["status"] == k).sum()) for k in REPORTED},
         "cells": len(v.coverage), "cells with a run": len(v.coverage) - len(R.no_run_cells(v)),
         "confirm seeds": v.seeds, "tolerance (points)": f"{v.tol_points:g}",
         "finished": "yes" if s.summary else "no (partial)"}

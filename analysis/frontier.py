@@ -12,7 +12,7 @@ import pandas as pd
 
 from analysis.load import EPOCHS, SOURCE_KEY
 from study.core import metrics as M
-from study.core.status import COMPLETED, ERRORED, RUNNING, STOPPED
+from study.core.status import COMPLETED, ERRORED, REPORTED, RUNNING, STOPPED
 
 
 def pareto_front(df: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
@@ -45,14 +45,14 @@ def early_stopping_accounting(trials: pd.DataFrame, target_epochs: int,
     per-epoch cost is unknown). savings = fifo / spent."""
     t = trials
     spent = {s: float(t.loc[t["status"] == s, flops].fillna(0).sum())
-             for s in (COMPLETED, STOPPED, ERRORED, RUNNING)}
+             for s in REPORTED}
     src = t[t[SOURCE_KEY].notna()] if SOURCE_KEY in t else t.iloc[0:0]
     source_total = float(src.drop_duplicates(SOURCE_KEY)[source_flops].fillna(0).sum())
     per_epoch = t[flops] / t[EPOCHS].where(t[EPOCHS] > 0)
     fifo_target = float((per_epoch.fillna(0) * target_epochs).sum())
     total = sum(spent.values()) + source_total
     fifo = fifo_target + source_total
-    n = {s: int((t["status"] == s).sum()) for s in (COMPLETED, STOPPED, ERRORED, RUNNING)}
+    n = {s: int((t["status"] == s).sum()) for s in REPORTED}
     return {"trials": n, "spent": spent, "source": source_total, "total": total,
             "fifo_target": fifo_target, "fifo": fifo, "sources": int(src[SOURCE_KEY].nunique()),
             "savings": fifo / total if total > 0 else math.nan,

@@ -33,7 +33,7 @@ from analysis.output import default_out, now, publish
 from analysis.render import Section, prose
 from study.core import metrics as M
 from study.core import spec as S
-from study.core.status import COMPLETED, ERRORED, RUNNING, STOPPED
+from study.core.status import COMPLETED, ERRORED, REPORTED, RUNNING, STOPPED
 
 METRIC = M.TEST_ACC  # what the answer compares: test accuracy of each cell's completed runs
 # Opens every report (and `study report`'s summary) of a rehearsal; no option removes it.
@@ -521,7 +521,7 @@ def _answer_section(s: Study, v: CellView, out: Path, prefix: str) -> Section:
     if v.post_hoc:
         h.p(post_hoc_text(v))
     h.p(f"Study {s.name!r}: {len(t)} trials — " + ", ".join(
-        f"{n.get(k, 0)} {k}" for k in (COMPLETED, STOPPED, ERRORED, RUNNING)) +
+        f"{n.get(k, 0)} {k}" for k in REPORTED) +
         f". Target epochs: {s.target_epochs}; early stopping: {v.stopping.label}. Cells: "
         f"{len(v.coverage)}, {len(v.coverage) - len(nocell)} with a completed run; confirm seeds "
         f"per cell: {v.seeds}.")
@@ -827,7 +827,7 @@ def summary_text(s: Study, label: str | None = None, tolerance=None,
     n = s.trials["status"].value_counts().to_dict()
     lines = [SIMULATED_BANNER] if s.simulated else []
     lines += [f"study {label or s.name}: {len(s.trials)} trials ("
-             + ", ".join(f"{n.get(k, 0)} {k}" for k in (COMPLETED, STOPPED, ERRORED, RUNNING))
+             + ", ".join(f"{n.get(k, 0)} {k}" for k in REPORTED)
              + ")" + ("" if s.summary else " — PARTIAL: study running or interrupted"),
              f"  cells: {len(v.coverage)}, {len(v.coverage) - len(no_run_cells(v))} with a "
              f"completed run; answer by test accuracy, tolerance {v.tol_points:g} point(s)"]

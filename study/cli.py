@@ -92,7 +92,7 @@ def cmd_plan(args) -> int:
 
 
 def _report_summary(summary: dict) -> int:
-    from study.core.layout import COMPLETED, STOPPED
+    from study.core.status import COMPLETED, STOPPED
 
     return EXIT_OK if summary[COMPLETED] + summary[STOPPED] > 0 else EXIT_FAIL
 
@@ -233,7 +233,7 @@ def cmd_compare(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="study", description="Transfer-learning hyperparameter "
-                                "studies on Ray Tune (ASHA + Optuna).")
+                                "studies on Ray Tune (conditions compared per cell, tuned inside it).")
     sub = p.add_subparsers(dest="command", required=True)
 
     v = sub.add_parser("validate", help="check a study spec without running it")

@@ -20,9 +20,9 @@ import numpy as np
 
 from study.core import metrics as M
 from study.core.design import StudyDesign
-from study.core.layout import (COMPLETED, ERRORED, INTERRUPTED, SOURCES_DIR, STOPPED, STUDY_FILE,
-                               SUMMARY_FILE, is_uri, read_text, write_atomic)
+from study.core.layout import SOURCES_DIR, STUDY_FILE, SUMMARY_FILE, is_uri, read_text, write_atomic
 from study.core.spec import Spec, load_spec_dict, resolve_classes
+from study.core.status import COMPLETED, ERRORED, INTERRUPTED, STOPPED
 from study.provenance import write_provenance
 from study.sources import SourceModels, sources_dir
 

@@ -29,6 +29,7 @@ from ray.tune.search import Searcher
 from study.core import metrics as M
 from study.core.design import StudyDesign, cell_id
 from study.core.layout import write_atomic
+from study.core.status import COMPLETED, trial_status
 from study.core.record import config_key
 from study.core.spec import Spec, load_spec_dict
 
@@ -200,8 +201,9 @@ class StudySearcher(Searcher):
                 self.proposers[split].on_trial_complete(
                     ptid, {M.OBJECTIVE: sum(vals) / len(vals)} if vals else None, error=not vals)
         cfg = self.configs.get(trial_id) or (result or {}).get("config") or {}
-        # a complete run (the one status rule: it reached target_epochs)
-        done = bool(result) and int(result.get(M.EPOCH, 0)) >= self.target_epochs
+        # a complete run, by the one status rule (study.core.status)
+        done = bool(result) and trial_status(result.get(M.EPOCH), self.target_epochs, ended=True,
+                                             error=error) == COMPLETED
         if cfg.get(M.PHASE) == M.PHASE_CONFIRM and self.study_mode == "compare":
             self._confirm_ended(cfg, result if done else None)
         g = self.group_of.get(trial_id)
@@ -335,7 +337,7 @@ class StudySearcher(Searcher):
         for split, n in self.remaining.items():
             if n <= 0:
                 continue
-            ptid = f"{trial_id}"
+            ptid = trial_id
             cfg = self.proposers[split].suggest(ptid)
             if cfg is None or cfg == Searcher.FINISHED:
                 continue

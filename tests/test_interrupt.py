@@ -27,7 +27,8 @@ import yaml
 from faults import pids_naming
 from test_study_integration import tiny_spec
 from study.core import metrics as M
-from study.core.layout import COMPLETED, INTERRUPTED, RECORD_FILE, STOPPED, SUMMARY_FILE
+from study.core.layout import RECORD_FILE, SUMMARY_FILE
+from study.core.status import COMPLETED, INTERRUPTED, STOPPED
 
 REPO = Path(__file__).resolve().parent.parent
 STUDY = [sys.executable, "-m", "study.cli"]

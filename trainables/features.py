@@ -29,7 +29,7 @@ last stage trains, and is why ``auto`` caches only where the prefix is most of t
 first epoch that draws it, and kept: at the start of an epoch, the pairs it draws that are
 still missing are computed in batch order, ``batch_size`` at a time. So epoch 1 runs the prefix
 over exactly the images the uncached epoch 1 runs it over, in the same batches (epoch 1 costs
-what it costs uncached: nothing is lost on a trial ASHA stops at its first rung), and later
+what it costs uncached: nothing is lost on a trial early stopping ends at its first rung), and later
 epochs only over views not drawn before: with ``V`` views an image's prefix runs on average
 ``V * (1 - (1 - 1/V)**E)`` times in ``E`` epochs instead of ``E`` times (V=2: fewer than 2
 passes however long the trial). The cache is thus never more expensive than no cache at any

@@ -3,7 +3,7 @@
 Optimiser (``optimizer`` in the spec): SGD with Nesterov momentum by default (Adam/AdamW
 available), weight decay on every trainable parameter. Schedule: linear warm-up from 0 for
 ``warmup_epochs``, then cosine decay to 0 at the end of the stage's *maximum* epochs (so a trial
-stopped early by ASHA saw exactly the schedule a completed one saw up to that point); or constant.
+stopped early saw exactly the schedule a completed one saw up to that point); or constant.
 The learning rate is stepped every batch.
 """
 from __future__ import annotations

@@ -60,10 +60,6 @@ class Cell:
         return cell_id(self.split, self.backbone, self.init, self.depth)
 
     @property
-    def needs_source(self) -> bool:
-        return self.init == "source"
-
-    @property
     def answer_group(self) -> str | None:
         """``<split>/<backbone>/<init>``: the depths the Answer compares (None: scratch)."""
         return None if self.init == "scratch" else f"{self.split}/{self.backbone}/{self.init}"

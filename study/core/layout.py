@@ -12,10 +12,6 @@ RECORD_FILE = "trials.jsonl"  # the study's own record: one line per trial event
 # that checkpoint's epoch again before it goes on, as Tune never received it.
 REPORT_AGAIN_FILE = "report_again"
 
-# Trial statuses: one vocabulary and one rule (study.core.status) for the record, the progress
-# lines, summary.json and reports.
-from study.core.status import COMPLETED, ERRORED, INTERRUPTED, RUNNING, STATUSES, STOPPED  # noqa: E402,F401
-
 
 # ----------------------------------------------------------------------------- storage
 # One local-or-URI path for every study file: pyarrow.fs for URIs (s3://, gs://, ...) and for

@@ -1,11 +1,11 @@
 """Metric names: defined once, shared by the trainable, the scheduler and the analysis.
 
-ASHA silently ignores a metric it never sees, so every place that names a metric imports it
+A Tune scheduler silently ignores a metric it never sees, so every place that names a metric imports it
 from here instead of spelling the string.
 """
 
 # Reported every target epoch.
-EPOCH = "epoch"  # target epochs completed (1-based); ASHA's time attribute
+EPOCH = "epoch"  # target epochs completed (1-based); early stopping's time attribute
 VAL_ACC = "val_acc"  # accuracy on the validation split of the target classes, in [0, 1]
 VAL_LOSS = "val_loss"  # mean cross-entropy on the validation split (nats)
 TRAIN_LOSS = "train_loss"  # mean cross-entropy over the epoch's training batches (nats)

@@ -17,7 +17,8 @@ ERRORED = "errored"
 INTERRUPTED = "interrupted"
 RUNNING = "running"
 STATUSES = (COMPLETED, STOPPED, ERRORED, INTERRUPTED, RUNNING)
-ENDED = (COMPLETED, STOPPED, ERRORED)  # final: a resume keeps them
+# what a report counts: a study's reader sees an interrupted trial as not ended, i.e. running
+REPORTED = (COMPLETED, STOPPED, ERRORED, RUNNING)
 
 
 def trial_status(epochs: int | None, target_epochs: int, *, ended: bool, error: bool,
