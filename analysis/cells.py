@@ -39,7 +39,7 @@ from scipy import stats
 from analysis.frontier import pareto_front
 from analysis.load import DEVICE_S, TOTAL_FLOPS, cell_of
 from study.core import metrics as M
-from study.core.status import COMPLETED, ERRORED, REPORTED, RUNNING, STOPPED
+from study.core.status import COMPLETED, REPORTED
 
 CELL_KEYS = (M.SPLIT, M.BACKBONE, M.INIT, M.FROZEN_DEPTH)
 SCRATCH = "scratch"

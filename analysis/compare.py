@@ -17,7 +17,8 @@ from analysis.load import ReportError, Study, load_study
 from analysis.output import publish
 from analysis.render import Section, prose
 from study.core import metrics as M
-from study.core.status import COMPLETED, ERRORED, REPORTED, RUNNING, STOPPED
+from study.core.design import cell_id
+from study.core.status import COMPLETED, REPORTED, STOPPED
 
 ANSWER_KEYS = [M.SPLIT, M.BACKBONE, M.INIT]
 
@@ -64,8 +65,8 @@ def _differences(views: list[R.CellView], labels: list[str], studies: list[Study
             if base is None or k not in base.index:
                 continue
             b = base.loc[k]
-            cb = bsum.loc[f"{k[0]}/{k[1]}/{k[2]}/d{int(b['best_depth'])}"]
-            cr = summ.loc[f"{k[0]}/{k[1]}/{k[2]}/d{int(r['best_depth'])}"]
+            cb = bsum.loc[cell_id(*k, b["best_depth"])]
+            cr = summ.loc[cell_id(*k, r["best_depth"])]
             w = C.welch(cr["mean"], cr["std"], cr["n"], cb["mean"], cb["std"], cb["n"])
             rows.append({"study": lab, "split": k[0], "backbone": k[1], "init": k[2],
                          "best depth": f"d{int(b['best_depth'])} → d{int(r['best_depth'])}",

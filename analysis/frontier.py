@@ -12,7 +12,7 @@ import pandas as pd
 
 from analysis.load import EPOCHS, SOURCE_KEY
 from study.core import metrics as M
-from study.core.status import COMPLETED, ERRORED, REPORTED, RUNNING, STOPPED
+from study.core.status import COMPLETED, REPORTED
 
 
 def pareto_front(df: pd.DataFrame, x: str, y: str) -> pd.DataFrame:

@@ -28,6 +28,7 @@ import pandas as pd
 import yaml
 
 from study.core import metrics as M
+from study.core.design import cell_id
 
 from study.core.layout import filesystem  # noqa: E402
 from study.core.layout import (PROVENANCE_FILE, RECORD_FILE, SOURCES_DIR, STUDY_FILE,  # noqa: F401
@@ -298,12 +299,10 @@ def cell_of(split, backbone, init, frozen_depth) -> str | None:
     if any(v is None or (isinstance(v, float) and math.isnan(v))
            for v in (split, backbone, init)):
         return None
-    depth = 0 if init == "scratch" else frozen_depth
     try:
-        depth = int(depth)
+        return cell_id(split, backbone, init, frozen_depth)
     except (TypeError, ValueError):
         return None
-    return f"{split}/{backbone}/{init}/d{depth}"
 
 
 def _trial_row(r: dict, target_epochs: int, study_ended: bool, sources: dict,

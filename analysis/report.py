@@ -31,6 +31,7 @@ from analysis import plots
 from analysis.load import DEVICE_S, EPOCHS, TOTAL_FLOPS, ReportError, Study, load_study
 from analysis.output import default_out, now, publish
 from analysis.render import Section, prose
+from study.core import design as D
 from study.core import metrics as M
 from study.core import spec as S
 from study.core.status import COMPLETED, ERRORED, REPORTED, RUNNING, STOPPED
@@ -94,7 +95,7 @@ def answer_alpha(spec: dict) -> tuple[float, tuple | None]:
     except (TypeError, ValueError):
         ceiling = k
     mode = str(_spec_get(spec, "search", "mode", default="compare"))
-    return alpha, ((k, ceiling) if ceiling > k >= 1 and mode == "compare" else None)
+    return alpha, D.race_levels(mode, k, ceiling)
 
 
 def confirm_seeds(spec: dict) -> int:

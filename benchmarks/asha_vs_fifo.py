@@ -74,9 +74,9 @@ DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "cifar10-jpg.tar.xz"
 def grid_configs(spec) -> list[dict]:
     """The study's tuning configurations in its order (``StudyDesign``: mode compare, each
     cell's grid, round-robin across cells; mode best, the grid cell by cell)."""
-    from study.core.design import StudyDesign
+    from study.core.design import design_of
 
-    design = StudyDesign(spec)
+    design = design_of(spec)
     return design.tuning_configs() if design.mode == "compare" else design.best_grid()
 
 

@@ -75,6 +75,7 @@ import yaml  # noqa: E402
 
 from study import policy  # noqa: E402
 from study.core import metrics as M  # noqa: E402
+from study.core.design import cell_id  # noqa: E402
 
 # name -> (policy rule, grouping)
 RULES = {"cell-asha": ("asha", "cell"), "cell-halving": ("halving", "cell"),
@@ -134,9 +135,8 @@ def _read_rows(path: Path) -> list[dict]:
 def _cell_id(cfg: dict) -> str:
     if cfg.get(M.CELL):
         return str(cfg[M.CELL])
-    init = cfg.get(M.INIT)
-    depth = 0 if init == "scratch" else cfg.get(M.FROZEN_DEPTH)
-    return f"{cfg.get(M.SPLIT)}/{cfg.get(M.BACKBONE)}/{init}/d{depth}"
+    return cell_id(cfg.get(M.SPLIT), cfg.get(M.BACKBONE), cfg.get(M.INIT),
+                   cfg.get(M.FROZEN_DEPTH) or 0)
 
 
 def load_study(path) -> Study:
@@ -205,7 +205,7 @@ def demo_study(seed: int = 0, epochs: int = 9) -> Study:
              ("2to8", "resnet18", "scratch", 0, 0.58, 3.0)]
     trials, n = [], 0
     for split, bb, init, d, ceil, cost in cells:
-        cell = f"{split}/{bb}/{init}/d{d}"
+        cell = cell_id(split, bb, init, d)
         opt = math.exp(rng.uniform(math.log(0.01), math.log(0.08)))
         u = (np.arange(4) + rng.random(4)) / 4
         rng.shuffle(u)

@@ -130,14 +130,14 @@ def replay(study_dir: str, max_seeds: int | None = None) -> int:
     import yaml
 
     from study.core import stats
-    from study.core.design import StudyDesign
+    from study.core.design import design_of
     from study.core.layout import STUDY_FILE, read_text
     from study.core.record import fold, seed_runs
     from study.core.spec import load_spec_dict
     from study.recorder import read_record
 
     spec = load_spec_dict(yaml.safe_load(read_text(f"{study_dir}/{STUDY_FILE}")))
-    design = StudyDesign(spec)
+    design = design_of(spec)
     runs = seed_runs(fold(read_record(study_dir), spec.target_epochs))
     k = spec.confirm.seeds
     ceiling = max(k, spec.confirm.ceiling if max_seeds is None else max_seeds)

@@ -55,14 +55,14 @@ def _check_classes(spec, data_root) -> str | None:
 
 
 def cmd_validate(args) -> int:
-    from study.core.design import StudyDesign
+    from study.core.design import design_of
     from study.core.spec import load_spec
 
     spec = load_spec(args.spec, _overrides(args))
     line = _check_classes(spec, args.data_root)
     if line:
         print(line)
-    design = StudyDesign(spec)
+    design = design_of(spec)
     c = design.trial_counts()
     racing = f", racing up to {c['total_max']}" if design.racing else ""
     print(f"{args.spec}: valid study {spec.name!r}: {len(spec.splits)} split(s), "

@@ -28,7 +28,8 @@ from __future__ import annotations
 import time
 
 from study import policy
-from study.core.design import ROLE_TUNE, StudyDesign
+from study.core.design import design_of
+from study.core.identity import job_id
 from study.core.spec import Spec
 
 CIFAR10_TRAIN_PER_CLASS = 5000  # used when no data is given (data.root null: the download)
@@ -195,10 +196,10 @@ def make_plan(spec: Spec, per_class: int | None = None, flops_per_s: float | Non
                 f"{device.type}")
         return rates[(backbone, stem)][which]
 
-    design = StudyDesign(spec)
+    design = design_of(spec)
     splits = {s.name: s for s in spec.splits}
     sizes = design.group_sizes
-    k, k_max = len(design.confirm_seeds), len(design.ceiling_seeds)
+    k = len(design.confirm_seeds)
     compare = design.mode == "compare"
     rows = []
     for c in design.cells:
@@ -227,12 +228,12 @@ def make_plan(spec: Spec, per_class: int | None = None, flops_per_s: float | Non
                      "tuning_s_fifo": fifo_e * share * epoch_s + done_fifo * test_s,
                      "tuning_s_halving": sh_e * share * epoch_s + done_sh * test_s,
                      "confirm_s": (confirm_e * epoch_s + k * share * test_s),
-                     "confirm_s_max": (k_max if design.racing else k) * share
+                     "confirm_s_max": len(design.seeds_at_most(c)) * share
                      * (spec.target_epochs * epoch_s + test_s),
                      "tuning_flops_fifo": fifo_e * share * imgs * f,
                      "tuning_flops_halving": sh_e * share * imgs * f,
                      "confirm_trials": k * share, "confirm_flops": confirm_e * imgs * f,
-                     "confirm_flops_max": (k_max if design.racing else k) * share
+                     "confirm_flops_max": len(design.seeds_at_most(c)) * share
                      * spec.target_epochs * imgs * f})
     jobs = design.source_jobs()  # trained up front, up to the racing ceiling's seeds
     def src_cost(job):
@@ -316,8 +317,6 @@ def schedule_costs(spec: Spec, sim: dict | None = None) -> dict:
     examples/cifar10.yaml, under 0.2 s for the small examples).
 
     Returns {"cells": {cell id: cost}, "sources": {job id ("split/backbone/stem/seed"): cost}}."""
-    from trainables.simulate import job_id
-
     t = spec.target_epochs
     if sim is not None:
         return {"cells": {c: t * s + sim["test_s"].get(c, 0.0) for c, s in sim["epoch_s"].items()},
@@ -333,16 +332,10 @@ def source_order(spec: Spec, jobs: list, costs: dict) -> list:
     (the tuning seed's model: the cell's tuning, then its confirmation; a confirmation seed's:
     the confirmation). Critical-path-first list scheduling: the models whose cells would
     otherwise end the study last start first. Ties keep ``jobs``' order (tuning seed first)."""
-    from study.core.identity import source_job
-    from trainables.simulate import job_id
-
-    design = StudyDesign(spec)
-    longest: dict = {}  # job -> its longest cell's complete-trial cost
-    for c in design.cells:
-        for sd in design.run_seeds():
-            job = source_job(spec, design.config(c, 0.0, sd, ROLE_TUNE))
-            if job is not None:
-                longest[job] = max(longest.get(job, 0.0), costs["cells"].get(c.id, 0.0))
+    design = design_of(spec)
+    # job -> its longest cell's complete-trial cost
+    longest = {job: max(costs["cells"].get(c.id, 0.0) for c in cells)
+               for job, cells in design.source_users.items()}
 
     def chain(job) -> float:
         phases = 2 if job[3] == design.tune_seed else 1

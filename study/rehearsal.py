@@ -3,7 +3,8 @@ the stand-in for the study data. The trainable, the source task and the cost mod
 ``trainables.simulate`` (what runs on the workers)."""
 from __future__ import annotations
 
-from trainables.simulate import MODEL_VERSION, job_id
+from study.core.identity import job_id
+from trainables.simulate import MODEL_VERSION
 
 
 class SimData:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from study.core import metrics as M
-from study.core.design import StudyDesign
+from study.core.design import StudyDesign, design_of
 from study.core.layout import SOURCES_DIR, STUDY_FILE, SUMMARY_FILE, is_uri, read_text, write_atomic
 from study.core.spec import Spec, load_spec_dict, resolve_classes
 from study.core.status import COMPLETED, ERRORED, INTERRUPTED, STOPPED
@@ -262,7 +262,7 @@ def _execute(spec: Spec, data, sdir: str, log, callbacks, resume: bool) -> dict:
     # TensorBoard is a tracker one asks for (loggers: [tensorboard]); JSON and CSV stay.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-    design = StudyDesign(spec)
+    design = design_of(spec)
     counts = design.trial_counts()
     racing = (f" (racing: up to {counts['confirm_max']})" if design.racing else "")
     log(f"study {spec.name!r} (mode {design.mode}): {counts['cells']} cells, "
@@ -366,7 +366,7 @@ def _finish(spec: Spec, sdir: str, wall: float, log, interrupted: bool = False,
     from study.core.record import fold, recreated
     from study.recorder import read_record
 
-    design = StudyDesign(spec)
+    design = design_of(spec)
     events = read_record(sdir)
     table = fold(events, spec.target_epochs)
     rows = []

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from study.core.design import StudyDesign
+from study.core.design import design_of
 from study.core.identity import source_job
 from study.core.layout import SOURCES_DIR, is_uri, write_atomic
 from study.core.spec import Spec
@@ -56,7 +56,7 @@ class SourceModels:
             from trainables.trainable import train_source_task
 
         self.spec, self.log = spec, log
-        self.jobs = StudyDesign(spec).source_jobs()  # every model a trial may need
+        self.jobs = design_of(spec).source_jobs()  # every model a trial may need
         if costs:  # longest chain first (study.plan.schedule_costs / source_order)
             from study.plan import source_order
             self.jobs = source_order(spec, self.jobs, costs)

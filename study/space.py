@@ -27,7 +27,7 @@ import pickle
 from ray.tune.search import Searcher
 
 from study.core import metrics as M
-from study.core.design import StudyDesign, cell_id
+from study.core.design import StudyDesign, cell_id, design_of
 from study.core.layout import write_atomic
 from study.core.status import COMPLETED, trial_status
 from study.core.record import config_key
@@ -41,7 +41,7 @@ class DefineByRun:
 
     def __init__(self, spec_dict: dict, split: str):
         self.spec = load_spec_dict(spec_dict)  # validated once, not per sample
-        self.design = StudyDesign(self.spec)
+        self.design = design_of(self.spec)
         self.split = split
 
     def __call__(self, trial):
@@ -105,7 +105,7 @@ class StudySearcher(Searcher):
     def __init__(self, spec_dict: dict, ready=None, costs: dict | None = None):
         super().__init__(metric=M.OBJECTIVE, mode=M.MODE)
         spec = load_spec_dict(spec_dict)
-        design = StudyDesign(spec)
+        design = design_of(spec)
         self.spec_dict = spec_dict
         # cell -> expected cost of one complete trial (study.plan.schedule_costs; None: order by
         # the epochs measured so far). Without a time budget the longest cells go first.
@@ -167,7 +167,7 @@ class StudySearcher(Searcher):
     @property
     def design(self) -> StudyDesign:
         if self._design is None:
-            self._design = StudyDesign(load_spec_dict(self.spec_dict))
+            self._design = design_of(load_spec_dict(self.spec_dict))
         return self._design
 
     # ------------------------------------------------------------------ Tune's interface

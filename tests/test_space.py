@@ -224,7 +224,7 @@ def test_confirmation_starts_beside_the_last_tuning_trial_once_it_is_the_only_po
 
 def test_source_models_are_ordered_by_the_chain_waiting_on_them():
     from study.plan import source_order
-    from trainables.simulate import job_id
+    from study.core.identity import job_id
 
     spec = spec_with(backbones={"scratch_cnn": {"depths": [0]}, "resnet18": {"depths": [0]}},
                      inits=["source"], splits=[SPACE["splits"][0]])

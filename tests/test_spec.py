@@ -611,11 +611,13 @@ def test_cli_console_script_exit_code(tmp_path):
 def test_racing_ceiling_and_answer_keys():
     from study.core.spec import default_of, describe
 
+    from study.core.design import design_of
+
     spec = load_spec_dict(copy.deepcopy(MINIMAL))
-    assert (spec.confirm.max_seeds, spec.confirm.ceiling, spec.confirm.racing) == (None, 3, False)
+    assert (spec.confirm.max_seeds, spec.confirm.ceiling, design_of(spec).racing) == (None, 3, False)
     assert (spec.report.tolerance, spec.report.alpha) == (1.0, 0.05)
     raced = load_spec_dict({**copy.deepcopy(MINIMAL), "confirm": {"seeds": 1, "max_seeds": 5}})
-    assert (raced.confirm.ceiling, raced.confirm.racing) == (5, True)
+    assert (raced.confirm.ceiling, design_of(raced).racing) == (5, True)
     assert problems_of({**copy.deepcopy(MINIMAL), "confirm": {"seeds": 3, "max_seeds": 2}}) == [
         "confirm.max_seeds = 2: must be >= confirm.seeds (3) or null"]
     for bad in (0, 0.6, "x"):

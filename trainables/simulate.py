@@ -44,6 +44,8 @@ import time
 from pathlib import Path
 
 from study.core import metrics as M
+from study.core.design import cell_id
+from study.core.identity import job_id
 from study.core.layout import write_atomic
 from trainables.resume import restore, write_meta
 
@@ -90,7 +92,7 @@ def final_accuracy(split: str, target_classes, backbone: str, init: str, depth: 
     gain = INIT_GAIN.get(init, 0.0) - FREEZE_COST.get(init, 0.0) * share ** 2
     best_lr = LR_BEST.get(backbone, 0.03) * (1 + 3 * share)
     lr_fit = LR_COST * math.log10(max(lr, 1e-12) / best_lr) ** 2
-    cell = f"{split}/{backbone}/{init}/d{depth}"
+    cell = cell_id(split, backbone, init, depth)
     noise = (SEED_SD * _normal("seed", split, backbone, init, seed)
              + TRIAL_SD * _normal("trial", cell, seed, round(lr, 12)))
     return min(0.99, max(chance, top + gain - lr_fit + noise))
@@ -129,10 +131,9 @@ def simulated_trainable(config: dict, *, spec_dict: dict, sim: dict, sources_dir
     spec = load_spec_dict(spec_dict)
     cfg = dict(config)
     cfg[M.SEED] = identity.trial_seed(cfg, spec.search.seed)
-    if cfg[M.INIT] == "scratch":
-        cfg[M.FROZEN_DEPTH] = 0
+    # the design's cell and depth, as the searcher wrote them (scratch cells are d0)
     split, backbone, init, depth = cfg[M.SPLIT], cfg[M.BACKBONE], cfg[M.INIT], cfg[M.FROZEN_DEPTH]
-    cell = cfg.get(M.CELL) or f"{split}/{backbone}/{init}/d{depth}"
+    cell = cfg[M.CELL]
     target = sim["targets"][split]
     chance = 1.0 / max(2, len(target))
     final = final_accuracy(split, target, backbone, init, depth, sim["max_depth"][backbone],
@@ -207,11 +208,6 @@ def simulated_source_task(spec_dict: dict, data, split: str, backbone: str, stem
     out = {"flops": sim["source_flops"][jid], "val_acc": acc, "train_s": t, "simulated": True}
     write_atomic(info, json.dumps(out))
     return {"key": key, "ok": True, "trained": True, **out}
-
-
-def job_id(job) -> str:
-    """A source job (split, backbone, stem, seed) as a JSON-able key."""
-    return "/".join(map(str, job))
 
 
 def _rss_mib() -> float:

@@ -335,7 +335,7 @@ def build_target_model(spec, data: StudyData, cfg: dict, sources_dir: Path, tria
             load_imagenet(model, imagenet_state_dict(backbone, spec.weights_file(backbone)))
     torch.manual_seed(cfg[M.SEED] + 1)
     model.replace_head(len(tgt))  # a fresh head, seeded the same way for every init
-    freeze(model, cfg[M.FROZEN_DEPTH] if init != "scratch" else 0)
+    freeze(model, cfg[M.FROZEN_DEPTH])  # the design's depth (scratch cells are d0)
     return model, source_info
 
 
@@ -380,8 +380,6 @@ def transfer_trainable(config: dict, *, spec_dict: dict, data: StudyData, source
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # no line per checkpoint
     cfg = dict(config)
     cfg[M.SEED] = identity.trial_seed(cfg, spec.search.seed)
-    if cfg[M.INIT] == "scratch":
-        cfg[M.FROZEN_DEPTH] = 0
 
     model, source_info = build_target_model(spec, data, cfg, Path(sources_dir), trial_id,
                                             sources_uri=sources_uri)

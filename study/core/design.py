@@ -33,6 +33,7 @@ hypercube), seeded by (study seed, cell id) and shuffled, so arrival order carri
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import zlib
 from functools import cached_property
@@ -41,7 +42,7 @@ import numpy as np
 
 from study.core import metrics as M
 from study.core.catalog import CATALOG
-from study.core.identity import source_job
+from study.core.identity import source_job, trial_seed
 from study.core.spec import Spec, resolve_stem
 
 ROLE_TUNE, ROLE_CONFIRM = M.PHASE_TUNE, M.PHASE_CONFIRM
@@ -71,6 +72,15 @@ def cell_id(split, backbone, init, depth) -> str:
     return f"{split}/{backbone}/{init}/d{0 if init == 'scratch' else int(depth)}"
 
 
+def race_levels(mode: str, seeds: int, max_seeds: int | None) -> tuple[int, int] | None:
+    """When a study races, the one rule: mode compare (mode best confirms one configuration per
+    split), at least one confirmation seed before the first look, and a ceiling (``max_seeds``)
+    above it. Returns (seeds, ceiling), what ``stats.group_answer`` spends alpha over, or None
+    (one look)."""
+    ceiling = seeds if max_seeds is None else int(max_seeds)
+    return (int(seeds), ceiling) if mode == "compare" and seeds >= 1 and ceiling > seeds else None
+
+
 def _rng(seed: int, key: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(key.encode())])
 
@@ -90,11 +100,12 @@ class StudyDesign:
         ceiling = spec.confirm.ceiling
         self.confirm_seeds = tuple(s.seed + i for i in range(1, k + 1))  # the first round(s)
         self.ceiling_seeds = tuple(s.seed + i for i in range(1, ceiling + 1))  # racing's ceiling
-        self.repeat_seeds = tuple(s.seed + r for r in range(s.repeats))  # mode best
-        # racing: only in mode compare (mode best confirms one configuration per split)
-        self.racing = self.mode == "compare" and spec.confirm.racing and k >= 1
+        # mode best: repeat r of a sampled configuration (identity.trial_seed, the one rule)
+        self.repeat_seeds = tuple(trial_seed({M.SEED: s.seed, M.REPEAT: r}, s.seed)
+                                  for r in range(s.repeats))
         # what the Answer spends alpha over (stats.group_answer's ``racing``): None = one look
-        self.race_levels = (k, ceiling) if self.racing else None
+        self.race_levels = race_levels(self.mode, k, spec.confirm.max_seeds)
+        self.racing = self.race_levels is not None
         self.cells = tuple(self._cells())
         self._by_id = {c.id: c for c in self.cells}
 
@@ -177,6 +188,11 @@ class StudyDesign:
         return [self.config(c, lr, self.tune_seed, ROLE_TUNE) for c in self.cells
                 for lr in self.spec.lr.grid]
 
+    def seeds_at_most(self, cell: Cell) -> tuple[int, ...]:
+        """The confirmation seeds a cell can get: up to racing's ceiling for the depths the
+        Answer compares, the first round for the rest (scratch baselines never race)."""
+        return self.ceiling_seeds if self.racing and cell.answer_group else self.confirm_seeds
+
     def confirm_configs(self, best: dict, seeds=None) -> list[dict]:
         """The best configuration of a group again with ``seeds`` (default: the first
         confirmation round, ``confirm_seeds``)."""
@@ -202,9 +218,8 @@ class StudyDesign:
         tuning = sum(self.group_sizes.values())
         groups = len(self.group_sizes)
         confirm = groups * len(self.confirm_seeds)
-        raced = sum(1 for g in self.group_sizes if self.cell(g).answer_group) if self.racing else 0
-        # only the depths the Answer compares race (scratch baselines keep the first round)
-        confirm_max = confirm + raced * (len(self.ceiling_seeds) - len(self.confirm_seeds))
+        confirm_max = (sum(len(self.seeds_at_most(self.cell(g))) for g in self.group_sizes)
+                       if self.mode == "compare" else confirm)
         return {"cells": len(self.cells), "groups": groups, "tuning": tuning,
                 "confirm": confirm, "confirm_max": confirm_max, "total": tuning + confirm,
                 "total_max": tuning + confirm_max}
@@ -222,13 +237,24 @@ class StudyDesign:
         best configuration may use), tuning seed first so those are ready first. All are
         submitted at the start (``study.sources``). The trainable asks for the same job
         (``identity.source_job``)."""
-        out: list = []
+        return list(self.source_users)
+
+    @cached_property
+    def source_users(self) -> dict[tuple, list[Cell]]:
+        """(split, backbone, stem, seed) -> the cells whose trials use that source model (the
+        order of ``source_jobs``); the plan orders the source models by what waits on them."""
+        out: dict[tuple, list[Cell]] = {}
         for sd in self.run_seeds():
             for c in self.cells:
                 job = source_job(self.spec, self.config(c, 0.0, sd, ROLE_TUNE))
-                if job is not None and job not in out:
-                    out.append(job)
+                if job is not None:
+                    out.setdefault(job, []).append(c)
         return out
 
-    def source_job(self, cfg: dict):
-        return source_job(self.spec, cfg)
+
+@functools.lru_cache(maxsize=16)
+def design_of(spec: Spec) -> StudyDesign:
+    """The study's design, derived once per process per spec (specs are frozen, hashable
+    values): the runner, the searcher (also after Tune restores it), the scheduler, the
+    sources, ``study plan``, the CLI and the analysis all ask here, so they read one value."""
+    return StudyDesign(spec)

@@ -31,6 +31,12 @@ def trial_seed(config: dict, default_seed: int) -> int:
     return int(config.get(M.SEED, default_seed)) + int(config.get(M.REPEAT, 0))
 
 
+def job_id(job) -> str:
+    """A source job (split, backbone, stem, seed) as a JSON-able key: ``split/backbone/stem/seed``
+    (the plan's costs, the schedule's order and the rehearsal's model keys use it)."""
+    return "/".join(map(str, job))
+
+
 def source_job(spec, config: dict) -> tuple[str, str, str, int] | None:
     """(split, backbone, stem, seed) of the source model a trial config needs, or None when its
     init is not 'source'. The runner trains each job once, up front; the trainable loads it."""

@@ -238,12 +238,9 @@ class ConfirmSpec:
 
     @property
     def ceiling(self) -> int:
-        """Confirmation seeds a cell can get at most (``max_seeds``, or ``seeds`` without racing)."""
+        """Confirmation seeds a cell can get at most (``max_seeds``, or ``seeds`` without racing;
+        whether the study races: ``study.core.design.race_levels``)."""
         return self.seeds if self.max_seeds is None else self.max_seeds
-
-    @property
-    def racing(self) -> bool:
-        return self.ceiling > self.seeds
 
 
 @dataclasses.dataclass(frozen=True)

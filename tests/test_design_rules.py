@@ -1,0 +1,102 @@
+"""The design's rules, where they live (``study.core.design``), and that the searcher, the plan
+and the analysis read them from there: change a rule and all three see the change. Pure, no Ray
+cluster, a few seconds."""
+import copy
+import re
+from pathlib import Path
+
+import pytest
+
+from study.core import design as D
+from study.core import metrics as M
+from study.core import stats
+from study.core.spec import load_spec_dict
+
+REPO = Path(__file__).resolve().parent.parent
+SPEC = {"name": "rules", "data": {"root": None},
+        "splits": [{"name": "ab", "source": ["airplane", "automobile"], "target": ["bird", "cat"]}],
+        "backbones": {"scratch_cnn": {"depths": [0, 2, 4]}}, "inits": ["source", "scratch"],
+        "lr": {"low": 0.01, "high": 0.1}, "search": {"trials_per_cell": 2, "seed": 7},
+        "confirm": {"seeds": 2, "max_seeds": 5}}
+
+
+def _spec(**over):
+    d = copy.deepcopy(SPEC)
+    d.update(over)
+    return load_spec_dict(d)
+
+
+def test_cell_ids_groups_and_scratch_at_depth_0():
+    d = D.design_of(_spec())
+    assert [c.id for c in d.cells] == ["ab/scratch_cnn/source/d0", "ab/scratch_cnn/source/d2",
+                                       "ab/scratch_cnn/source/d4", "ab/scratch_cnn/scratch/d0"]
+    assert d.answer_groups == {"ab/scratch_cnn/source": [c.id for c in d.cells[:3]]}
+    # a config's cell: scratch trains every stage, whatever depth a config carries
+    assert d.cell_of({M.SPLIT: "ab", M.BACKBONE: "scratch_cnn", M.INIT: "scratch",
+                      M.FROZEN_DEPTH: 3}).id == "ab/scratch_cnn/scratch/d0"
+    assert all(cfg[M.FROZEN_DEPTH] == 0 for cfg in d.tuning_configs() if cfg[M.INIT] == "scratch")
+    assert D.design_of(_spec()) is d  # derived once per process per spec
+
+
+def test_seeds_per_role():
+    d = D.design_of(_spec())
+    assert d.tune_seed == 7 and d.confirm_seeds == (8, 9) and d.ceiling_seeds == (8, 9, 10, 11, 12)
+    assert {cfg[M.SEED] for cfg in d.tuning_configs()} == {7}
+    src, scratch = d.cells[0], d.cells[3]
+    assert d.seeds_at_most(src) == d.ceiling_seeds  # the depths the Answer compares race
+    assert d.seeds_at_most(scratch) == d.confirm_seeds  # the scratch baseline never does
+    counts = d.trial_counts()
+    assert (counts["tuning"], counts["confirm"], counts["confirm_max"]) == (8, 8, 3 * 5 + 2)
+    assert [j[3] for j in d.source_jobs()] == [7, 8, 9, 10, 11, 12]
+
+
+@pytest.mark.parametrize("mode,seeds,max_seeds,want", [
+    ("compare", 2, 5, (2, 5)), ("compare", 2, None, None), ("compare", 2, 2, None),
+    ("compare", 0, 3, None), ("best", 2, 5, None)])
+def test_when_a_study_races(mode, seeds, max_seeds, want):
+    assert D.race_levels(mode, seeds, max_seeds) == want
+    if want:
+        assert stats.looks(*want) == want[1] - want[0] + 1
+
+
+def test_a_changed_rule_changes_what_the_searcher_the_plan_and_the_analysis_see(monkeypatch):
+    """Turn racing off in the one place that decides it: the searcher stops racing, the plan
+    stops pricing the ceiling, the report spends alpha at one look."""
+    from analysis.report import answer_alpha
+    from study.plan import make_plan
+    from study.space import StudySearcher
+
+    spec = _spec()
+    before = (D.design_of(spec).racing, answer_alpha(spec.to_dict())[1],
+              make_plan(spec, per_class=20, flops_per_s=1e9, log=lambda m: None))
+    assert before[0] and before[1] == (2, 5)
+    assert before[2]["totals"]["confirm_flops_max"] > before[2]["totals"]["confirm_flops"]
+
+    monkeypatch.setattr(D, "race_levels", lambda mode, seeds, max_seeds: None)
+    D.design_of.cache_clear()
+    try:
+        assert not D.design_of(spec).racing
+        s = StudySearcher(spec.to_dict())
+        assert not s.design.racing
+        assert answer_alpha(spec.to_dict())[1] is None
+        plan = make_plan(spec, per_class=20, flops_per_s=1e9, log=lambda m: None)
+        assert plan["totals"]["confirm_flops_max"] == pytest.approx(plan["totals"]["confirm_flops"])
+        assert plan["counts"]["confirm_max"] == plan["counts"]["confirm"]
+    finally:
+        D.design_of.cache_clear()
+
+
+def _sources():
+    for top in ("study", "analysis", "trainables", "benchmarks"):
+        yield from (REPO / top).rglob("*.py")
+
+
+def test_one_place_builds_a_cell_id_and_one_decides_racing():
+    """Measured, as the design issue asks: the places that format a cell id
+    (``<split>/<backbone>/<init>/d<depth>``) and that decide whether a study races."""
+    cell_fmt = re.compile(r"""/d\{""")
+    races = re.compile(r"ceiling\s*>\s*(k|seeds)\b|max_seeds\s*>\s*(k|seeds)\b")
+    builds = [str(p.relative_to(REPO)) for p in _sources() if cell_fmt.search(p.read_text())]
+    decides = [str(p.relative_to(REPO)) for p in _sources() if races.search(p.read_text())]
+    assert builds == ["study/core/design.py"]
+    assert decides == ["study/core/design.py"]
