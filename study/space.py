@@ -21,11 +21,11 @@ experiment checkpoint (``save`` / ``restore``), so a resumed study continues the
 """
 from __future__ import annotations
 
-import math
 import pickle
 
 from ray.tune.search import Searcher
 
+from study.core import decide
 from study.core import metrics as M
 from study.core.design import StudyDesign, cell_id, design_of
 from study.core.layout import write_atomic
@@ -295,34 +295,11 @@ class StudySearcher(Searcher):
         return ready is None or ready(cfg)
 
     def _pick(self, q: list[dict]) -> int | None:
-        """Index of the next config of queue ``q`` to hand out (its source model ready).
-
-        The study's length is set by its longest chains: a cell's confirmation can start only
-        once all its tuning trials have ended, so a long cell started late leaves slots idle at
-        the study's end. So, with the cells' expected costs (``costs``) and no time budget, the
-        tuning queue (mode compare) goes longest cell first (critical path first: all of a
-        cell's trials together, so its rungs decide and its survivors start early; ties keep the
-        queue's round-robin order), and the confirmation queue longest first.
-
-        With a time budget (or no costs) the tuning queue goes round by round instead, so a
-        budget cuts all cells alike: cells with the most trials still to hand out first, so
-        every cell gets its k-th trial before any its (k+1)-th; inside a round, the cells whose
-        trials measured the longest epochs so far first (cells not yet measured keep the
-        queue's order ahead of measured ones). Other queues: FIFO."""
-        idx = [i for i, cfg in enumerate(q) if self._ok(cfg)]
-        if not idx:
-            return None
-        costs = getattr(self, "costs", None)  # a searcher saved before costs existed has none
-        if costs and q is self.confirm_queue:
-            return max(idx, key=lambda i: (costs.get(q[i].get(M.CELL), 0.0), -i))
-        if q is not self.queue or self.study_mode != "compare":
-            return idx[0]
-        left: dict[str, int] = {}
-        for cfg in q:
-            left[cfg[M.CELL]] = left.get(cfg[M.CELL], 0) + 1
-        if not getattr(self, "round_robin", True):
-            return max(idx, key=lambda i: (costs.get(q[i][M.CELL], 0.0), left[q[i][M.CELL]], -i))
-        return max(idx, key=lambda i: (left[q[i][M.CELL]], self.epoch_s.get(q[i][M.CELL], math.inf), -i))
+        """Index of the next config of queue ``q`` to hand out (``decide.pick``)."""
+        kind = "confirm" if q is self.confirm_queue else "tune" if q is self.queue else "other"
+        return decide.pick(q, self._ok, kind=kind, mode=self.study_mode,
+                           costs=getattr(self, "costs", None),  # saved before costs existed
+                           round_robin=getattr(self, "round_robin", True), epoch_s=self.epoch_s)
 
     def _next(self, trial_id: str) -> dict | None:
         for q in (self.confirm_queue, self.pending_repeats, self.queue):
@@ -374,32 +351,29 @@ class StudySearcher(Searcher):
                 if self.study_mode == "compare":
                     self._race(self.design.cell(g).answer_group)
             return
-        size = self.sizes.get(g, 0)
-        last = [t for t, grp in self.group_of.items() if grp == g and t in self.live]
-        early = (len(ended) == size - 1 and len(last) == 1 and size > 1
-                 and all(v is None for v, _ in ended.values()))
-        if len(ended) < size and not early:
+        running = [t for t, grp in self.group_of.items() if grp == g and t in self.live]
+        step = decide.confirmation(ended, running, self.sizes.get(g, 0))
+        if step is None:
             return
         self.confirmed.add(g)
-        if early:
-            best = dict(self.configs[last[0]])
-            self.awaiting = {**awaiting, g: last[0]}
+        if step[0] == "early":
+            best = dict(self.configs[step[1]])
+            self.awaiting = {**awaiting, g: step[1]}
             self._queue_confirm(best, self.design.confirm_seeds)
             if self.study_mode == "compare":
                 c = best[M.CELL]
                 self.best_cfg[c] = best
                 self.asked.setdefault(c, set()).add(int(best[M.SEED]))
             return  # racing looks once the best's own run has ended too
-        done = [(v, cfg) for v, cfg in ended.values() if v is not None and cfg]
-        if done:
-            (_, _, flops), best = max(done, key=lambda x: x[0][0])
+        if step[0] == "best":
+            _, best, flops = step
             self._queue_confirm(best, self.design.confirm_seeds)
             if self.study_mode == "compare":  # the tuning run selected: it never measures
                 c = best[M.CELL]
                 self.best_cfg[c] = best
                 self.flops[c] = flops
                 self.asked.setdefault(c, set()).add(int(best[M.SEED]))
-        # else: no tuning trial of this group completed (all errored): nothing to confirm
+        # else ("none"): no tuning trial of this group completed (all errored): nothing to confirm
         if self.study_mode == "compare":
             self._race(self.design.cell(g).answer_group)
 
@@ -420,41 +394,22 @@ class StudySearcher(Searcher):
         self._race(self.design.cell(c).answer_group)
 
     def _race(self, group: str | None) -> None:
-        """Racing, one look: when every cell of the answer group has ended its tuning and its
-        confirmation trials, bring every cell that can still change the Answer
-        (``stats.next_seeds``: the possible bests and the cheaper cells not shown worse) to the
-        group's next seed, with any earlier seed it lacks, so every comparison stays paired on
-        all seeds. A group none of whose cells gets a seed is finished (decided or at the
-        ceiling)."""
+        """Racing, one look (``decide.racing_seeds``) once every cell of the answer group has
+        ended its tuning and its confirmation trials. A group none of whose cells gets a seed
+        is finished (decided or at the ceiling)."""
         d = self.design
         if not d.racing or group is None or group in self.decided:
             return
-        from study.core import stats
-
         cells = d.answer_groups[group]
         awaiting = getattr(self, "awaiting", {})
         if any(c not in self.confirmed or self.open_confirm.get(c, 0) > 0 or c in awaiting
                for c in cells):
             return
-        rows = [{"cell": c, "depth": d.cell(c).depth, "flops": self.flops.get(c),
-                 "accs": {s: a for s, a in self.runs.get(c, {}).items() if a is not None}}
-                for c in cells if c in self.best_cfg]
-        report = d.spec.report
-        ceiling = len(d.ceiling_seeds)
-        want = stats.next_seeds(rows, report.tolerance / 100, report.alpha,
-                                len(d.confirm_seeds), ceiling) if rows else []
+        add = decide.racing_seeds(d, group, set(self.best_cfg), self.runs, self.flops, self.asked)
         self.looks[group] = self.looks.get(group, 0) + 1
-        # the group's level: the confirmation seeds its cells have been asked for so far
-        level = max(sum(sd in self.asked.get(c, set()) for sd in d.ceiling_seeds)
-                    for c in cells)
-        added = False
-        for c in want:
-            missing = [sd for sd in d.ceiling_seeds[:level + 1]
-                       if sd not in self.asked.get(c, set())]
-            if missing:
-                self._queue_confirm(self.best_cfg[c], missing)
-                added = True
-        if not added:
+        for c, seeds in add.items():
+            self._queue_confirm(self.best_cfg[c], seeds)
+        if not add:
             self.decided.add(group)
 
     def _finished(self) -> bool:
