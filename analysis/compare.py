@@ -1,5 +1,6 @@
 """`study compare`: several studies side by side, every one judged by the same rules
-(``analysis.cells``) and described with the per-study content of ``analysis.report``: each
+(``analysis.cells``) and described with the per-study content of the report's modules
+(``analysis.view``, ``analysis.answer``, ``analysis.report``'s tables, ``analysis.words``): each
 study's Answer, the differences to the first study, overlaid depth curves and frontiers,
 finalists, early-stopping accounting and provenance."""
 from __future__ import annotations
@@ -12,7 +13,10 @@ import pandas as pd
 from analysis import cells as C
 from analysis import frontier as F
 from analysis import plots
+from analysis import answer as A
 from analysis import report as R
+from analysis import view as V
+from analysis import words as W
 from analysis.load import ReportError, Study, load_study
 from analysis.output import publish
 from analysis.render import Section, prose
@@ -29,7 +33,7 @@ def _labels(studies: list[Study]) -> list[str]:
             for i, (n, s) in enumerate(zip(names, studies))]
 
 
-def _answers_side_by_side(views: list[R.CellView], labels: list[str]) -> pd.DataFrame:
+def _answers_side_by_side(views: list[V.CellView], labels: list[str]) -> pd.DataFrame:
     """One row per split x backbone x init, two columns per study: its best depth (mean ± CI,
     n) and its answer."""
     keys = sorted({tuple(r) for v in views for r in v.answer[ANSWER_KEYS].itertuples(index=False)},
@@ -44,17 +48,17 @@ def _answers_side_by_side(views: list[R.CellView], labels: list[str]) -> pd.Data
                 row[f"{lab}: best depth"] = row[f"{lab}: answer"] = "–"
                 continue
             r = m.iloc[0]
-            row[f"{lab}: best depth"] = R.best_depth_text(r)
-            row[f"{lab}: answer"] = R.recommendation(r)
+            row[f"{lab}: best depth"] = A.best_depth_text(r)
+            row[f"{lab}: answer"] = A.recommendation(r)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _differences(views: list[R.CellView], labels: list[str], studies: list[Study],
+def _differences(views: list[V.CellView], labels: list[str], studies: list[Study],
                  accs: list[dict]) -> pd.DataFrame:
     """Per split x backbone x init, each study's best depth against the first study's: the
     difference of their mean test accuracies with its Welch 95 % CI and p; then each study's
-    compute against the first's (``accs``: their ``R.accounting``)."""
+    compute against the first's (``accs``: their ``V.accounting``)."""
     base = views[0].answer.set_index(ANSWER_KEYS) if len(views[0].answer) else None
     bsum = views[0].summary.set_index(M.CELL)
     rows = []
@@ -71,8 +75,8 @@ def _differences(views: list[R.CellView], labels: list[str], studies: list[Study
             rows.append({"study": lab, "split": k[0], "backbone": k[1], "init": k[2],
                          "best depth": f"d{int(b['best_depth'])} → d{int(r['best_depth'])}",
                          "Δ best-depth test acc gain": w["diff"],
-                         "Δ 95 % CI (points)": R.ci_text(w["lo"], w["hi"]),
-                         "p (Welch, two-sided)": R.p_text(w["p"]),
+                         "Δ 95 % CI (points)": W.ci_text(w["lo"], w["hi"]),
+                         "p (Welch, two-sided)": W.p_text(w["p"]),
                          "answer depth": f"{_depth(b['cheap_depth'])} → "
                                          f"{_depth(r['cheap_depth'])}"})
     a0 = accs[0]
@@ -85,7 +89,7 @@ def _differences(views: list[R.CellView], labels: list[str], studies: list[Study
 
 def _depth(d) -> str:
     """'d2', or 'none' for a group without an answer."""
-    return "none" if R._nan(d) else f"d{int(d)}"
+    return "none" if W._nan(d) else f"d{int(d)}"
 
 
 def _stacked(views, labels, table, by_cell: bool = True) -> pd.DataFrame:
@@ -106,8 +110,8 @@ def compare_sections(studies: list[Study], labels: list[str], out: Path,
                      tolerance=None) -> list[Section]:
     """The comparison's sections; every study is judged by the same rules (analysis.cells),
     each with its own spec's tolerance unless ``tolerance`` (points) is given."""
-    views = [R.cell_view(s, tolerance) for s in studies]
-    accs = [R.accounting(s) for s in studies]
+    views = [V.cell_view(s, tolerance) for s in studies]
+    accs = [V.accounting(s) for s in studies]
     secs = []
     st = Section("1. Studies")
     st.table(pd.DataFrame([{
@@ -116,7 +120,7 @@ def compare_sections(studies: list[Study], labels: list[str], out: Path,
         "data fingerprint": str((s.provenance.get("data") or {}).get("fingerprint", ""))[:16],
         "trials": len(s.trials),
         **{k: int((s.trials["status"] == k).sum()) for k in REPORTED},
-        "cells": len(v.coverage), "cells with a run": len(v.coverage) - len(R.no_run_cells(v)),
+        "cells": len(v.coverage), "cells with a run": len(v.coverage) - len(V.no_run_cells(v)),
         "confirm seeds": v.seeds, "tolerance (points)": f"{v.tol_points:g}",
         "finished": "yes" if s.summary else "no (partial)"}
         for s, lab, v in zip(studies, labels, views)]))
@@ -127,19 +131,19 @@ def compare_sections(studies: list[Study], labels: list[str], out: Path,
     secs.append(st)
 
     b = Section("2. Answer per study: how much to freeze")
-    b.p(R.rule_text(views[0], [v.stopping for v in views]))
+    b.p(A.rule_text(views[0], [v.stopping for v in views]))
     if len({v.tol_points for v in views}) > 1:
         b.p("The studies' specs set different tolerances (see section 1); each study is judged "
             "by its own. Pass one tolerance to judge them alike.")
     for v, lab in zip(views, labels):
-        note = R.mode_note(v)
+        note = V.mode_note(v)
         if note:
             b.p(f"Study {lab}: {note}")
-        single = R.single_run_cells(v)
+        single = V.single_run_cells(v)
         if single:
             b.p(f"Study {lab}: cells with only 1 completed run (no interval): {', '.join(single)}.")
-        if R.no_run_cells(v):
-            b.p(f"Study {lab}: cells without any completed run: {', '.join(R.no_run_cells(v))}.")
+        if V.no_run_cells(v):
+            b.p(f"Study {lab}: cells without any completed run: {', '.join(V.no_run_cells(v))}.")
     b.table(_answers_side_by_side(views, labels), "How much to freeze, side by side")
     b.table(_stacked(views, labels, R.coverage_table), "Per-cell coverage")
     secs.append(b)
@@ -153,7 +157,7 @@ def compare_sections(studies: list[Study], labels: list[str], out: Path,
     d.table(_differences(views, labels, studies, accs))
     secs.append(d)
 
-    allsplits = sorted({sp for s in studies for sp in R.splits_of(s.trials)})
+    allsplits = sorted({sp for s in studies for sp in V.splits_of(s.trials)})
     c = Section("4. Accuracy vs frozen depth: overlaid cell curves (95 % CI)")
     c.p(prose("""
         Mean test accuracy of each cell's completed runs per frozen depth with 95 % t intervals,
@@ -192,10 +196,10 @@ def compare_sections(studies: list[Study], labels: list[str], out: Path,
     rows = []
     for i, (s, lab) in enumerate(zip(studies, labels)):
         t = s.trials
-        lc.fig(plots.save(plots.learning_curves(s.epochs, F.finalists(t), R.splits_of(t)),
+        lc.fig(plots.save(plots.learning_curves(s.epochs, F.finalists(t), V.splits_of(t)),
                           out / f"compare_{i}_learning.png"),
                f"Study {lab}: validation accuracy per epoch; coloured: finalists")
-        for sp, bt in R.best_trials(t):
+        for sp, bt in V.best_trials(t):
             if bt is None:
                 continue
             rows.append({"study": lab, M.SPLIT: sp, "trial": bt["trial_id"],
@@ -237,7 +241,7 @@ def make_compare(paths, out=None, force: bool = False, tolerance=None) -> tuple[
         raise ReportError("compare needs at least two study directories")
     studies = [load_study(p) for p in paths]
     for s in studies:
-        R.tolerance_points(s.spec, tolerance)
+        V.tolerance_points(s.spec, tolerance)
     labels = _labels(studies)
     out = Path(out) if out else Path("compare-" + "-vs-".join(labels))
     publish(out, studies, "compare", force, "Study comparison: " + " vs ".join(labels),
