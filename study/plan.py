@@ -2,7 +2,8 @@
 
 Counts come from the study's design (``study.core.design.StudyDesign``: the same lists the
 searcher hands out and the same source jobs the runner trains). FLOPs come from
-``trainables.train.step_flops`` on each real (backbone, stem, depth, classes) model:
+``study.probe.FlopsPerImage`` (``trainables.train.step_flops`` on each real (backbone, stem,
+depth, classes) model), rates from ``study.probe.probe_throughput``:
 
     source FLOPs  = source models x source.epochs x train images(source classes) x F_train(d=0)
     tuning FLOPs  = sum over cells of epochs x train images(target classes) x F_train(cell)
@@ -25,9 +26,8 @@ savings are not counted (so the estimate errs high for cached linear probes).
 """
 from __future__ import annotations
 
-import time
-
 from study import policy
+from study.probe import FlopsPerImage, probe_throughput
 from study.core.design import design_of
 from study.core.identity import job_id
 from study.core.spec import Spec
@@ -91,71 +91,6 @@ def tuning_epochs(spec: Spec, n: int) -> tuple[int, int]:
     return n * t, epochs + alive * (t - prev)
 
 
-def probe_throughput(backbone: str, stem: str, n_classes: int, spec: Spec,
-                     min_s: float = 1.5) -> tuple[float, float]:
-    """Achieved (training, inference) FLOP/s of one backbone at depth 0 on this machine (random
-    images through the trainable's own loops), with the threads a trial gets on a CPU
-    (``resources.cpus``)."""
-    import torch
-
-    from trainables.train import pick_device
-
-    device = pick_device()
-    threads = torch.get_num_threads()
-    if device.type == "cpu":  # a trial trains with resources.cpus threads (the trainable sets it)
-        torch.set_num_threads(max(1, int(spec.resources.cpus)))
-    try:
-        return _probe(backbone, stem, n_classes, spec, min_s, device)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _probe(backbone: str, stem: str, n_classes: int, spec: Spec, min_s: float, device):
-    """(training, inference) FLOP/s of the trainable's own loops (``train_one_epoch`` with its
-    on-device augmentation and schedule; ``evaluate`` at its batch size) on random images."""
-    import numpy as np
-    import torch
-
-    from trainables.backbones import build, freeze
-    from trainables.data import DeviceData
-    from trainables.train import (EVAL_BATCH, evaluate, make_optimizer, make_schedule,
-                                  prepare_model, step_flops, train_one_epoch)
-
-    model = prepare_model(build(backbone, n_classes, stem), device)
-    freeze(model, 0)
-    size = spec.data.image_size
-    fpi, fpe = step_flops(model, (3, size, size), n_classes, device)
-    b = spec.batch_size
-    rng = np.random.default_rng(0)
-    n = b * 4
-
-    def images(k: int) -> DeviceData:
-        return DeviceData(rng.integers(0, 256, (k, size, size, 3), dtype=np.uint8),
-                          rng.integers(0, n_classes, k), (0.5,) * 3, (0.25,) * 3, device)
-
-    data = images(n)
-    # Inference at evaluate's own batch size: on a CPU a batch of 512 runs at ~2/3 of the
-    # FLOP/s of a batch of 128 (its activations leave the caches), and the test pass of
-    # examples/quick.yaml (5000 images) was priced at half its measured time with a 128 probe.
-    evals = images(EVAL_BATCH)
-    opt = make_optimizer(model, spec.optimizer, 0.01)
-    sched = make_schedule(opt, spec.optimizer, n // b, 1000)
-    gen = torch.Generator(device=device)
-
-    def timed(fn, images):
-        fn()  # warm-up (allocations, kernels)
-        t0, reps = time.perf_counter(), 0
-        while reps < 2 or time.perf_counter() - t0 < min_s / 2:
-            fn()
-            reps += 1
-        return images * reps / (time.perf_counter() - t0)
-
-    train = timed(lambda: train_one_epoch(model, data, opt, sched, batch_size=b, generator=gen),
-                  n) * fpi
-    infer = timed(lambda: evaluate(model, evals), EVAL_BATCH) * fpe
-    return train, infer
-
-
 def make_plan(spec: Spec, per_class: int | None = None, flops_per_s: float | None = None,
               log=print, test_per_class: int | None = None) -> dict:
     """The study's cells, trials, FLOPs per phase and estimated device seconds.
@@ -166,22 +101,8 @@ def make_plan(spec: Spec, per_class: int | None = None, flops_per_s: float | Non
     pass). Rates: the backbone's training and inference FLOP/s through the trainable's own loops
     (``probe_throughput``), or ``flops_per_s`` for both. ``per_class`` / ``test_per_class``: the data's training / test images per
     class (default CIFAR-10's 5000 / 1000)."""
-    from trainables.backbones import build, freeze
-    from trainables.train import pick_device, step_flops
-
     per_class = per_class or CIFAR10_TRAIN_PER_CLASS
-    device = pick_device()
-    size = spec.data.image_size
-    fcache: dict = {}
-
-    def fpi(backbone, stem, depth, n_classes, which=0):
-        """FLOPs per image of a training step (which=0) or an inference (which=1)."""
-        k = (backbone, stem, depth, n_classes)
-        if k not in fcache:
-            m = build(backbone, n_classes, stem)
-            freeze(m, depth)
-            fcache[k] = step_flops(m, (3, size, size), n_classes, device)
-        return fcache[k][which]
+    fpi = FlopsPerImage(spec.data.image_size)
 
     rates: dict = {}
 
@@ -193,7 +114,7 @@ def make_plan(spec: Spec, per_class: int | None = None, flops_per_s: float | Non
             rates[(backbone, stem)] = probe_throughput(backbone, stem, 10, spec)
             log(f"probe: {backbone} ({stem} stem) trains at {rates[(backbone, stem)][0] / 1e9:.1f} "
                 f"GFLOP/s, infers at {rates[(backbone, stem)][1] / 1e9:.1f} GFLOP/s on "
-                f"{device.type}")
+                f"{fpi.device.type}")
         return rates[(backbone, stem)][which]
 
     design = design_of(spec)
