@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from study import policy
 from study.probe import FlopsPerImage, probe_throughput
-from study.core.design import design_of
+from study.core.design import StudyDesign, design_of
 from study.core.identity import job_id
 from study.core.spec import Spec
 
@@ -120,6 +120,8 @@ def make_plan(spec: Spec, per_class: int | None = None, flops_per_s: float | Non
     design = design_of(spec)
     splits = {s.name: s for s in spec.splits}
     sizes = design.group_sizes
+    at_most = {c.id: len(design.seeds_at_most(c)) for c in design.cells}  # racing's ceiling
+    per_split = {sp: len(design.cells_of_split(sp)) for sp in splits}
     k = len(design.confirm_seeds)
     compare = design.mode == "compare"
     rows = []
@@ -130,7 +132,7 @@ def make_plan(spec: Spec, per_class: int | None = None, flops_per_s: float | Non
         if compare:
             n, share = sizes.get(c.id, 0), 1.0
         else:  # mode best: the split's trials spread over its cells (uniform sampling)
-            n, share = sizes.get(c.split, 0), 1.0 / len(design.cells_of_split(c.split))
+            n, share = sizes.get(c.split, 0), 1.0 / per_split[c.split]
         fifo_e, sh_e = tuning_epochs(spec, n)
         confirm_e = k * spec.target_epochs * share
         r_ = rate(c.backbone, c.stem)
@@ -149,12 +151,12 @@ def make_plan(spec: Spec, per_class: int | None = None, flops_per_s: float | Non
                      "tuning_s_fifo": fifo_e * share * epoch_s + done_fifo * test_s,
                      "tuning_s_halving": sh_e * share * epoch_s + done_sh * test_s,
                      "confirm_s": (confirm_e * epoch_s + k * share * test_s),
-                     "confirm_s_max": len(design.seeds_at_most(c)) * share
+                     "confirm_s_max": at_most[c.id] * share
                      * (spec.target_epochs * epoch_s + test_s),
                      "tuning_flops_fifo": fifo_e * share * imgs * f,
                      "tuning_flops_halving": sh_e * share * imgs * f,
                      "confirm_trials": k * share, "confirm_flops": confirm_e * imgs * f,
-                     "confirm_flops_max": len(design.seeds_at_most(c)) * share
+                     "confirm_flops_max": at_most[c.id] * share
                      * spec.target_epochs * imgs * f})
     jobs = design.source_jobs()  # trained up front, up to the racing ceiling's seeds
     def src_cost(job):
@@ -224,7 +226,7 @@ def format_plan(spec: Spec, plan: dict) -> str:
     return "\n".join(lines)
 
 
-def schedule_costs(spec: Spec, sim: dict | None = None) -> dict:
+def schedule_costs(design: StudyDesign, sim: dict | None = None) -> dict:
     """What the study's order of work goes by (``study.space.StudySearcher`` and
     ``study.sources.SourceModels``): the expected device cost of one complete trial of each
     cell and of each source model, relative within the study.
@@ -238,22 +240,21 @@ def schedule_costs(spec: Spec, sim: dict | None = None) -> dict:
     examples/cifar10.yaml, under 0.2 s for the small examples).
 
     Returns {"cells": {cell id: cost}, "sources": {job id ("split/backbone/stem/seed"): cost}}."""
-    t = spec.target_epochs
+    t = design.target_epochs
     if sim is not None:
         return {"cells": {c: t * s + sim["test_s"].get(c, 0.0) for c, s in sim["epoch_s"].items()},
                 "sources": dict(sim["source_s"])}
-    plan = make_plan(spec, flops_per_s=1.0, log=lambda *a: None)
+    plan = make_plan(design.spec, flops_per_s=1.0, log=lambda *a: None)
     return {"cells": {r["cell"]: t * r["epoch_s"] + r["test_s"] for r in plan["cells"]},
             "sources": {job_id(j["job"]): j["seconds"] for j in plan["source_jobs"]}}
 
 
-def source_order(spec: Spec, jobs: list, costs: dict) -> list:
+def source_order(design: StudyDesign, jobs: list, costs: dict) -> list:
     """``jobs`` (source jobs) longest chain first: a job's chain is its own cost plus what must
     run after it, at least one complete trial of its longest cell for each phase still to come
     (the tuning seed's model: the cell's tuning, then its confirmation; a confirmation seed's:
     the confirmation). Critical-path-first list scheduling: the models whose cells would
     otherwise end the study last start first. Ties keep ``jobs``' order (tuning seed first)."""
-    design = design_of(spec)
     # job -> its longest cell's complete-trial cost
     longest = {job: max(costs["cells"].get(c.id, 0.0) for c in cells)
                for job, cells in design.source_users.items()}

@@ -273,9 +273,9 @@ def _execute(spec: Spec, data, sdir: str, log, callbacks, resume: bool) -> dict:
     t0 = time.time()
     simulated = getattr(data, "sim", None) is not None
     # The order of work: longest chains first (source models, then cells; study.plan).
-    costs = schedule_costs(spec, data.sim if simulated else None)
+    costs = schedule_costs(design, data.sim if simulated else None)
     # finished models are kept; failed ones retried
-    sources = SourceModels(spec, data, sdir, log, costs=costs)
+    sources = SourceModels(design, data, sdir, log, costs=costs)
     trainable = _trainable(spec, data, sdir)
     # The searcher asks the source models before handing out a trial. The hook is driver-side
     # state, not saved with the searcher: registered here for a new and a restored searcher alike.
@@ -314,7 +314,7 @@ def _execute(spec: Spec, data, sdir: str, log, callbacks, resume: bool) -> dict:
             log(f"{len(sources.pending)} source model(s) no trial needs any more: cancelled")
         sources.cancel()
     record_study_end(sdir, interrupted)
-    summary = _finish(spec, sdir, time.time() - t0, log, interrupted, simulated)
+    summary = _finish(design, sdir, time.time() - t0, log, interrupted, simulated)
     if interrupted:
         raise StudyInterrupted(sdir, summary)
     return summary
@@ -360,13 +360,13 @@ def _ray_version() -> str:
         return "?"
 
 
-def _finish(spec: Spec, sdir: str, wall: float, log, interrupted: bool = False,
+def _finish(design: StudyDesign, sdir: str, wall: float, log, interrupted: bool = False,
             simulated: bool = False) -> dict:
     """summary.json from the study's record (``trials.jsonl``), statuses by the one rule."""
     from study.core.record import fold, recreated
     from study.recorder import read_record
 
-    design = design_of(spec)
+    spec = design.spec
     events = read_record(sdir)
     table = fold(events, spec.target_epochs)
     rows = []

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from study.core.design import design_of
+from study.core.design import StudyDesign
 from study.core.identity import source_job
 from study.core.layout import SOURCES_DIR, is_uri, write_atomic
 from study.core.spec import Spec
@@ -47,7 +47,8 @@ class SourceModels:
 
     POLL_S = 0.2  # at most one ray.wait per this many seconds from ``ready`` (Tune calls often)
 
-    def __init__(self, spec: Spec, data, sdir: str, log=print, costs: dict | None = None):
+    def __init__(self, design: StudyDesign, data, sdir: str, log=print,
+                 costs: dict | None = None):
         import ray
 
         if getattr(data, "sim", None) is not None:  # a rehearsal: simulated source models
@@ -55,11 +56,12 @@ class SourceModels:
         else:
             from trainables.trainable import train_source_task
 
+        spec = design.spec
         self.spec, self.log = spec, log
-        self.jobs = design_of(spec).source_jobs()  # every model a trial may need
+        self.jobs = design.source_jobs()  # every model a trial may need
         if costs:  # longest chain first (study.plan.schedule_costs / source_order)
             from study.plan import source_order
-            self.jobs = source_order(spec, self.jobs, costs)
+            self.jobs = source_order(design, self.jobs, costs)
         self.submitted: set = set()
         self.results: dict[tuple, dict] = {}  # job -> the task's status dict
         self.pending: dict = {}  # ObjectRef -> job

@@ -234,12 +234,12 @@ def test_source_models_are_ordered_by_the_chain_waiting_on_them():
     cells = {c.backbone: c.id for c in design.cells}
     costs = {"cells": {cells["scratch_cnn"]: 1.0, cells["resnet18"]: 10.0},
              "sources": {job_id(j): (2.0 if j[1] == "resnet18" else 1.0) for j in jobs}}
-    got = [(j[1], j[3]) for j in source_order(spec, jobs, costs)]
+    got = [(j[1], j[3]) for j in source_order(design, jobs, costs)]
     # resnet18's tuning-seed model waits on 2 x 10 after its 2; its confirmation seeds' on 10;
     # scratch_cnn's tuning seed: 1 + 2 x 1, confirmation seeds 1 + 1
     assert got == [("resnet18", 3), ("resnet18", 4), ("resnet18", 5),
                    ("scratch_cnn", 3), ("scratch_cnn", 4), ("scratch_cnn", 5)]
-    assert sorted(source_order(spec, jobs, costs)) == sorted(jobs)  # the same jobs, reordered
+    assert sorted(source_order(design, jobs, costs)) == sorted(jobs)  # the same jobs, reordered
 
 
 def test_mode_best_holds_a_proposal_until_its_source_is_ready_and_every_repeat_seed_is_known():

@@ -134,13 +134,15 @@ def test_a_source_task_that_dies_fails_only_its_cells_with_the_message(tiny_fold
     import pytest
 
     from study.runner import prepare_data
+    from study.core.design import design_of
     from study.sources import SourceModels
     from trainables.trainable import SourceFailed, ensure_source_model
 
     spec = load_spec_dict(tiny_spec(tiny_folder, tmp_path / "storage", tmp_path / "cache",
                                     name="died", inits=["scratch"]))
     data = prepare_data(spec, log=lambda m: None)
-    sm = SourceModels(spec, data, str(tmp_path / "storage" / "died"), log=lambda m: None)
+    sm = SourceModels(design_of(spec), data, str(tmp_path / "storage" / "died"),
+                      log=lambda m: None)
     assert sm.jobs == [] and sm.wait() == {}  # no source cells: nothing submitted
     job = ("ab_cd", "scratch_cnn", "cifar", 1)
     r = sm._task_died(job, RuntimeError("node 10.0.0.3 lost"))
