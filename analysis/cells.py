@@ -191,10 +191,13 @@ def cell_summary(runs: pd.DataFrame, metric: str = M.TEST_ACC,
     return pd.DataFrame(rows, columns=cols)
 
 
-def cell_coverage(trials: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.DataFrame:
+def cell_coverage(trials: pd.DataFrame, runs: pd.DataFrame | None = None,
+                  cells: list | None = None) -> pd.DataFrame:
     """Per cell: tune trials and how they ended (completed / stopped / errored / running),
     confirm trials and how many completed, the runs that count (``cell_runs``) and the chosen
-    lr. A cell with 0 runs has no completed trial of its chosen configuration."""
+    lr. A cell with 0 runs has no completed trial of its chosen configuration. ``cells``: the
+    study design's cells (``study.core.design.Cell``), so a cell no trial has reached yet is
+    listed too (with zeros); None: the cells the trials name."""
     t = with_cells(trials)
     runs = cell_runs(t) if runs is None else runs
     nrun = runs.groupby(M.CELL).size() if len(runs) else pd.Series(dtype=int)
@@ -209,6 +212,14 @@ def cell_coverage(trials: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.
                      "confirm trials": len(conf),
                      "confirm completed": int((conf["status"] == COMPLETED).sum()),
                      "runs": int(nrun.get(cell, 0)), M.LR: lr.get(cell, math.nan)})
+    seen = {r[M.CELL] for r in rows}
+    for c in cells or []:
+        if c.id not in seen:
+            rows.append({M.SPLIT: c.split, M.BACKBONE: c.backbone, M.INIT: c.init,
+                         M.FROZEN_DEPTH: c.depth, M.CELL: c.id, "tune trials": 0,
+                         **{f"tune {s}": 0 for s in REPORTED}, "confirm trials": 0,
+                         "confirm completed": 0, "runs": 0, M.LR: math.nan})
+    rows.sort(key=lambda r: r[M.CELL])
     cols = (list(CELL_KEYS) + [M.CELL, "tune trials"]
             + [f"tune {s}" for s in REPORTED]
             + ["confirm trials", "confirm completed", "runs", M.LR])

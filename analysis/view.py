@@ -156,6 +156,16 @@ class CellView:
     stopping: EarlyStopping  # the early-stopping rule the study ran
 
 
+def recorded_design(spec: dict):
+    """The design of the study's recorded spec (``study.yaml``), or None when it does not load
+    (a study written by an older version, or a hand-edited file): the report then knows the
+    cells its trials name, and reads the settings it needs from the file itself."""
+    try:
+        return D.design_of(S.load_spec_dict(spec))
+    except (ValueError, TypeError):  # SpecError (a ValueError), or not a mapping at all
+        return None
+
+
 def cell_view(s: Study, tolerance=None) -> CellView:
     tol = tolerance_points(s.spec, tolerance)
     mode = str(_spec_get(s.spec, "search", "mode", default=""))
@@ -164,12 +174,14 @@ def cell_view(s: Study, tolerance=None) -> CellView:
         mode = "compare" if new else "old"
     runs = C.cell_runs(s.trials)
     summ = C.cell_summary(runs, METRIC)
+    design = recorded_design(s.spec)
     alpha, racing = answer_alpha(s.spec)
     answer = C.depth_answer(runs, tolerance=tol / 100, alpha=alpha, metric=METRIC,
                             racing=racing)
     spec_tol = tolerance_points(s.spec)
     return CellView(runs=runs, summary=summ, val=C.cell_summary(runs, M.VAL_ACC),
-                    coverage=C.cell_coverage(s.trials, runs), answer=answer,
+                    coverage=C.cell_coverage(s.trials, runs,
+                                             design.cells if design else None), answer=answer,
                     gains=C.transfer_gain_cells(runs, answer=answer),
                     frontier=C.cell_frontier(summ), comparisons=C.comparison_rows(answer),
                     tol_points=tol, alpha=alpha, racing=racing, seeds=confirm_seeds(s.spec),

@@ -100,3 +100,29 @@ def test_one_place_builds_a_cell_id_and_one_decides_racing():
     decides = [str(p.relative_to(REPO)) for p in _sources() if races.search(p.read_text())]
     assert builds == ["study/core/design.py"]
     assert decides == ["study/core/design.py"]
+
+
+def test_the_report_lists_the_designs_cells_even_before_a_trial_reached_them(tmp_path):
+    """The analysis builds its cells from the design of the study's recorded spec: a cell no
+    trial has reached yet is listed (0 runs), and racing is read by the design's rule."""
+    import json
+
+    import yaml
+
+    from analysis.load import load_study
+    from analysis.view import cell_view
+    from test_analysis_load import _trial
+
+    spec = _spec()
+    sdir = tmp_path / "rules"
+    sdir.mkdir()
+    (sdir / "study.yaml").write_text(yaml.safe_dump(spec.to_dict()))
+    (sdir / "provenance.json").write_text(json.dumps({"study": "rules"}))
+    cell = D.design_of(spec).cells[0]
+    cfg = D.StudyDesign.config(cell, 0.03, 7, M.PHASE_TUNE)
+    _trial(sdir, "t1", cfg, spec.target_epochs, target=spec.target_epochs)
+    v = cell_view(load_study(sdir))
+    assert list(v.coverage[M.CELL]) == sorted(c.id for c in D.design_of(spec).cells)
+    assert dict(zip(v.coverage[M.CELL], v.coverage["runs"])) == {
+        c.id: int(c.id == cell.id) for c in D.design_of(spec).cells}
+    assert v.racing == D.design_of(spec).race_levels == (2, 5)
