@@ -29,9 +29,16 @@ def recommendation(r) -> str:
                 f"of {r['open'] or r['possible_best']} would decide it")
     d = int(r["cheap_depth"])
     shown_best = bool(r["best_shown"]) and d == int(r["best_depth"])
+    # the depths cheaper than the answer (target FLOPs per run, the rule's own order): the
+    # ones that must be shown worse to decide it
+    g = r.get("group") or {}
+    comps = g.get("comparisons", {})
+    cost = comps[g["answer"]]["flops"] if g.get("answer") in comps else None
+    below = ([f"d{c['depth']}" for c in comps.values() if cost is not None and c["flops"] is not None
+              and c["flops"] < cost] if comps else None)
     if shown_best:
         head = f"{_freeze(d)}: shown the most accurate depth"
-        if not r.get("cheaper_depths", 1):
+        if below == []:
             head += " (also the cheapest depth compared)"
     else:
         save = ("" if _nan(r["saving_target"]) or d == int(r["best_depth"]) else
@@ -40,9 +47,8 @@ def recommendation(r) -> str:
         head = (f"{_freeze(d)}: {save}within −{tol:g} points of the best, shown (lower bound "
                 f"{_pts(r['delta_lo'])} against every depth that could be the best)")
     if r["decided"]:
-        return head + " (every cheaper depth shown worse)" if r.get("cheaper_depths", 1) or \
-            not shown_best else head
-    cheaper_open = [o for o in str(r["open"]).split(",") if o and int(o[1:]) > d]
+        return head + (" (every cheaper depth shown worse)" if below else "")
+    cheaper_open = [o for o in str(r["open"]).split(",") if o in (below or [])]
     return (f"UNDECIDED: {', '.join(cheaper_open) or r['open']} not yet shown within tolerance "
             f"or worse (so far: {head}); more paired runs would decide it")
 
