@@ -39,10 +39,10 @@ from scipy import stats
 from analysis.frontier import pareto_front
 from analysis.load import DEVICE_S, TOTAL_FLOPS, cell_of
 from study.core import metrics as M
+from study.core.design import SCRATCH
 from study.core.status import COMPLETED, REPORTED
 
 CELL_KEYS = (M.SPLIT, M.BACKBONE, M.INIT, M.FROZEN_DEPTH)
-SCRATCH = "scratch"
 LEVEL = 0.95  # confidence level of every interval
 ROLE = "role"  # in cell_runs: "selected" (the tune trial that chose the lr), "tune" or "confirm"
 

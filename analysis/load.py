@@ -28,7 +28,7 @@ import pandas as pd
 import yaml
 
 from study.core import metrics as M
-from study.core.design import cell_id
+from study.core.design import cell_id, depth_of
 
 from study.core.layout import filesystem  # noqa: E402
 from study.core.layout import (PROVENANCE_FILE, RECORD_FILE, SOURCES_DIR, STUDY_FILE,  # noqa: F401
@@ -325,7 +325,7 @@ def _trial_row(r: dict, target_epochs: int, study_ended: bool, sources: dict,
     row = {
         "trial_id": r["trial_id"], "status": status,
         M.SPLIT: cfg.get(M.SPLIT), M.BACKBONE: cfg.get(M.BACKBONE), M.INIT: cfg.get(M.INIT),
-        M.FROZEN_DEPTH: (0 if cfg.get(M.INIT) == "scratch" else cfg.get(M.FROZEN_DEPTH)),
+        M.FROZEN_DEPTH: depth_of(cfg.get(M.INIT), cfg.get(M.FROZEN_DEPTH)),
         M.LR: _num(cfg.get(M.LR)),
         # the effective seed (repeats shift it), as the trial reported it
         M.SEED: last.get(M.SEED, cfg.get(M.SEED)),

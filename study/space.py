@@ -51,11 +51,8 @@ class DefineByRun:
         inits = design.valid_inits(backbone)
         # One categorical per backbone: Optuna's distributions must not change between trials.
         init = trial.suggest_categorical(f"{M.INIT}__{backbone}", inits) if len(inits) > 1 else inits[0]
-        depth = 0
-        if init != "scratch":
-            ds = spec.backbone(backbone).depth_list()
-            depth = (trial.suggest_categorical(f"{M.FROZEN_DEPTH}__{backbone}", ds)
-                     if len(ds) > 1 else ds[0])
+        ds = design.depths(backbone, init)  # scratch: depth 0, not sampled
+        depth = trial.suggest_categorical(f"{M.FROZEN_DEPTH}__{backbone}", ds) if len(ds) > 1 else ds[0]
         trial.suggest_float(M.LR, spec.lr.low, spec.lr.high, log=True)
         return {M.SPLIT: self.split, M.INIT: init, M.FROZEN_DEPTH: depth,
                 M.SEED: design.tune_seed, M.CELL: cell_id(self.split, backbone, init, depth),

@@ -86,7 +86,6 @@ def final_accuracy(split: str, target_classes, backbone: str, init: str, depth: 
     """The trial's accuracy after its last epoch (module docstring)."""
     n = max(2, len(target_classes))
     chance = 1.0 / n
-    depth = 0 if init == "scratch" else depth  # nothing to freeze: the scratch cell is d0
     top = chance + (CEILING.get(backbone, DEFAULT_CEILING) - chance) * (1 - hardness(target_classes))
     share = depth / max(1, max_depth) if init != "scratch" else 0.0
     gain = INIT_GAIN.get(init, 0.0) - FREEZE_COST.get(init, 0.0) * share ** 2

@@ -46,6 +46,13 @@ from study.core.identity import source_job, trial_seed
 from study.core.spec import Spec, resolve_stem
 
 ROLE_TUNE, ROLE_CONFIRM = M.PHASE_TUNE, M.PHASE_CONFIRM
+SCRATCH = "scratch"  # the baseline init: trains every stage, so its one depth is 0
+
+
+def depth_of(init: str, depth):
+    """A cell's frozen depth, the one place that says so: 0 for ``scratch`` (nothing is frozen:
+    it trains every stage), else ``depth`` as given."""
+    return 0 if init == SCRATCH else depth
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,13 +70,13 @@ class Cell:
     @property
     def answer_group(self) -> str | None:
         """``<split>/<backbone>/<init>``: the depths the Answer compares (None: scratch)."""
-        return None if self.init == "scratch" else f"{self.split}/{self.backbone}/{self.init}"
+        return None if self.init == SCRATCH else f"{self.split}/{self.backbone}/{self.init}"
 
 
 def cell_id(split, backbone, init, depth) -> str:
     """``<split>/<backbone>/<init>/d<depth>``; scratch trains every stage, so its depth is 0
     whatever a config says."""
-    return f"{split}/{backbone}/{init}/d{0 if init == 'scratch' else int(depth)}"
+    return f"{split}/{backbone}/{init}/d{int(depth_of(init, depth))}"
 
 
 def race_levels(mode: str, seeds: int, max_seeds: int | None) -> tuple[int, int] | None:
@@ -118,8 +125,13 @@ class StudyDesign:
         for sp in spec.splits:
             for b in spec.backbones:
                 for init in self.valid_inits(b.name):
-                    for d in ([0] if init == "scratch" else b.depth_list()):
+                    for d in self.depths(b.name, init):
                         yield Cell(sp.name, b.name, init, d, resolve_stem(spec, b.name, init))
+
+    def depths(self, backbone: str, init: str) -> list[int]:
+        """The frozen depths that become cells of ``backbone`` with ``init`` (scratch: 0)."""
+        given = self.spec.backbone(backbone).depth_list()
+        return list(dict.fromkeys(depth_of(init, d) for d in given))  # the spec's order
 
     def cell(self, cid: str) -> Cell:
         return self._by_id[cid]
