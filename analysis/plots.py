@@ -17,6 +17,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from analysis.frontier import pareto_front  # noqa: E402
 from analysis.load import TOTAL_FLOPS  # noqa: E402
 from study.core import metrics as M  # noqa: E402
+from study.core.design import SCRATCH  # noqa: E402
 from study.core.status import COMPLETED  # noqa: E402
 
 MARKERS = {"source": "o", "imagenet": "s", "scratch": "^"}
@@ -130,7 +131,7 @@ def depth_curves(summary: pd.DataFrame, splits) -> plt.Figure:
         maxd = max(1, int(t[M.FROZEN_DEPTH].max())) if len(t) else 1
         lines = list(t.groupby([M.BACKBONE, M.INIT], sort=True))
         for i, ((b, init), g) in enumerate(lines):
-            if init == "scratch":
+            if init == SCRATCH:
                 z = g.iloc[0]
                 ax.axhline(z["mean"], color=col[b], ls=":", lw=1.5)
                 if np.isfinite(z["ci"]):
@@ -174,7 +175,7 @@ def compare_depth_curves(summaries: dict, split: str) -> plt.Figure:
         for ax, b in zip(axes[0], backbones):
             t = summ[(summ[M.SPLIT] == split) & (summ[M.BACKBONE] == b)] if len(summ) else summ
             for init, g in t.groupby(M.INIT, sort=True):
-                if init == "scratch":
+                if init == SCRATCH:
                     z = g.iloc[0]
                     ax.axhline(z["mean"], color=c, ls=":", lw=1.5)
                     if np.isfinite(z["ci"]):
@@ -193,8 +194,8 @@ def compare_depth_curves(summaries: dict, split: str) -> plt.Figure:
     _pct(axes[0][0])
     inits = sorted({str(i) for s in summaries.values() if len(s) for i in s[M.INIT].dropna()})
     handles += [Line2D([], [], color="grey", marker=MARKERS.get(i, "D"),
-                       ls=":" if i == "scratch" else ("-" if i == "source" else "--"),
-                       label=f"init {i}" + (" (baseline)" if i == "scratch" else ""))
+                       ls=":" if i == SCRATCH else ("-" if i == "source" else "--"),
+                       label=f"init {i}" + (" (baseline)" if i == SCRATCH else ""))
                 for i in inits]
     fig.tight_layout()
     _legend_below(fig, handles, ncol=4)

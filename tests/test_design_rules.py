@@ -126,3 +126,12 @@ def test_the_report_lists_the_designs_cells_even_before_a_trial_reached_them(tmp
     assert dict(zip(v.coverage[M.CELL], v.coverage["runs"])) == {
         c.id: int(c.id == cell.id) for c in D.design_of(spec).cells}
     assert v.racing == D.design_of(spec).race_levels == (2, 5)
+
+
+def test_scratch_is_depth_0_in_one_place():
+    d = D.design_of(_spec())
+    assert d.depths("scratch_cnn", "scratch") == [0] and d.depths("scratch_cnn", "source") == [0, 2, 4]
+    assert D.depth_of("scratch", 3) == 0 and D.depth_of("source", 3) == 3
+    rule = re.compile(r"""init\s*[!=]=\s*["']scratch["']""")
+    found = [str(p.relative_to(REPO)) for p in _sources() if rule.search(p.read_text())]
+    assert found == [], found  # everyone asks study.core.design (SCRATCH, depth_of, depths)

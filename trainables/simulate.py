@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 
 from study.core import metrics as M
-from study.core.design import cell_id
+from study.core.design import SCRATCH, cell_id
 from study.core.identity import job_id
 from study.core.layout import write_atomic
 from trainables.resume import restore, write_meta
@@ -87,7 +87,7 @@ def final_accuracy(split: str, target_classes, backbone: str, init: str, depth: 
     n = max(2, len(target_classes))
     chance = 1.0 / n
     top = chance + (CEILING.get(backbone, DEFAULT_CEILING) - chance) * (1 - hardness(target_classes))
-    share = depth / max(1, max_depth) if init != "scratch" else 0.0
+    share = depth / max(1, max_depth) if init != SCRATCH else 0.0
     gain = INIT_GAIN.get(init, 0.0) - FREEZE_COST.get(init, 0.0) * share ** 2
     best_lr = LR_BEST.get(backbone, 0.03) * (1 + 3 * share)
     lr_fit = LR_COST * math.log10(max(lr, 1e-12) / best_lr) ** 2
