@@ -92,6 +92,11 @@ def register_resumed(study: str, trials: dict | None) -> None:
         _RESUMED[study] = trials
 
 
+# Fields later versions added, with what a searcher saved before them behaves as: the one
+# place that knows older saved states (resume restores whatever version saved the study).
+_ADDED_LATER = {"awaiting": {}, "costs": None, "round_robin": True}
+
+
 class StudySearcher(Searcher):
     """Hands out the study's tuning trials, then each group's confirmation trials (and, with
     racing, further confirmation seeds where the Answer is still open).
@@ -221,6 +226,8 @@ class StudySearcher(Searcher):
         ready = self.ready
         with open(checkpoint_path, "rb") as f:
             self.__dict__.update(pickle.load(f))
+        for k, v in _ADDED_LATER.items():  # a searcher saved by an earlier version lacks these
+            self.__dict__.setdefault(k, v)
         self.ready = ready
         # Trials that were live when the driver stopped are resumed by Tune, not re-suggested.
         known = _RESUMED.get(self.spec_dict.get("name"))
@@ -249,7 +256,7 @@ class StudySearcher(Searcher):
             cfg = dict(self.configs.pop(tid))
             self.live.discard(tid)
             g = self.group_of.pop(tid, None)
-            if g is not None and getattr(self, "awaiting", {}).get(g) == tid:
+            if g is not None and self.awaiting.get(g) == tid:
                 del self.awaiting[g]  # racing need not wait for it (its rerun is a new trial)
             if tid in self.proposal_of:
                 self.pending_repeats.insert(0, {**cfg, "_proposal": self.proposal_of.pop(tid)})
@@ -295,8 +302,7 @@ class StudySearcher(Searcher):
         """Index of the next config of queue ``q`` to hand out (``decide.pick``)."""
         kind = "confirm" if q is self.confirm_queue else "tune" if q is self.queue else "other"
         return decide.pick(q, self._ok, kind=kind, mode=self.study_mode,
-                           costs=getattr(self, "costs", None),  # saved before costs existed
-                           round_robin=getattr(self, "round_robin", True), epoch_s=self.epoch_s)
+                           costs=self.costs, round_robin=self.round_robin, epoch_s=self.epoch_s)
 
     def _next(self, trial_id: str) -> dict | None:
         for q in (self.confirm_queue, self.pending_repeats, self.queue):
@@ -337,7 +343,7 @@ class StudySearcher(Searcher):
         study's critical path: source model, tuning, confirmation). When it completes, its
         compute is recorded; its test accuracy never joins the cell's runs (it selected)."""
         ended = self.ended.get(g, {})
-        awaiting = getattr(self, "awaiting", {})  # a searcher saved before this field: none
+        awaiting = self.awaiting
         if g in self.confirmed:
             tid = awaiting.get(g)
             if tid is not None and tid in ended:  # the early-confirmed best has ended
@@ -398,7 +404,7 @@ class StudySearcher(Searcher):
         if not d.racing or group is None or group in self.decided:
             return
         cells = d.answer_groups[group]
-        awaiting = getattr(self, "awaiting", {})
+        awaiting = self.awaiting
         if any(c not in self.confirmed or self.open_confirm.get(c, 0) > 0 or c in awaiting
                for c in cells):
             return
