@@ -5,6 +5,7 @@ study's Answer, the differences to the first study, overlaid depth curves and fr
 finalists, early-stopping accounting and provenance."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -106,13 +107,28 @@ def _stacked(views, labels, table, by_cell: bool = True) -> pd.DataFrame:
     return d
 
 
+@dataclasses.dataclass
+class Compared:
+    """What every section of a comparison reads: the studies, their labels, their cell views
+    (``analysis.view``), their early-stopping accounting, and where figures go."""
+    studies: list
+    labels: list
+    views: list
+    accs: list
+    out: Path
+
+
 def compare_sections(studies: list[Study], labels: list[str], out: Path,
                      tolerance=None) -> list[Section]:
     """The comparison's sections; every study is judged by the same rules (analysis.cells),
     each with its own spec's tolerance unless ``tolerance`` (points) is given."""
-    views = [V.cell_view(s, tolerance) for s in studies]
-    accs = [V.accounting(s) for s in studies]
-    secs = []
+    c = Compared(studies, labels, [V.cell_view(s, tolerance) for s in studies],
+                 [V.accounting(s) for s in studies], out)
+    return [section(c) for section in (_studies, _answers, _differences_section, _depth_curves,
+                                        _gains, _frontiers, _finalists, _stopping, _provenance)]
+
+
+def _studies(c: Compared) -> Section:
     st = Section("1. Studies")
     st.table(pd.DataFrame([{
         "study": lab, "path": s.path, "created": s.created,
@@ -123,14 +139,20 @@ def compare_sections(studies: list[Study], labels: list[str], out: Path,
         "cells": len(v.coverage), "cells with a run": len(v.coverage) - len(V.no_run_cells(v)),
         "confirm seeds": v.seeds, "tolerance (points)": f"{v.tol_points:g}",
         "finished": "yes" if s.summary else "no (partial)"}
-        for s, lab, v in zip(studies, labels, views)]))
-    fps = {str((s.provenance.get("data") or {}).get("fingerprint")) for s in studies}
+        for s, lab, v in zip(c.studies, c.labels, c.views)]))
+    fps = {str((s.provenance.get("data") or {}).get("fingerprint")) for s in c.studies}
     if len(fps) > 1:
         st.p("Note: the studies use different data (fingerprints differ); accuracies may not be "
              "comparable.")
-    secs.append(st)
+    return st
 
+
+def _answers(c: Compared) -> Section:
+    views, labels = c.views, c.labels
     b = Section("2. Answer per study: how much to freeze")
+    for v, lab in zip(views, labels):
+        if v.post_hoc:
+            b.p(f"Study {lab}: {A.post_hoc_text(v)}")
     b.p(A.rule_text(views[0], [v.stopping for v in views]))
     if len({v.tol_points for v in views}) > 1:
         b.p("The studies' specs set different tolerances (see section 1); each study is judged "
@@ -146,58 +168,74 @@ def compare_sections(studies: list[Study], labels: list[str], out: Path,
             b.p(f"Study {lab}: cells without any completed run: {', '.join(V.no_run_cells(v))}.")
     b.table(_answers_side_by_side(views, labels), "How much to freeze, side by side")
     b.table(_stacked(views, labels, R.coverage_table), "Per-cell coverage")
-    secs.append(b)
+    return b
 
-    d = Section(f"3. Differences (relative to study {labels[0]})")
+
+def _differences_section(c: Compared) -> Section:
+    d = Section(f"3. Differences (relative to study {c.labels[0]})")
     d.p(prose("""
         Per split, backbone and init, each study's most accurate depth against the first
         study's: difference of the mean test accuracies in percentage points with the Welch 95 %
         CI ('–': a side has one run), and how the most accurate depth and the answer's depth moved;
         compute as ratios."""))
-    d.table(_differences(views, labels, studies, accs))
-    secs.append(d)
+    d.table(_differences(c.views, c.labels, c.studies, c.accs))
+    return d
 
-    allsplits = sorted({sp for s in studies for sp in V.splits_of(s.trials)})
-    c = Section("4. Accuracy vs frozen depth: overlaid cell curves (95 % CI)")
-    c.p(prose("""
+
+def _splits(c: Compared) -> list[str]:
+    return sorted({sp for s in c.studies for sp in V.splits_of(s.trials)})
+
+
+def _depth_curves(c: Compared) -> Section:
+    views, labels = c.views, c.labels
+    sec = Section("4. Accuracy vs frozen depth: overlaid cell curves (95 % CI)")
+    sec.p(prose("""
         Mean test accuracy of each cell's completed runs per frozen depth with 95 % t intervals,
         one colour per study, one panel per backbone; dotted: the scratch cells. Hollow: one
         run."""))
-    for sp in allsplits:
-        c.fig(plots.save(plots.compare_depth_curves(
-            {lab: v.summary for v, lab in zip(views, labels)}, sp), out / f"compare_depth_{sp}.png"),
+    for sp in _splits(c):
+        sec.fig(plots.save(plots.compare_depth_curves(
+            {lab: v.summary for v, lab in zip(views, labels)}, sp), c.out / f"compare_depth_{sp}.png"),
             f"Split {sp}: test accuracy vs frozen depth, studies overlaid")
-    c.table(_stacked(views, labels, R.cell_table), "Cells of every study (side by side per cell)")
-    secs.append(c)
+    sec.table(_stacked(views, labels, R.cell_table), "Cells of every study (side by side per cell)")
+    return sec
 
+
+def _gains(c: Compared) -> Section:
     g = Section("5. Transfer gain over scratch")
     g.p(prose("""
-        Per study, the most accurate transferred depth against the scratch cell (completed runs
-        only): gain in points, 95 % CI and two-sided p (paired per seed; Welch where the cells
-        share fewer than 2 seeds, column 'test')."""))
-    g.table(_stacked(views, labels, R.gain_table), "Transfer gain over scratch (test accuracy)")
-    secs.append(g)
+        Per study, the transferred depth of its Answer (none while a group has no answer)
+        against the scratch cell (completed confirmation runs only): gain in points, 95 % CI and
+        two-sided p (paired per seed; Welch where the cells share fewer than 2 seeds, column
+        'test')."""))
+    g.table(_stacked(c.views, c.labels, R.gain_table), "Transfer gain over scratch (test accuracy)")
+    return g
 
+
+def _frontiers(c: Compared) -> Section:
+    views, labels = c.views, c.labels
     f = Section("6. Accuracy vs compute: overlaid Pareto frontiers of cells")
     f.p(prose("""
         Cells' mean test accuracy against their mean compute per run (target + amortised
         source); one frontier per study."""))
-    for sp in allsplits:
+    for sp in _splits(c):
         f.fig(plots.save(plots.compare_frontiers({lab: v.summary for v, lab in zip(views, labels)},
                                                  {lab: v.frontier for v, lab in zip(views, labels)},
-                                                 sp), out / f"compare_frontier_{sp}.png"),
+                                                 sp), c.out / f"compare_frontier_{sp}.png"),
               f"Split {sp}: Pareto frontiers of cells of the studies (total compute incl. source "
               "share)")
         f.table(_stacked(views, labels, lambda v: R.cell_frontier_table(v, sp), by_cell=False),
                 f"Split {sp}: frontier cells")
-    secs.append(f)
+    return f
 
+
+def _finalists(c: Compared) -> Section:
     lc = Section("7. Finalists: learning curves and the best trials' test metrics")
     rows = []
-    for i, (s, lab) in enumerate(zip(studies, labels)):
+    for i, (s, lab) in enumerate(zip(c.studies, c.labels)):
         t = s.trials
         lc.fig(plots.save(plots.learning_curves(s.epochs, F.finalists(t), V.splits_of(t)),
-                          out / f"compare_{i}_learning.png"),
+                          c.out / f"compare_{i}_learning.png"),
                f"Study {lab}: validation accuracy per epoch; coloured: finalists")
         for sp, bt in V.best_trials(t):
             if bt is None:
@@ -208,14 +246,16 @@ def compare_sections(studies: list[Study], labels: list[str], out: Path,
                          "test acc": bt[M.TEST_ACC], "macro precision": bt[M.TEST_PRECISION],
                          "macro recall": bt[M.TEST_RECALL], "macro f1": bt[M.TEST_F1]})
             lc.fig(plots.save(plots.confusion(bt, s.target_classes(sp)),
-                              out / f"compare_{i}_confusion_{sp}.png"),
+                              c.out / f"compare_{i}_confusion_{sp}.png"),
                    f"Study {lab}, split {sp}: test confusion matrix of trial {bt['trial_id']}")
     if rows:
         lc.table(pd.DataFrame(rows), "Best completed trial per study and split (test split)")
     else:
         lc.p("No study has a completed trial yet, so there are no test metrics.")
-    secs.append(lc)
+    return lc
 
+
+def _stopping(c: Compared) -> Section:
     a = Section("8. Early-stopping accounting")
     a.table(pd.DataFrame([{
         "study": lab, "early stopping": v.stopping.label, "trials": len(s.trials),
@@ -223,15 +263,16 @@ def compare_sections(studies: list[Study], labels: list[str], out: Path,
         "FLOPs completed": acc["spent"][COMPLETED], "FLOPs stopped": acc["spent"][STOPPED],
         "FLOPs source": acc["source"], "FLOPs spent": acc["total"],
         "FLOPs FIFO estimate": acc["fifo"], "savings factor": acc["savings"]}
-        for s, lab, v, acc in zip(studies, labels, views, accs)]))
-    secs.append(a)
+        for s, lab, v, acc in zip(c.studies, c.labels, c.views, c.accs)]))
+    return a
 
+
+def _provenance(c: Compared) -> Section:
     p = Section("9. Provenance")
     pv = [R.provenance_table(s).set_index("item")["value"].rename(lab)
-          for s, lab in zip(studies, labels)]
+          for s, lab in zip(c.studies, c.labels)]
     p.table(pd.concat(pv, axis=1).reset_index())
-    secs.append(p)
-    return secs
+    return p
 
 
 def make_compare(paths, out=None, force: bool = False, tolerance=None) -> tuple[Path, str]:
