@@ -89,8 +89,9 @@ def comparison_table(v: CellView) -> pd.DataFrame:
             f"{_pts(c['diff'])} vs d{str(c['rival']).rsplit('/d', 1)[-1]}",
             "bounds of (depth − best), simultaneous": ci_text(c["lo"], c["hi"]),
             "test": c["test"],
-            "compute saved vs the most accurate": "–" if _nan(c["saving"]) or c["leader"]
-            else f"{100 * c['saving']:.0f} %"})
+            "compute vs the most accurate": "–" if _nan(c["saving"]) or c["leader"]
+            else f"{100 * c['saving']:.0f} % less" if c["saving"] >= 0
+            else f"{-100 * c['saving']:.0f} % more"})
     return pd.DataFrame(rows)
 
 

@@ -18,6 +18,7 @@ from analysis.frontier import pareto_front  # noqa: E402
 from analysis.load import TOTAL_FLOPS  # noqa: E402
 from study.core import metrics as M  # noqa: E402
 from study.core.design import SCRATCH  # noqa: E402
+from study.core import stats as S  # noqa: E402
 from study.core.status import COMPLETED  # noqa: E402
 
 MARKERS = {"source": "o", "imagenet": "s", "scratch": "^"}
@@ -368,7 +369,7 @@ def compare_frontiers(summaries: dict, frontiers: dict, split: str,
     return fig
 
 
-VERDICT_COLORS = {"best, shown": "black", "within tolerance": "tab:green", "worse": "tab:red",
+VERDICT_COLORS = {S.SHOWN_BEST: "black", "within tolerance": "tab:green", "worse": "tab:red",
                   "undecided": "tab:orange"}
 
 

@@ -367,7 +367,7 @@ class StudySearcher(Searcher):
                 c = best[M.CELL]
                 self.best_cfg[c] = best
                 self.asked.setdefault(c, set()).add(int(best[M.SEED]))
-            return  # racing looks once the best's own run has ended too
+            return  # racing looks once the best's own run has ended too (its compute, its slot)
         if step[0] == "best":
             _, best, flops = step
             self._queue_confirm(best, self.design.confirm_seeds)

@@ -213,7 +213,7 @@ def test_depth_answer_paired_decides_what_welch_cannot():
     assert r["delta_lo"] == pytest.approx(-0.005) and r["best_shown"]
     assert stats.ttest_ind(d2, d0, equal_var=False, alternative="less").pvalue > 0.4
     r = C.depth_answer(runs, tolerance=0.002).iloc[0]
-    assert r["cheap_depth"] == 0 and r["decided"] and r["verdicts"] == "d0 best, shown, d2 worse"
+    assert r["cheap_depth"] == 0 and r["decided"] and r["verdicts"] == "d0 best (shown), d2 worse"
 
 
 def test_paired_says_worse_where_welch_is_not_even_significant():
@@ -225,7 +225,7 @@ def test_paired_says_worse_where_welch_is_not_even_significant():
     assert stats.ttest_ind(d2, d0, equal_var=False, alternative="less").pvalue > 0.05
     runs = _runs([(0, d0, 100.), (2, d2, 40.)])
     r = C.depth_answer(runs, tolerance=0.01, alpha=0.05).iloc[0]
-    assert r["verdicts"] == "d0 best, shown, d2 worse" and r["decided"] and r["cheap_depth"] == 0
+    assert r["verdicts"] == "d0 best (shown), d2 worse" and r["decided"] and r["cheap_depth"] == 0
     c = C.comparison_rows(C.depth_answer(runs, tolerance=0.01)).set_index("depth").loc[2]
     d = np.subtract(d2, d0)
     half = stats.t.ppf(0.95, 4) * d.std(ddof=1) / math.sqrt(5)
@@ -255,7 +255,7 @@ def test_depth_answer_bounds_match_scipy_and_undecided_says_what_is_open():
     assert rows.loc[1, "diff"] == pytest.approx(diff.mean()) and t.statistic < 0
     assert (rows.loc[1, "lo"], rows.loc[1, "hi"]) == pytest.approx((lo, hi))
     assert lo < -0.005 < hi < 0  # neither within nor worse at this tolerance, but below d0
-    assert rows.loc[1, "verdict"] == "undecided" and rows.loc[0, "verdict"] == "best, shown"
+    assert rows.loc[1, "verdict"] == "undecided" and rows.loc[0, "verdict"] == "best (shown)"
     assert not r["decided"] and r["open"] == "d1,d0" and r["cheap_depth"] == 0
     from analysis.report import recommendation
     text = recommendation(r)
@@ -277,7 +277,7 @@ def test_depth_answer_single_runs_decide_nothing_and_old_studies_fall_back_to_we
                       for d, vals, f in [(0, [0.80, 0.82, 0.84], 100.), (2, [0.60, 0.61, 0.62], 10.)]
                       for i, v in enumerate(vals)])
     r = C.depth_answer(C.cell_runs(t)).iloc[0]
-    assert r["verdicts"] == "d0 best, shown, d2 worse" and r["decided"]
+    assert r["verdicts"] == "d0 best (shown), d2 worse" and r["decided"]
     rows = C.comparison_rows(C.depth_answer(C.cell_runs(t))).set_index("depth")
     assert rows.loc[2, "test"] == "welch"
 

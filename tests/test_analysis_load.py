@@ -342,7 +342,7 @@ def test_the_answer_decided_and_undecided_in_table_forest_and_report_json(tmp_pa
     r = g["resnet18"]
     assert (r["leader"]["depth"], r["best"]["depth"], r["answer"]["depth"]) == (0, 0, 2)
     assert r["decided"] and r["open"] == [] and r["compute_saved"] == pytest.approx(0.5)
-    assert [c["verdict"] for c in r["comparisons"]] == ["best, shown", "within tolerance", "worse"]
+    assert [c["verdict"] for c in r["comparisons"]] == ["best (shown)", "within tolerance", "worse"]
     assert r["alpha_bound"] == pytest.approx(0.05 / 2)  # 3 depths: 2 rivals of the unknown best
     assert "| x | resnet18 | source | d0 (shown) |" in answer
     assert ("freeze 2 stages: 50 % less compute than d0 (the most accurate observed), within −1 "

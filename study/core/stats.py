@@ -46,7 +46,7 @@ paired standard errors) and over racing's looks:
     U_i = max over j in B, j != i of hi(i, j)          upper bound of mu_i - mu* (i not in B)
 
     i is "within tolerance"  iff  L_i > -tolerance
-    i is "the best, shown"   iff  B = {i}
+    i is "best (shown)"      iff  B = {i}
     i is "worse"             iff  i not in B and U_i < -tolerance
 
 Why it holds. Let j* be the true best and E the event that lo(i, j*) < mu_i - mu_j* for every
@@ -61,7 +61,7 @@ mirror event F (hi(i, j*) > mu_i - mu_j* for i != j*, also at most alpha), so th
 are family-wise valid at alpha too; all verdicts of a group together at 2 alpha. The guarantee
 is per group: a study answering G groups may err in up to G alpha of them in expectation.
 
-**Answer.** The cheapest depth within tolerance (the best, shown, is within tolerance); none
+**Answer.** The cheapest depth within tolerance (a depth shown best is within tolerance); none
 when no depth is. **Decided** when there is an answer and every cheaper depth is "worse".
 **Racing** (``next_seeds``): while undecided, one more paired seed to every depth that can
 change the answer: the possible bests B (the comparators, the current answer among them when
@@ -86,7 +86,7 @@ NONINFERIOR = "non-inferior"   # lo > -tolerance
 INFERIOR = "inferior"          # hi < -tolerance
 UNDECIDED = "undecided"
 # group verdicts (``group_answer``): a depth against the unknown best
-SHOWN_BEST = "best, shown"     # the only depth that could be the best
+SHOWN_BEST = "best (shown)"    # the only depth that could be the best
 WITHIN = "within tolerance"    # shown within tolerance of every depth that could be the best
 WORSE = "worse"                # shown more than tolerance below the best
 VERDICTS = (SHOWN_BEST, WITHIN, UNDECIDED, WORSE)
