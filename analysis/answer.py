@@ -103,10 +103,11 @@ def guarantee_text(v: CellView) -> str:
              if v.racing else "at one look")
     return (f"Guarantee, per group: whatever the true accuracies, the chance that a decided "
             f"answer is {v.tol_points:g} point(s) or more below the group's true best is at most "
-            f"α = {v.alpha:g} (report.alpha, {spend}; each pairwise bound at α / (looks share) / "
-            f"(depths − 1)). This report answers {n} group(s): the guarantee holds for each, so "
-            f"up to {n} × {v.alpha:g} = {n * v.alpha:.3g} wrong decided answers are expected "
-            "at worst across them. 'Shown worse' verdicts are family-wise at α too.")
+            f"α = {v.alpha:g} (report.alpha, {spend}; each pairwise bound at the look's share "
+            f"of α / (depths − 1)). This report answers {n} group(s): the guarantee holds for "
+            f"each, so up to {n} × {v.alpha:g} = {n * v.alpha:.3g} wrong decided answers are "
+            "expected at worst across them. A wrong 'worse' needs two bounds to miss: all "
+            "verdicts of a group together err with probability at most 2α.")
 
 
 def post_hoc_text(v: CellView) -> str | None:

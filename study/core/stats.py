@@ -52,14 +52,16 @@ paired standard errors) and over racing's looks:
 Why it holds. Let j* be the true best and E the event that lo(i, j*) < mu_i - mu_j* for every
 i != j* (K - 1 one-sided bounds at level a each: P(not E) <= (K - 1) a = the look's share, and
 the shares of all looks sum to alpha, whatever stops the racing). On E, hi(j*, i) =
--lo(i, j*) > mu_j* - mu_i >= 0 for every i, so j* is in B; hence for i != j*, L_i <= lo(i, j*) < mu_i - mu*, and "within
-tolerance" is never said of a depth tolerance or more below the best; B = {i} only if i = j*.
+-lo(i, j*) > mu_j* - mu_i >= 0 for every i, so j* is in B; hence for i != j*,
+L_i <= lo(i, j*) < mu_i - mu*, and "within tolerance" is never said of a depth tolerance or
+more below the best; B = {i} only if i = j*.
 This is the intersection-union form of Hsu's MCB: a depth is within the tolerance of the best
 only if it is shown within the tolerance of *every* depth that could be the best, which is why a
-cheap depth that overtakes by noise is not accepted on its lead alone. "Worse" rests on the
-mirror event F (hi(i, j*) > mu_i - mu_j* for i != j*, also at most alpha), so the exclusions
-are family-wise valid at alpha too; all verdicts of a group together at 2 alpha. The guarantee
-is per group: a study answering G groups may err in up to G alpha of them in expectation.
+cheap depth that overtakes by noise is not accepted on its lead alone. "Worse" needs E (so that
+j* is in B and i is not j*) and the mirror event F (hi(i, j*) > mu_i - mu_j* for i != j*, at
+most alpha to fail): a wrong "worse" has probability at most 2 alpha, and so have all verdicts
+of a group together. The guarantee is per group: a study answering G groups may err in up to
+G alpha of them in expectation.
 
 **Answer.** The cheapest depth within tolerance (a depth shown best is within tolerance); none
 when no depth is. **Decided** when there is an answer and every cheaper depth is "worse".
