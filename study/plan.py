@@ -27,10 +27,10 @@ savings are not counted (so the estimate errs high for cached linear probes).
 from __future__ import annotations
 
 from study import policy
-from study.probe import FlopsPerImage, probe_throughput
 from study.core.design import StudyDesign, design_of
 from study.core.identity import job_id
 from study.core.spec import Spec
+from study.probe import FlopsPerImage, probe_throughput
 
 CIFAR10_TRAIN_PER_CLASS = 5000  # used when no data is given (data.root null: the download)
 CIFAR10_TEST_PER_CLASS = 1000

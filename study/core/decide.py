@@ -83,8 +83,8 @@ def racing_seeds(design, group: str, chosen: set, runs: dict, flops: dict,
 
     ``chosen``: the cells whose best configuration is known (a cell whose tuning trials all
     errored has none and takes no part); ``runs``: cell -> {seed: test accuracy} of its
-    completed confirmation runs; ``flops``: cell
-    -> target FLOPs of one run (cheapness); ``asked``: cell -> the seeds handed out or queued.
+    completed confirmation runs; ``flops``: cell -> target FLOPs of one run (cheapness);
+    ``asked``: cell -> the seeds handed out or queued.
     Every cell ``stats.next_seeds`` names (the cells that can still change the Answer) gets
     every seed up to the group's next level it lacks (so comparisons stay paired on all
     seeds). Empty: the group is finished (decided, or at the ceiling)."""
