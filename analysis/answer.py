@@ -12,7 +12,8 @@ from analysis.load import EPOCHS, Study
 from analysis.render import Section
 from analysis.view import (METRIC, SIMULATED_BANNER, CellView, EarlyStopping, _never_counted,
                            mode_note, no_run_cells, single_run_cells)
-from analysis.words import _freeze, _nan, _pts, ci_text, mean_ci
+from analysis.words import (_freeze, _nan, _pts, ci_text, drop_all_sizes, group_text, mean_ci,
+                            size_text)
 from study.core import metrics as M
 from study.core.status import ERRORED, REPORTED, RUNNING
 
@@ -62,7 +63,8 @@ def _answer_table(v: CellView) -> pd.DataFrame:
     rows = []
     for _, r in v.answer.iterrows():
         rows.append({
-            "split": r[M.SPLIT], "backbone": r[M.BACKBONE], "init": r[M.INIT],
+            "split": r[M.SPLIT], "images per class": size_text(r[M.SIZE]),
+            "backbone": r[M.BACKBONE], "init": r[M.INIT],
             "most accurate (observed)": f"d{int(r['best_depth'])}"
             + (" (shown)" if r["best_shown"] else ""),
             "its test acc (mean ± 95 % CI)": mean_ci(r["best_mean"], r["best_ci"], r["best_n"]),
@@ -71,7 +73,7 @@ def _answer_table(v: CellView) -> pd.DataFrame:
             "verdicts": r["verdicts"] or "–",
             "total compute saved (incl. source)": "–" if _nan(r["saving_total"])
             else f"{100 * r['saving_total']:.0f} %"})
-    return pd.DataFrame(rows)
+    return drop_all_sizes(pd.DataFrame(rows))
 
 
 def comparison_table(v: CellView) -> pd.DataFrame:
@@ -81,7 +83,8 @@ def comparison_table(v: CellView) -> pd.DataFrame:
     rows = []
     for _, c in v.comparisons.iterrows():
         rows.append({
-            "group": f"{c[M.SPLIT]} / {c[M.BACKBONE]} / {c[M.INIT]}", "depth": f"d{c['depth']}",
+            "group": group_text(c[M.SPLIT], c[M.SIZE], c[M.BACKBONE], c[M.INIT]),
+            "depth": f"d{c['depth']}",
             "runs": int(c["n"]), "test acc (mean)": "–" if _nan(c["mean"]) else f"{100 * c['mean']:.1f}%",
             "verdict": c["verdict"] + (" (answer)" if c["answer"] else ""),
             "could be the best": "yes" if c["possible_best"] else "no",
@@ -180,7 +183,7 @@ def _answer_section(s: Study, v: CellView, out: Path, prefix: str) -> Section:
         open_ = v.answer[~v.answer["decided"].astype(bool)]
         h.p(f"Decided: {len(v.answer) - len(open_)} of {len(v.answer)} group(s)."
             + ("" if open_.empty else " Undecided: " + "; ".join(
-                f"{r[M.SPLIT]} / {r[M.BACKBONE]} / {r[M.INIT]} ({r['open']} open)"
+                f"{group_text(r[M.SPLIT], r[M.SIZE], r[M.BACKBONE], r[M.INIT])} ({r['open']} open)"
                 for _, r in open_.iterrows()) + ". Their answer is not settled by these runs: "
                 + ("more seeds (a higher confirm.max_seeds than the racing's ceiling, unless the "
                    "study is still running) would decide it." if v.racing else
@@ -198,7 +201,7 @@ def _answer_section(s: Study, v: CellView, out: Path, prefix: str) -> Section:
         h.p(f"Cells with only 1 completed run (no interval, nothing can be decided about them): "
             f"{', '.join(single)}.")
     if nocell:
-        h.p(f"Cells without any completed run (left out of the answer; see section 2): "
+        h.p(f"Cells without any completed run (left out of the answer; see section 3): "
             f"{', '.join(nocell)}.")
     err = t[t["status"] == ERRORED]
     if not err.empty:
@@ -254,7 +257,7 @@ def racing_counts(s: Study, v: CellView) -> dict | None:
     for _, r in v.answer.iterrows():
         g = r["group"]
         n = fixed_n_to_decide(g, v.tol_points / 100, v.alpha)
-        fixed[f"{r[M.SPLIT]}/{r[M.BACKBONE]}/{r[M.INIT]}"] = (
+        fixed[group_text(r[M.SPLIT], r[M.SIZE], r[M.BACKBONE], r[M.INIT], sep="/")] = (
             None if n is None else n * len(g["comparisons"]))
     return {"cells": len(cells), "ceiling": ceiling, "confirm_runs": int(ran.sum()),
             "ceiling_runs": ceiling * len(cells), "flops_run": done, "flops_ceiling": full,
@@ -292,7 +295,8 @@ def answer_data(s: Study, v: CellView) -> dict:
         def ref(c):
             return None if c is None else {"cell": c, "depth": depth[c]}
         groups.append({
-            "split": r[M.SPLIT], "backbone": r[M.BACKBONE], "init": r[M.INIT],
+            "split": r[M.SPLIT], "target_size": int(r[M.SIZE]) or None,
+            "backbone": r[M.BACKBONE], "init": r[M.INIT],
             "leader": ref(g["leader"]), "best": ref(g["best"]),
             "possible_best": [ref(c) for c in g["possible_best"]],
             "answer": ref(g["answer"]), "decided": g["decided"],

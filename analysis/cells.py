@@ -37,12 +37,13 @@ import pandas as pd
 from scipy import stats
 
 from analysis.frontier import pareto_front
-from analysis.load import DEVICE_S, TOTAL_FLOPS, cell_of
+from analysis.load import ALL_SIZES, DEVICE_S, TOTAL_FLOPS, cell_of, size_key
 from study.core import metrics as M
 from study.core.design import SCRATCH
 from study.core.status import COMPLETED, REPORTED
 
-CELL_KEYS = (M.SPLIT, M.BACKBONE, M.INIT, M.FROZEN_DEPTH)
+CELL_KEYS = (M.SPLIT, M.SIZE, M.BACKBONE, M.INIT, M.FROZEN_DEPTH)
+GROUP_KEYS = [M.SPLIT, M.SIZE, M.BACKBONE, M.INIT]  # an answer group: its depths compared
 LEVEL = 0.95  # confidence level of every interval
 ROLE = "role"  # in cell_runs: "selected" (the tune trial that chose the lr), "tune" or "confirm"
 
@@ -108,14 +109,15 @@ def with_cells(trials: pd.DataFrame) -> pd.DataFrame:
     """A copy of ``trials`` with ``M.CELL`` and ``M.PHASE`` filled in where missing (frames of
     old studies, or hand-made ones): cell from the four keys, phase "tune"."""
     t = trials.copy()
+    t[M.SIZE] = [size_key(x) for x in t[M.SIZE]] if M.SIZE in t else ALL_SIZES
     if M.CELL not in t:
         t[M.CELL] = None
     if M.PHASE not in t:
         t[M.PHASE] = None
     miss = t[M.CELL].isna()
     if miss.any():
-        t.loc[miss, M.CELL] = [cell_of(*k) for k in
-                               t.loc[miss, list(CELL_KEYS)].itertuples(index=False)]
+        keys = [M.SPLIT, M.BACKBONE, M.INIT, M.FROZEN_DEPTH, M.SIZE]
+        t.loc[miss, M.CELL] = [cell_of(*k) for k in t.loc[miss, keys].itertuples(index=False)]
     t[M.PHASE] = t[M.PHASE].fillna(M.PHASE_TUNE)
     return t
 
@@ -215,11 +217,12 @@ def cell_coverage(trials: pd.DataFrame, runs: pd.DataFrame | None = None,
     seen = {r[M.CELL] for r in rows}
     for c in cells or []:
         if c.id not in seen:
-            rows.append({M.SPLIT: c.split, M.BACKBONE: c.backbone, M.INIT: c.init,
+            rows.append({M.SPLIT: c.split, M.SIZE: size_key(c.size), M.BACKBONE: c.backbone,
+                         M.INIT: c.init,
                          M.FROZEN_DEPTH: c.depth, M.CELL: c.id, "tune trials": 0,
                          **{f"tune {s}": 0 for s in REPORTED}, "confirm trials": 0,
                          "confirm completed": 0, "runs": 0, M.LR: math.nan})
-    rows.sort(key=lambda r: r[M.CELL])
+    rows.sort(key=lambda r: (str(r[M.SPLIT]), r[M.SIZE], r[M.CELL]))
     cols = (list(CELL_KEYS) + [M.CELL, "tune trials"]
             + [f"tune {s}" for s in REPORTED]
             + ["confirm trials", "confirm completed", "runs", M.LR])
@@ -284,7 +287,7 @@ def depth_answer(runs: pd.DataFrame, tolerance: float = 0.01, alpha: float = 0.0
     with each cell's per-seed values under ``accs``: report.json)."""
     from study.core import stats as ST
 
-    keys = [M.SPLIT, M.BACKBONE, M.INIT]
+    keys = GROUP_KEYS
     cols = keys + ["depths", "cheaper_depths", "best_depth", "best_shown", "best_mean",
                    "best_ci", "best_n", "possible_best", "cheap_depth", "cheap_mean", "cheap_ci",
                    "cheap_n", "delta", "delta_lo", "test", "decided", "open", "verdicts",
@@ -343,7 +346,7 @@ def comparison_rows(answer: pd.DataFrame) -> pd.DataFrame:
     simultaneous bounds of its difference from the best: lower against every possible best,
     upper against the possible bests; None where unbounded), test, n_pairs, saving (1 - its
     target FLOPs / the leader's). The data of the Answer's table and of the forest plot."""
-    keys = [M.SPLIT, M.BACKBONE, M.INIT]
+    keys = GROUP_KEYS
     out = []
     for _, r in answer.iterrows():
         g = r["group"]
@@ -396,7 +399,7 @@ def transfer_gain_cells(summary_or_runs: pd.DataFrame, metric: str = M.TEST_ACC,
 
     s = _as_summary(summary_or_runs, metric)
     runs = None if s is summary_or_runs else summary_or_runs
-    keys = [M.SPLIT, M.BACKBONE, M.INIT]
+    keys = GROUP_KEYS
     cols = keys + ["depth", "n_transfer", "mean_transfer", "ci_transfer", "n_scratch",
                    "mean_scratch", "ci_scratch", "gain", "lo", "hi", "p", "df", "test", "n_pairs"]
     s = s[s["mean"].notna()]
@@ -411,7 +414,8 @@ def transfer_gain_cells(summary_or_runs: pd.DataFrame, metric: str = M.TEST_ACC,
             d = chosen.get(k, math.nan)
             hit = g[g[M.FROZEN_DEPTH] == d] if pd.notna(d) else g.iloc[0:0]
             b = hit.iloc[0] if len(hit) else None
-        sc = s[(s[M.SPLIT] == k[0]) & (s[M.BACKBONE] == k[1]) & (s[M.INIT] == SCRATCH)]
+        sc = s[(s[M.SPLIT] == k[0]) & (s[M.SIZE] == k[1]) & (s[M.BACKBONE] == k[2])
+               & (s[M.INIT] == SCRATCH)]
         row = {**dict(zip(keys, k)), "depth": math.nan, "n_transfer": 0,
                "mean_transfer": math.nan, "ci_transfer": math.nan, "n_scratch": 0,
                "mean_scratch": math.nan, "ci_scratch": math.nan, "gain": math.nan,

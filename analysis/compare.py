@@ -25,7 +25,7 @@ from study.core import metrics as M
 from study.core.design import cell_id
 from study.core.status import COMPLETED, REPORTED, STOPPED
 
-ANSWER_KEYS = [M.SPLIT, M.BACKBONE, M.INIT]
+ANSWER_KEYS = C.GROUP_KEYS  # split, target size, backbone, init
 
 
 def _labels(studies: list[Study]) -> list[str]:
@@ -41,10 +41,12 @@ def _answers_side_by_side(views: list[V.CellView], labels: list[str]) -> pd.Data
                   key=lambda k: tuple(map(str, k)))
     rows = []
     for k in keys:
-        row = dict(zip(["split", "backbone", "init"], k))
+        row = {"split": k[0], "images per class": W.size_text(k[1]), "backbone": k[2],
+               "init": k[3]}
         for v, lab in zip(views, labels):
             a = v.answer
-            m = a[(a[M.SPLIT] == k[0]) & (a[M.BACKBONE] == k[1]) & (a[M.INIT] == k[2])]
+            m = a[(a[M.SPLIT] == k[0]) & (a[M.SIZE] == k[1]) & (a[M.BACKBONE] == k[2])
+                  & (a[M.INIT] == k[3])]
             if m.empty:
                 row[f"{lab}: best depth"] = row[f"{lab}: answer"] = "–"
                 continue
@@ -52,7 +54,7 @@ def _answers_side_by_side(views: list[V.CellView], labels: list[str]) -> pd.Data
             row[f"{lab}: best depth"] = A.best_depth_text(r)
             row[f"{lab}: answer"] = A.recommendation(r)
         rows.append(row)
-    return pd.DataFrame(rows)
+    return W.drop_all_sizes(pd.DataFrame(rows))
 
 
 def _differences(views: list[V.CellView], labels: list[str], studies: list[Study],
@@ -70,10 +72,12 @@ def _differences(views: list[V.CellView], labels: list[str], studies: list[Study
             if base is None or k not in base.index:
                 continue
             b = base.loc[k]
-            cb = bsum.loc[cell_id(*k, b["best_depth"])]
-            cr = summ.loc[cell_id(*k, r["best_depth"])]
+            split, size, backbone, init = k
+            cb = bsum.loc[cell_id(split, backbone, init, b["best_depth"], size or None)]
+            cr = summ.loc[cell_id(split, backbone, init, r["best_depth"], size or None)]
             w = C.welch(cr["mean"], cr["std"], cr["n"], cb["mean"], cb["std"], cb["n"])
-            rows.append({"study": lab, "split": k[0], "backbone": k[1], "init": k[2],
+            rows.append({"study": lab, "split": split, "images per class": W.size_text(size),
+                         "backbone": backbone, "init": init,
                          "best depth": f"d{int(b['best_depth'])} → d{int(r['best_depth'])}",
                          "Δ best-depth test acc gain": w["diff"],
                          "Δ 95 % CI (points)": W.ci_text(w["lo"], w["hi"]),
@@ -85,7 +89,7 @@ def _differences(views: list[V.CellView], labels: list[str], studies: list[Study
         rows.append({"study": lab, "split": "(whole study)",
                      "FLOPs ratio (whole study spent)": a1["total"] / a0["total"]
                      if a0["total"] else math.nan})
-    return pd.DataFrame(rows)
+    return W.drop_all_sizes(pd.DataFrame(rows))
 
 
 def _depth(d) -> str:

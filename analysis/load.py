@@ -52,6 +52,7 @@ TOTAL_DEVICE_S = "total_device_s"  # device_s + source train seconds / source_us
 EPOCH_FLOPS = "epoch_flops"  # target FLOPs of one epoch (target_flops / epochs)
 EPOCHS = "epochs"  # epochs reported
 TARGET_EPOCHS = "target_epochs"
+ALL_SIZES = 0  # M.SIZE of a run on every training image (no data.target_train_per_class)
 
 
 class ReportError(Exception):
@@ -210,13 +211,14 @@ def load_study(path) -> Study:
         trials.append(row)
         for e in r["rows"]:
             epoch_rows.append({"trial_id": row["trial_id"],
-                               **{k: row[k] for k in (M.SPLIT, M.BACKBONE, M.INIT, M.FROZEN_DEPTH,
+                               **{k: row[k] for k in (M.SPLIT, M.SIZE, M.BACKBONE, M.INIT,
+                                                      M.FROZEN_DEPTH,
                                                       M.LR, M.SEED, M.CELL, M.PHASE, "status")},
                                **{k: e.get(k) for k in M.PER_EPOCH if k not in (
                                    M.TRAINABLE_PARAMS, M.TOTAL_PARAMS)}})
     tdf = pd.DataFrame(trials)
     _fill_source_users(tdf)
-    tdf = tdf.sort_values([M.SPLIT, M.BACKBONE, M.INIT, M.FROZEN_DEPTH, "trial_id"],
+    tdf = tdf.sort_values([M.SPLIT, M.SIZE, M.BACKBONE, M.INIT, M.FROZEN_DEPTH, "trial_id"],
                           na_position="last", kind="stable").reset_index(drop=True)
     edf = pd.DataFrame(epoch_rows)
     if len(edf):
@@ -293,14 +295,24 @@ def _num(x) -> float:
     return v
 
 
-def cell_of(split, backbone, init, frozen_depth) -> str | None:
-    """The cell name "<split>/<backbone>/<init>/d<frozen_depth>" (None if a key is missing).
-    Scratch trains every stage, so its depth is 0 whatever the config says."""
+def size_key(size) -> int:
+    """A run's target size as the frames hold it: images per target class, ``ALL_SIZES`` (0)
+    for a run on every training image (the spec set no size; older studies)."""
+    try:
+        v = int(size)
+    except (TypeError, ValueError):
+        return ALL_SIZES
+    return v if v > 0 else ALL_SIZES
+
+
+def cell_of(split, backbone, init, frozen_depth, size=None) -> str | None:
+    """The cell name "<split>[/n<size>]/<backbone>/<init>/d<frozen_depth>" (None if a key is
+    missing). Scratch trains every stage, so its depth is 0 whatever the config says."""
     if any(v is None or (isinstance(v, float) and math.isnan(v))
            for v in (split, backbone, init)):
         return None
     try:
-        return cell_id(split, backbone, init, frozen_depth)
+        return cell_id(split, backbone, init, frozen_depth, size_key(size) or None)
     except (TypeError, ValueError):
         return None
 
@@ -324,7 +336,8 @@ def _trial_row(r: dict, target_epochs: int, study_ended: bool, sources: dict,
     src = sources.get(key, {}) if key else {}
     row = {
         "trial_id": r["trial_id"], "status": status,
-        M.SPLIT: cfg.get(M.SPLIT), M.BACKBONE: cfg.get(M.BACKBONE), M.INIT: cfg.get(M.INIT),
+        M.SPLIT: cfg.get(M.SPLIT), M.SIZE: size_key(cfg.get(M.SIZE)),
+        M.BACKBONE: cfg.get(M.BACKBONE), M.INIT: cfg.get(M.INIT),
         M.FROZEN_DEPTH: depth_of(cfg.get(M.INIT), cfg.get(M.FROZEN_DEPTH)),
         M.LR: _num(cfg.get(M.LR)),
         # the effective seed (repeats shift it), as the trial reported it
@@ -332,7 +345,8 @@ def _trial_row(r: dict, target_epochs: int, study_ended: bool, sources: dict,
         M.REPEAT: cfg.get(M.REPEAT, 0),
         # cell and phase: from the config; derived for studies written before cells existed
         M.CELL: cfg.get(M.CELL) or cell_of(cfg.get(M.SPLIT), cfg.get(M.BACKBONE),
-                                           cfg.get(M.INIT), cfg.get(M.FROZEN_DEPTH)),
+                                           cfg.get(M.INIT), cfg.get(M.FROZEN_DEPTH),
+                                           cfg.get(M.SIZE)),
         M.PHASE: cfg.get(M.PHASE) or M.PHASE_TUNE,
         EPOCHS: epochs, TARGET_EPOCHS: target_epochs,
         BEST_VAL_ACC: vals[best_i] if best_i is not None else math.nan,

@@ -20,6 +20,7 @@ from study.core import metrics as M  # noqa: E402
 from study.core.design import SCRATCH  # noqa: E402
 from study.core import stats as S  # noqa: E402
 from study.core.status import COMPLETED  # noqa: E402
+from analysis.words import group_text, size_text  # noqa: E402
 
 MARKERS = {"source": "o", "imagenet": "s", "scratch": "^"}
 plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10,
@@ -229,6 +230,60 @@ def transfer_gain(gains: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+def transfer_by_size(pays: pd.DataFrame, tolerance_points: float) -> plt.Figure:
+    """When transfer pays (``analysis.pays.transfer_by_size``): one column per split x backbone
+    x init. Top: test accuracy (mean ± 95 % CI) against images per target class, log scale, for
+    scratch and for transfer at the depth shown at each size (its depth labelled). Bottom: the
+    gain (points) with its simultaneous bounds, coloured by verdict, 0 and +tolerance drawn."""
+    fams = list(pays.groupby([M.SPLIT, M.BACKBONE, M.INIT], sort=True)) if len(pays) else []
+    n = max(1, len(fams))
+    fig, axes = plt.subplots(2, n, figsize=(4.6 * n, 6.2), squeeze=False, sharex="col",
+                             gridspec_kw={"height_ratios": [3, 2]})
+    vcol = {S.GAIN_BETTER: "tab:green", S.GAIN_NOT: "tab:gray", S.GAIN_SCRATCH: "tab:red",
+            S.UNDECIDED: "tab:orange"}
+    for j, (key, f) in enumerate(fams):
+        f = f.sort_values(M.SIZE)
+        x = f[M.SIZE].astype(float).to_numpy()
+        log = bool((x > 0).all())
+        if not log:  # a size of "all" (no size set) has no place on a log axis
+            x = np.arange(1, len(x) + 1, dtype=float)
+        top, bot = axes[0, j], axes[1, j]
+        for side, mcol, color, label in (("scratch", "mean_scratch", "tab:gray", "scratch"),
+                                          ("transfer", "mean_transfer", "tab:blue",
+                                           f"{key[2]} (depth shown)")):
+            m = pd.to_numeric(f[mcol], errors="coerce").to_numpy()
+            ci = pd.to_numeric(f[f"ci_{side}"], errors="coerce").fillna(0).to_numpy()
+            top.errorbar(x, m, yerr=ci, color=color, marker="o", capsize=3, label=label)
+        for xi, (_, r) in zip(x, f.iterrows()):
+            if pd.notna(r["mean_transfer"]):
+                top.annotate(f"d{int(r['depth'])}", (xi, r["mean_transfer"]),
+                             textcoords="offset points", xytext=(4, 4), fontsize=8)
+            c = vcol.get(r["verdict"], "gray")
+            if pd.notna(r["lo"]) and pd.notna(r["hi"]):
+                bot.plot([xi, xi], [100 * r["lo"], 100 * r["hi"]], color=c, lw=2.2)
+            if pd.notna(r["gain"]):
+                bot.scatter([xi], [100 * r["gain"]], color=c, s=36, zorder=3)
+        if log:
+            top.set_xscale("log")
+        _pct(top)
+        top.set_title(f"{key[0]} / {key[1]} / {key[2]}", fontsize=10)
+        top.set_ylabel("test accuracy")
+        top.legend(loc="lower right", fontsize=8)
+        bot.axhline(0, color="black", lw=0.8)
+        bot.axhline(tolerance_points, color="tab:green", lw=0.8, ls="--")
+        bot.set_ylabel("gain over scratch (points)")
+        bot.set_xlabel("images per target class (log scale)")
+        bot.set_xticks(x, [size_text(v) for v in f[M.SIZE]])
+        bot.minorticks_off()
+    if not fams:
+        axes[0, 0].text(0.5, 0.5, "no transferred group with a scratch baseline", ha="center",
+                        transform=axes[0, 0].transAxes)
+    handles = [Line2D([], [], color=c, lw=2.2, label=v) for v, c in vcol.items()]
+    _legend_below(fig, handles)
+    fig.tight_layout()
+    return fig
+
+
 def cell_frontier(summary: pd.DataFrame, frontier: pd.DataFrame, split: str,
                   x: str = TOTAL_FLOPS) -> plt.Figure:
     """Cells of one split: mean accuracy (± 95 % CI) vs mean compute per run (target +
@@ -378,7 +433,7 @@ def forest(comparisons: pd.DataFrame, tolerance_points: float, level: str) -> pl
     backbone x init, one row per depth: the bounds of its difference from the unknown best
     (points; ``level`` names them), its paired difference from its strongest rival (dot), the
     -tolerance line, its verdict and the compute it saves against the most accurate depth."""
-    keys = [M.SPLIT, M.BACKBONE, M.INIT]
+    keys = [M.SPLIT, M.SIZE, M.BACKBONE, M.INIT]
     groups = list(comparisons.groupby(keys, sort=True)) if len(comparisons) else []
     heights = [0.6 + 0.38 * len(g) for _, g in groups] or [1.0]
     fig, axes = plt.subplots(len(heights), 1, figsize=(8.5, 0.6 + sum(heights)), squeeze=False,
@@ -411,7 +466,7 @@ def forest(comparisons: pd.DataFrame, tolerance_points: float, level: str) -> pl
         ax.set_yticks(range(len(g)), labels)
         ax.invert_yaxis()
         ax.set_xlim(-lim * 1.1, lim * 1.1)
-        ax.set_title(" / ".join(map(str, key)) + " — ★ the answer", fontsize=10, loc="left")
+        ax.set_title(group_text(*key) + " — ★ the answer", fontsize=10, loc="left")
     axes[-1, 0].set_xlabel(f"test accuracy minus the best depth's (points, paired per seed); "
                            f"bar: {level} bounds; dot: vs strongest rival; dashed: "
                            f"−{tolerance_points:g} points")

@@ -31,13 +31,14 @@ from analysis import cells as C
 from analysis import frontier as F
 from analysis import plots
 from analysis.answer import _answer_section, answer_data, best_depth_text, recommendation
+from analysis.pays import pays_data, pays_section
 from analysis.load import DEVICE_S, EPOCHS, TOTAL_FLOPS, ReportError, Study, load_study
 from analysis.output import default_out, now, publish
 from analysis.render import Section, prose
 from analysis.view import (SIMULATED_BANNER, CellView, EarlyStopping, accounting, answer_alpha,
                            best_trials, cell_view, confirm_seeds, no_run_cells, spec_default,
                            splits_of, tolerance_points)
-from analysis.words import _nan, ci_text, mean_ci, p_text
+from analysis.words import _nan, ci_text, drop_all_sizes, group_text, mean_ci, p_text, size_text
 from study.core import metrics as M
 from study.core.status import COMPLETED, ERRORED, REPORTED, RUNNING, STOPPED
 
@@ -81,7 +82,8 @@ def cell_table(v: CellView) -> pd.DataFrame:
 def gain_table(v: CellView) -> pd.DataFrame:
     g = v.gains
     return pd.DataFrame({
-        "split": g[M.SPLIT], "backbone": g[M.BACKBONE], "init": g[M.INIT],
+        "split": g[M.SPLIT], "images per class": [size_text(n) for n in g[M.SIZE]],
+        "backbone": g[M.BACKBONE], "init": g[M.INIT],
         "answer depth": ["none yet" if _nan(d) else f"d{int(d)}" for d in g["depth"]],
         "transfer test acc (mean ± 95 % CI)": [mean_ci(m, c, n) for m, c, n in
                                                zip(g["mean_transfer"], g["ci_transfer"],
@@ -92,7 +94,7 @@ def gain_table(v: CellView) -> pd.DataFrame:
         "gain": g["gain"],
         "gain 95 % CI (points)": [ci_text(a, b) for a, b in zip(g["lo"], g["hi"])],
         "p (two-sided)": [p_text(p) for p in g["p"]],
-        "test": [_gain_test(t, n) for t, n in zip(g["test"], g["n_pairs"])]})
+        "test": [_gain_test(t, n) for t, n in zip(g["test"], g["n_pairs"])]}).pipe(drop_all_sizes)
 
 
 def _gain_test(test: str, n_pairs: int) -> str:
@@ -170,13 +172,14 @@ def study_sections(s: Study, out: Path, prefix: str = "", tolerance=None,
     written to ``out`` (file names prefixed by ``prefix``)."""
     v = view or cell_view(s, tolerance)
     return [section(s, v, out, prefix) for section in
-            (_answer_section, _cells_section, _depth_section, _gain_section, _frontier_section,
+            (_answer_section, pays_section, _cells_section, _depth_section, _gain_section,
+             _frontier_section,
              _finalists_section, _stopping_section, _provenance_section)]
 
 
 def _cells_section(s: Study, v: CellView, out: Path, prefix: str) -> Section:
     nocell = no_run_cells(v)
-    cv = Section("2. Cells: coverage and runs")
+    cv = Section("3. Cells: coverage and runs")
     cv.p(prose("""
         One row per cell (split/backbone/init/d<frozen depth>): its tune trials (learning-rate
         samples; early stopping compares them only with trials of the same cell) and how they
@@ -189,13 +192,13 @@ def _cells_section(s: Study, v: CellView, out: Path, prefix: str) -> Section:
 
 
 def _depth_section(s: Study, v: CellView, out: Path, prefix: str) -> Section:
-    d = Section("3. Accuracy vs frozen depth (cell runs, 95 % CI)")
+    d = Section("4. Accuracy vs frozen depth (cell runs, 95 % CI)")
     d.p(prose("""
         Mean test accuracy of each cell's completed runs against its frozen depth, with 95 % t
         intervals; one line per backbone and init, per split (cf. Yosinski et al. 2014). Depth 0
         fine-tunes everything; depth = number of frozen backbone stages. Scratch baselines are
         dotted lines (band: their interval). Hollow markers: one run, no interval. Stopped
-        trials are not drawn (see the scatter plots of section 5)."""))
+        trials are not drawn (see the scatter plots of section 6)."""))
     d.fig(plots.save(plots.depth_curves(v.summary, splits_of(s.trials)),
                      out / f"{prefix}depth.png"),
           "Test accuracy vs frozen depth per split (mean ± 95 % CI of the cells' runs)")
@@ -204,7 +207,7 @@ def _depth_section(s: Study, v: CellView, out: Path, prefix: str) -> Section:
 
 
 def _gain_section(s: Study, v: CellView, out: Path, prefix: str) -> Section:
-    g = Section("4. Transfer gain over scratch")
+    g = Section("5. Transfer gain over scratch (each answer, 95 % CI)")
     g.p(prose("""
         Per split, backbone and transferred init: the Answer's depth (section 1: the cheapest
         depth shown within tolerance of the best; none while the group has no answer) against
@@ -228,7 +231,7 @@ def _gain_section(s: Study, v: CellView, out: Path, prefix: str) -> Section:
 
 def _frontier_section(s: Study, v: CellView, out: Path, prefix: str) -> Section:
     t, st = s.trials, v.stopping
-    fr = Section("5. Accuracy vs compute: Pareto frontier of cells")
+    fr = Section("6. Accuracy vs compute: Pareto frontier of cells")
     fr.p(prose(f"""
         Each cell is one point: the mean test accuracy of its runs (± 95 % CI) against their
         mean compute, target plus the amortised source cost (source FLOPs / trials that used
@@ -255,7 +258,7 @@ def _frontier_section(s: Study, v: CellView, out: Path, prefix: str) -> Section:
 
 def _finalists_section(s: Study, v: CellView, out: Path, prefix: str) -> Section:
     t = s.trials
-    lc = Section("6. Finalists: learning curves, per-class metrics, confusion")
+    lc = Section("7. Finalists: learning curves, per-class metrics, confusion")
     lc.fig(plots.save(plots.learning_curves(s.epochs, F.finalists(t), splits_of(t)),
                       out / f"{prefix}learning.png"),
            "Validation accuracy per epoch; coloured: finalists (trials that ran to target_epochs)")
@@ -278,7 +281,7 @@ def _finalists_section(s: Study, v: CellView, out: Path, prefix: str) -> Section
 def _stopping_section(s: Study, v: CellView, out: Path, prefix: str) -> Section:
     """Compute spent under the study's early stopping vs the FIFO estimate."""
     t, st = s.trials, v.stopping
-    a = Section(f"7. Early-stopping accounting: {st.label}")
+    a = Section(f"8. Early-stopping accounting: {st.label}")
     acc = accounting(s)
     acc_s = F.early_stopping_accounting(t.assign(_src_s=t["source_train_s"]), s.target_epochs,
                                         flops=DEVICE_S, source_flops="_src_s")
@@ -307,7 +310,7 @@ def _stopping_section(s: Study, v: CellView, out: Path, prefix: str) -> Section:
 
 
 def _provenance_section(s: Study, v: CellView, out: Path, prefix: str) -> Section:
-    p = Section("8. Provenance")
+    p = Section("9. Provenance")
     p.table(provenance_table(s), "Study")
     if s.sources:
         p.table(pd.DataFrame([{"source model": k, "trained by": i.get("trained_by"),
@@ -336,7 +339,8 @@ def summary_text(s: Study, label: str | None = None, tolerance=None,
         if a.empty:
             rows.append((sp, "–", "no transferred cell has a completed run yet", ""))
         for _, r in a.iterrows():
-            rows.append((sp, f"{r[M.BACKBONE]} / {r[M.INIT]}", best_depth_text(r),
+            rows.append((sp, group_text(r[M.SPLIT], r[M.SIZE], r[M.BACKBONE], r[M.INIT])
+                         .split(" / ", 1)[1], best_depth_text(r),
                          recommendation(r)))
     w = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     lines += ["  " + "  ".join(str(c).ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in rows]
@@ -355,6 +359,7 @@ def make_report(path, out=None, force: bool = False, tolerance=None) -> tuple[Pa
     v = cell_view(s, tolerance)
     publish(out, [s], "report", force,
             f"Study report: {s.name}" + (" (SIMULATED: not measured results)" if s.simulated else ""),
-            lambda o: study_sections(s, o, view=v), data=answer_data(s, v))
+            lambda o: study_sections(s, o, view=v), data={**answer_data(s, v),
+                                                         **pays_data(s, v)})
     return out, (summary_text(s, view=v)
                  + f"\nreport: {out / 'report.html'} (and report.md, PNGs, CSV, Parquet)")

@@ -32,3 +32,26 @@ def p_text(p) -> str:
 
 def _freeze(d: int) -> str:
     return f"freeze {d} stage{'' if d == 1 else 's'}" + (" (fine-tune everything)" if d == 0 else "")
+
+
+def size_text(size) -> str:
+    """Images per target class as the report says it: '30', or 'all' (no size set: 0)."""
+    try:
+        n = int(size)
+    except (TypeError, ValueError):
+        return "all"
+    return str(n) if n > 0 else "all"
+
+
+def group_text(split, size, backbone, init, sep: str = " / ") -> str:
+    """An answer group in words: '5to5 / 30 img/class / scratch_cnn / source' (the size left
+    out for a study that sets none)."""
+    parts = [str(split)] + ([f"{size_text(size)} img/class"] if size_text(size) != "all" else [])
+    return sep.join(parts + [str(backbone), str(init)])
+
+
+def drop_all_sizes(table, column: str = "images per class"):
+    """A table without its size column when every row is 'all' (the study sets no size)."""
+    if column in table and (table[column] == "all").all():
+        return table.drop(columns=[column])
+    return table

@@ -48,6 +48,8 @@ def _check_classes(spec, data_root) -> str | None:
         ds = load_dataset(spec.data.root, cache_dir=spec.data.cache_dir,
                           image_size=spec.data.image_size)
         resolve_classes(spec, ds.classes)
+        from trainables.trainable import check_target_sizes
+        check_target_sizes(spec, ds)  # the largest size against each target class
         return (f"data: {len(ds.train_y)} train / {len(ds.test_y)} test images, classes "
                 f"{', '.join(ds.classes)}")
     resolve_classes(spec, CIFAR10_CLASSES)

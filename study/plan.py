@@ -27,7 +27,7 @@ savings are not counted (so the estimate errs high for cached linear probes).
 from __future__ import annotations
 
 from study import policy
-from study.core.design import StudyDesign, design_of
+from study.core.design import StudyDesign, design_of, steps_per_pass
 from study.core.identity import job_id
 from study.core.spec import Spec
 from study.probe import FlopsPerImage, probe_throughput
@@ -44,16 +44,18 @@ def _per_class(spec: Spec, per_class: int) -> tuple[int, int]:
     return cap - val, val
 
 
-def train_images(spec: Spec, n_classes: int, per_class: int, target: bool = False) -> int:
+def train_images(spec: Spec, n_classes: int, per_class: int, size: int | None = None,
+                 split: str | None = None) -> int:
     """Training images per epoch of a stage over ``n_classes`` classes (val held out, batches
-    of batch_size, the last partial one dropped); ``target``: the target stage's, capped by
-    data.target_train_per_class."""
+    of batch_size, the last partial one dropped). A target run (``split`` given) takes ``size``
+    images per class (None: all) and ``passes_per_epoch`` passes (the training budget's rule,
+    ``StudyDesign.passes``, as the trainable applies it)."""
     per = _per_class(spec, per_class)[0]
-    if target and spec.data.target_train_per_class:
-        per = min(per, spec.data.target_train_per_class)
+    if size is not None:
+        per = min(per, size)
     n = n_classes * per
-    steps = max(1, n // spec.batch_size)
-    return steps * spec.batch_size
+    passes = design_of(spec).passes(split, n) if split is not None else 1
+    return steps_per_pass(n, spec.batch_size) * spec.batch_size * passes
 
 
 def val_images(spec: Spec, n_classes: int, per_class: int) -> int:
@@ -127,7 +129,7 @@ def make_plan(spec: Spec, per_class: int | None = None, flops_per_s: float | Non
     rows = []
     for c in design.cells:
         n_t = len(splits[c.split].target)
-        imgs = train_images(spec, n_t, per_class, target=True)
+        imgs = train_images(spec, n_t, per_class, c.size, c.split)
         f = fpi(c.backbone, c.stem, c.depth, n_t)
         if compare:
             n, share = sizes.get(c.id, 0), 1.0
@@ -199,7 +201,9 @@ def format_plan(spec: Spec, plan: dict) -> str:
              f"{racing}, {t['source_models']} source models; "
              f"{min(plan['per_class'], spec.data.max_train_per_class or plan['per_class'])} "
              f"training images per class before the validation split"
-             + (f" (target stage: {spec.data.target_train_per_class} after it)"
+             + (f" (target stage: {', '.join(map(str, spec.data.target_train_per_class))} "
+                f"per class after it, each size at least "
+                f"{design_of(spec).min_steps(spec.splits[0].name)} optimizer steps)"
                 if spec.data.target_train_per_class else ""),
              "",
              f"{'cell':<44} {'tune':>4} {'confirm':>7} {'FLOP/epoch':>12} {'tuning (halving..FIFO)':>26}"]

@@ -49,8 +49,8 @@ def write_provenance(path: str, spec: Spec, data, extra: dict | None = None) -> 
     if getattr(data, "sim", None) is None:  # a rehearsal (trainables.simulate) reads no images
         about.update({
             "train_images": int(len(data.train_idx)), "val_images": int(len(data.val_idx)),
-            "target_train_images": int(len(data.train_idx if data.target_idx is None
-                                           else data.target_idx)),
+            "target_train_per_class": (None if spec.data.target_train_per_class is None
+                                       else list(spec.data.target_train_per_class)),
             "test_images": int(len(data.test_idx)), "mean": data.mean, "std": data.std})
     prov = {
         "study": spec.name,

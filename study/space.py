@@ -352,7 +352,7 @@ class StudySearcher(Searcher):
                 if v is not None and self.study_mode == "compare":
                     self.flops[cfg[M.CELL]] = v[2]
                 if self.study_mode == "compare":
-                    self._race(self.design.cell(g).answer_group)
+                    self._race_at(g)
             return
         running = [t for t, grp in self.group_of.items() if grp == g and t in self.live]
         step = decide.confirmation(ended, running, self.sizes.get(g, 0))
@@ -378,7 +378,7 @@ class StudySearcher(Searcher):
                 self.asked.setdefault(c, set()).add(int(best[M.SEED]))
         # else ("none"): no tuning trial of this group completed (all errored): nothing to confirm
         if self.study_mode == "compare":
-            self._race(self.design.cell(g).answer_group)
+            self._race_at(g)
 
     def _queue_confirm(self, best: dict, seeds) -> None:
         cfgs = self.design.confirm_configs(best, seeds)
@@ -394,7 +394,13 @@ class StudySearcher(Searcher):
         if result is not None:
             self.runs.setdefault(c, {})[int(cfg[M.SEED])] = result.get(M.TEST_ACC)
             self.flops.setdefault(c, result.get(M.TARGET_FLOPS))
-        self._race(self.design.cell(c).answer_group)
+        self._race_at(c)
+
+    def _race_at(self, cell: str) -> None:
+        """A racing look at every answer group that races over ``cell`` (its own; a scratch
+        baseline's: every transferred group of its split, size and backbone)."""
+        for group in self.design.race_groups_of(cell):
+            self._race(group)
 
     def _race(self, group: str | None) -> None:
         """Racing, one look (``decide.racing_seeds``) once every cell of the answer group has
@@ -403,7 +409,7 @@ class StudySearcher(Searcher):
         d = self.design
         if not d.racing or group is None or group in self.decided:
             return
-        cells = d.answer_groups[group]
+        cells = d.race_cells[group]
         awaiting = self.awaiting
         if any(c not in self.confirmed or self.open_confirm.get(c, 0) > 0 or c in awaiting
                for c in cells):

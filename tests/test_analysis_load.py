@@ -202,8 +202,9 @@ def test_reports_render_from_fake_studies_without_ray(tmp_path):
     out, text = make_report(cells, tmp_path / "r1")
     md = (out / "report.md").read_text()
     heads = [line[3:] for line in md.splitlines() if line.startswith("## ")]
-    assert [h.split(".")[0] for h in heads] == [str(i) for i in range(1, 9)]
-    assert heads[0].startswith("1. Answer") and heads[1].startswith("2. Cells")
+    assert [h.split(".")[0] for h in heads] == [str(i) for i in range(1, 10)]
+    assert heads[0].startswith("1. Answer") and heads[1].startswith("2. When transfer pays")
+    assert heads[2].startswith("3. Cells")
     assert "73.0% ± 12.7 (n=2)" in md  # imagenet d2: confirmation runs [.72, .74]
     assert "x/resnet18/imagenet/d2 | 2 | 1 | 1 | 0 | 0 | 2 / 2 | 2" in md  # coverage row
     assert "could be the best lies above −1 points" in md and "tolerance 1 point" in text
@@ -247,8 +248,8 @@ def test_report_names_the_early_stopping_that_ran(tmp_path, scheduler, label):
         with open(s / "study.yaml", "a") as f:
             f.write(f"scheduler: {{type: {scheduler}}}\n")
     out, text = make_report(s, tmp_path / "r")
-    md = (out / "report.md").read_text().split("## 8. Provenance")[0]  # not the spec's own text
-    assert f"## 7. Early-stopping accounting: {label}" in md
+    md = (out / "report.md").read_text().split("## 9. Provenance")[0]  # not the spec's own text
+    assert f"## 8. Early-stopping accounting: {label}" in md
     assert f"; early stopping: {label}. Cells:" in md and f"early stopping: {label};" in text
     assert (out / "early_stopping.png").stat().st_size > 0
     others = {"successive halving", "ASHA"} - {label}
@@ -332,7 +333,7 @@ def test_the_answer_decided_and_undecided_in_table_forest_and_report_json(tmp_pa
 
     out, text = make_report(make_paired_study(tmp_path), tmp_path / "r")
     md = (out / "report.md").read_text()
-    answer = md.split("## 2. Cells")[0]
+    answer = md.split("## 2. When transfer pays")[0]
     data = json.loads((out / "report.json").read_text(),
                       parse_constant=lambda c: pytest.fail(f"{c} in report.json"))["answer"]
     assert (data["tolerance_points"], data["tolerance"], data["alpha"]) == (1.0, 0.01, 0.05)

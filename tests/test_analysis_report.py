@@ -13,10 +13,11 @@ from study.cli import main
 from study.runner import run_study
 from study.core.spec import load_spec_dict
 
-SECTIONS = ("1. Answer: how much to freeze", "2. Cells: coverage and runs",
-            "3. Accuracy vs frozen depth", "4. Transfer gain over scratch",
-            "5. Accuracy vs compute: Pareto frontier of cells", "6. Finalists",
-            "7. Early-stopping accounting: ASHA", "8. Provenance")
+SECTIONS = ("1. Answer: how much to freeze", "2. When transfer pays",
+            "3. Cells: coverage and runs",
+            "4. Accuracy vs frozen depth", "5. Transfer gain over scratch",
+            "6. Accuracy vs compute: Pareto frontier of cells", "7. Finalists",
+            "8. Early-stopping accounting: ASHA", "9. Provenance")
 COMPARE_SECTIONS = ("1. Studies", "2. Answer per study", "3. Differences",
                     "4. Accuracy vs frozen depth", "5. Transfer gain over scratch",
                     "6. Accuracy vs compute", "7. Finalists", "8. Early-stopping accounting",
@@ -85,7 +86,7 @@ def test_report_has_every_section_and_output(report, study, capsys):
     assert {"scratch", "source"} == set(trials["init"])
     # the scheduler that ran (spec scheduler.type asha) is the one named
     assert "; early stopping: ASHA. Cells:" in md and "stopped by ASHA" in md
-    assert "halving" not in md.split("## 8. Provenance")[0]
+    assert "halving" not in md.split("## 9. Provenance")[0]
     # self-contained: figures embedded, nothing fetched from anywhere
     assert htm.count("<img src='data:image/png;base64,") >= 4
     assert not re.search(r"(src|href)=['\"]?(https?:|//|file:)", htm)

@@ -283,6 +283,25 @@ def subsample(labels: np.ndarray, max_per_class: int | None, seed: int) -> np.nd
     return stratified_split(labels, 0.0, seed, max_per_class)[0]
 
 
+def nested_subset(labels: np.ndarray, per_class: int | None, seed: int) -> np.ndarray:
+    """Positions (into ``labels``) of the first ``per_class`` images of each class in an order
+    drawn by ``seed``, sorted; None: every position.
+
+    The order of class c is ``default_rng([seed, c])``'s permutation of that class's positions,
+    so it does not depend on the size asked or on the other classes: for one seed the subset of
+    a smaller size lies inside the subset of a larger one (the learning-curve convention,
+    Hoiem et al. 2021), every depth and init of that seed trains on the same images, and
+    another seed draws other images. A class with fewer images gives all of them (the study
+    checks sizes against the data first: ``study.core.spec.check_sizes``)."""
+    if per_class is None:
+        return np.arange(len(labels))
+    out = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        out.append(idx[np.random.default_rng([int(seed), int(c)]).permutation(len(idx))][:per_class])
+    return np.sort(np.concatenate(out)) if out else np.arange(0)
+
+
 def class_subset(x: np.ndarray, y: np.ndarray, idx: np.ndarray, classes: list[int]):
     """Images of ``idx`` whose label is in ``classes``, labels remapped to 0..len(classes)-1."""
     sel = idx[np.isin(y[idx], classes)]

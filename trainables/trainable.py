@@ -26,13 +26,14 @@ from filelock import FileLock
 from trainables import features
 from study.core import identity
 from study.core import metrics as M
+from study.core.design import design_of, steps_per_pass
 from study.core.spec import load_spec_dict, resolve_stem
 from study.core.layout import write_atomic
 from trainables import remote
 from trainables.resume import restore, write_meta
 from trainables.backbones import (build, count_params, freeze, imagenet_state_dict,
                                   load_imagenet)
-from trainables.data import DeviceData, class_subset, stratified_split, subsample
+from trainables.data import DeviceData, class_subset, nested_subset, stratified_split, subsample
 from trainables.train import (classification_report, epoch_flops, evaluate, make_optimizer,
                               make_schedule, pick_device, prepare_model, step_flops,
                               train_one_epoch)
@@ -55,36 +56,60 @@ class StudyData:
     std: tuple
     fingerprint: str
     origin: str = ""  # where the data came from (provenance)
-    # indices into train_* the target stage trains on: train_idx, or a seeded per-class subset
-    # of it (data.target_train_per_class); validation and test are the same either way
-    target_idx: np.ndarray | None = None
+
+
+def target_indices(data: StudyData, size: int | None, seed: int) -> np.ndarray:
+    """Indices into train_* of a target run's training images: the first ``size`` of each
+    class in the order seed ``seed`` draws (``data.nested_subset``: nested across sizes, the
+    same for every depth and init of a seed); None: every training image. Validation and test
+    never depend on the size or the seed."""
+    if size is None:
+        return data.train_idx
+    return data.train_idx[nested_subset(data.train_y[data.train_idx], int(size), seed)]
+
+
+def check_target_sizes(spec, ds, train_idx: np.ndarray | None = None) -> None:
+    """SpecError (field, value, rule, the classes too small) when a target class of the data
+    ``ds`` has fewer training images after the validation split than the largest size of
+    ``data.target_train_per_class`` (``study.core.spec.check_sizes``)."""
+    from study.core.spec import check_sizes
+
+    if not spec.data.target_train_per_class:
+        return
+    if train_idx is None:
+        d = spec.data
+        train_idx, _ = stratified_split(ds.train_y, d.val_fraction, spec.search.seed,
+                                        d.max_train_per_class)
+    left = np.bincount(ds.train_y[train_idx], minlength=len(ds.classes))
+    check_sizes(spec, {**{c: int(left[i]) for i, c in enumerate(ds.classes)},
+                       **{i: int(left[i]) for i in range(len(ds.classes))}})
 
 
 def build_study_data(ds, spec, splits: dict) -> StudyData:
+    """The study's shared data; raises SpecError when a target class has fewer training images
+    (after the validation split) than the largest target size."""
     d = spec.data
     train_idx, val_idx = stratified_split(ds.train_y, d.val_fraction, spec.search.seed,
                                           d.max_train_per_class)
+    check_target_sizes(spec, ds, train_idx)
     test_idx = subsample(ds.test_y, d.max_test_per_class, spec.search.seed)
-    target_idx = train_idx
-    if d.target_train_per_class:
-        target_idx = train_idx[subsample(ds.train_y[train_idx], d.target_train_per_class,
-                                         spec.search.seed)]
     mean, std = ds.channel_stats()
     return StudyData(ds.train_x, ds.train_y, ds.test_x, ds.test_y, train_idx, val_idx, test_idx,
-                     list(ds.classes), splits, mean, std, ds.fingerprint, ds.origin, target_idx)
+                     list(ds.classes), splits, mean, std, ds.fingerprint, ds.origin)
 
 
 _DEVICE_DATA: OrderedDict = OrderedDict()  # per worker process, least recently used last
 _DEVICE_DATA_MAX = 4
 
 
-def _device_split(data: StudyData, which: str, classes: list[int], device) -> DeviceData:
+def _device_split(data: StudyData, which: str, classes: list[int], device,
+                  idx: np.ndarray | None = None) -> DeviceData:
     """The images of ``classes`` in one split, on the device. Cached per worker process (a
-    reused Tune actor places each split's classes on the device once); trials only read it."""
+    reused Tune actor places each split's classes on the device once); trials only read it.
+    ``which``: train / val / test, or target_train with ``idx`` (``target_indices``)."""
     x, y = (data.test_x, data.test_y) if which == "test" else (data.train_x, data.train_y)
-    # which: train / val / test, or target_train (the target stage's, maybe capped, images)
-    idx = {"train": data.train_idx, "val": data.val_idx, "test": data.test_idx,
-           "target_train": data.train_idx if data.target_idx is None else data.target_idx}[which]
+    if idx is None:
+        idx = {"train": data.train_idx, "val": data.val_idx, "test": data.test_idx}[which]
     key = (data.fingerprint, which, tuple(classes), hashlib.sha1(idx.tobytes()).hexdigest(),
            str(device), tuple(data.mean), tuple(data.std))
     if key in _DEVICE_DATA:
@@ -385,12 +410,16 @@ def transfer_trainable(config: dict, *, spec_dict: dict, data: StudyData, source
                                             sources_uri=sources_uri)
     model = prepare_model(model, device)
     _, tgt = data.splits[cfg[M.SPLIT]]
-    train, val = (_device_split(data, w, tgt, device) for w in ("target_train", "val"))
+    train = _device_split(data, "target_train", tgt, device,
+                          idx=target_indices(data, cfg.get(M.SIZE), cfg[M.SEED]))
+    val = _device_split(data, "val", tgt, device)
     gen, aug = trial_generators(cfg[M.SEED])
     train_fpi, _ = step_flops(model, tuple(train.x.shape[1:]), len(tgt), device)
     trainable, total = count_params(model)
     opt = make_optimizer(model, spec.optimizer, cfg[M.LR])
-    steps = len(train) // spec.batch_size or 1
+    # the training budget (study.core.design.passes_per_epoch): an epoch is `passes` passes
+    passes = design_of(spec).passes(cfg[M.SPLIT], len(train))
+    steps = steps_per_pass(len(train), spec.batch_size) * passes  # optimizer steps per epoch
     cache = features.plan(spec.feature_cache, model, tuple(train.x.shape[1:]), n_train=len(train),
                           n_val=len(val), images_per_epoch=steps * spec.batch_size, device=device)
     net = model
@@ -417,16 +446,18 @@ def transfer_trainable(config: dict, *, spec_dict: dict, data: StudyData, source
         start_epoch, flops, wall = st["epoch"], st["target_flops"], st["wall_s"]
         if cache.use:  # the features computed before, identically; their FLOPs are counted
             t0 = time.perf_counter()
-            features.replay(net, train, val, generator_state=gen_start, epochs=start_epoch,
+            features.replay(net, train, val, generator_state=gen_start, epochs=start_epoch * passes,
                             batch_size=spec.batch_size, aug_generator_state=aug_start)
             wall += time.perf_counter() - t0
 
     for epoch in range(start_epoch + 1, spec.target_epochs + 1):
         t0 = time.perf_counter()
         computed = train.computed if cache.use else 0
-        train_loss = train_one_epoch(net, train, opt, sched, batch_size=spec.batch_size,
-                                     generator=gen, aug_generator=aug,
-                                     label_smoothing=spec.optimizer.label_smoothing)
+        losses = [train_one_epoch(net, train, opt, sched, batch_size=spec.batch_size,
+                                  generator=gen, aug_generator=aug,
+                                  label_smoothing=spec.optimizer.label_smoothing)
+                  for _ in range(passes)]
+        train_loss = float(np.mean(losses))
         val_acc, val_loss, _ = evaluate(net, val)
         epoch_s = time.perf_counter() - t0
         wall += epoch_s
@@ -443,6 +474,7 @@ def transfer_trainable(config: dict, *, spec_dict: dict, data: StudyData, source
             M.WORKER_RSS_MIB: worker_rss_mib(),
             M.FEATURE_CACHE: cache.use, M.FEATURE_CACHE_VIEWS: cache.views if cache.use else 0,
             M.FEATURE_CACHE_S: train.compute_s + val.compute_s if cache.use else 0.0,
+            M.PASSES: passes,
         }
         if epoch == spec.target_epochs:  # the test split: once, when the trial finishes
             t_test = time.perf_counter()

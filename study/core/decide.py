@@ -87,17 +87,31 @@ def racing_seeds(design, group: str, chosen: set, runs: dict, flops: dict,
     ``asked``: cell -> the seeds handed out or queued.
     Every cell ``stats.next_seeds`` names (the cells that can still change the Answer) gets
     every seed up to the group's next level it lacks (so comparisons stay paired on all
-    seeds). Empty: the group is finished (decided, or at the ceiling)."""
+    seeds). With ``design.gain_races``, while the transfer gain at the group's size is
+    undecided (``stats.transfer_gain``), the scratch baseline and every depth whose interval
+    still reaches +tolerance get the next level too. Empty: the group is finished (decided, or
+    at the ceiling)."""
     if design.race_levels is None:
         return {}
     k, ceiling = design.race_levels
     report = design.spec.report
+    tol = report.tolerance / 100
     cells = [c for c in design.answer_groups[group] if c in chosen]
     rows = [{"cell": c, "depth": design.cell(c).depth, "flops": flops.get(c),
              "accs": {s: a for s, a in runs.get(c, {}).items() if a is not None}}
             for c in cells]
-    want = stats.next_seeds(rows, report.tolerance / 100, report.alpha, k, ceiling) if rows else []
-    level = max((sum(sd in asked.get(c, set()) for sd in design.ceiling_seeds) for c in cells),
+    want = stats.next_seeds(rows, tol, report.alpha, k, ceiling) if rows else []
+    race = [c for c in design.race_cells[group] if c in chosen]
+    base = [c for c in race if c not in cells]
+    if base and rows:
+        z = {s: a for s, a in runs.get(base[0], {}).items() if a is not None}
+        at = max([len(r["accs"]) for r in rows] + [len(z)])
+        g = stats.transfer_gain(rows, z, tol, report.alpha, sizes=len(design.sizes),
+                                racing=(k, ceiling))
+        if not g["decided"] and at < ceiling:
+            more = [c for c, d in g["depths"].items() if d["hi"] is None or d["hi"] >= tol]
+            want = list(dict.fromkeys([*want, *more, base[0]]))
+    level = max((sum(sd in asked.get(c, set()) for sd in design.ceiling_seeds) for c in race),
                 default=0)
     out = {}
     for c in want:

@@ -4,15 +4,21 @@
 searcher, the scheduler, ``study plan``, the progress lines and the analysis read it instead of
 re-deriving it from the spec:
 
-* **Cells** (the conditions compared): one per (split, backbone, init, frozen depth) the spec
-  allows: each backbone's depths (``frozen_depth: [lo, hi]`` or ``depths: [0, 2, 4]``), init
-  ``scratch`` only at depth 0 (it trains every stage), ``imagenet`` only for backbones with
-  ImageNet weights. A cell's id is ``<split>/<backbone>/<init>/d<depth>``.
+* **Cells** (the conditions compared): one per (split, target size, backbone, init, frozen
+  depth) the spec allows: each size of ``data.target_train_per_class`` (images per target
+  class; one size None when unset: every training image), each backbone's depths
+  (``frozen_depth: [lo, hi]`` or ``depths: [0, 2, 4]``), init ``scratch`` only at depth 0 (it
+  trains every stage), ``imagenet`` only for backbones with ImageNet weights. A cell's id is
+  ``<split>/n<size>/<backbone>/<init>/d<depth>`` (``<split>/<backbone>/<init>/d<depth>`` when
+  the study sets no size).
+* **The training budget**: every size trains at least ``min_steps`` optimizer steps
+  (``passes_per_epoch``: small sizes make each epoch several passes over their images).
 * **Groups**: what early stopping and the choice of a best configuration compare within: the
   cell (mode ``compare``) or the split (mode ``best``). Never across splits.
-* **Answer groups**: what the Answer compares: the depths of one (split, backbone, init) with
-  init ``source`` or ``imagenet`` (``scratch`` is the baseline the transfer gain is measured
-  against).
+* **Answer groups**: what the Answer compares: the depths of one (split, size, backbone,
+  init) with init ``source`` or ``imagenet`` (``scratch`` is the baseline the transfer gain is
+  measured against: ``baseline``). With racing and a scratch baseline, a group's racing also
+  serves the transfer gain at its size (``race_cells``: the depths and their baseline).
 * **Trials and their roles**: ``tune`` trials (mode compare: ``trials_per_cell`` learning
   rates per cell, stratified on the log scale, interleaved across cells; mode best: one search
   per split), then ``confirm`` trials: the group's best configuration again with each
@@ -55,6 +61,11 @@ def depth_of(init: str, depth):
     return 0 if init == SCRATCH else depth
 
 
+def _task(split: str, size) -> str:
+    """``<split>/n<size>``, or ``<split>`` when the study sets no size (every image)."""
+    return split if size is None else f"{split}/n{int(size)}"
+
+
 @dataclasses.dataclass(frozen=True)
 class Cell:
     split: str
@@ -62,21 +73,46 @@ class Cell:
     init: str
     depth: int
     stem: str
+    size: int | None = None  # images per target class (None: every training image)
 
     @property
     def id(self) -> str:
-        return cell_id(self.split, self.backbone, self.init, self.depth)
+        return cell_id(self.split, self.backbone, self.init, self.depth, self.size)
 
     @property
     def answer_group(self) -> str | None:
-        """``<split>/<backbone>/<init>``: the depths the Answer compares (None: scratch)."""
-        return None if self.init == SCRATCH else f"{self.split}/{self.backbone}/{self.init}"
+        """``<split>[/n<size>]/<backbone>/<init>``: the depths the Answer compares (None:
+        scratch)."""
+        return None if self.init == SCRATCH else answer_group(self.split, self.size,
+                                                              self.backbone, self.init)
 
 
-def cell_id(split, backbone, init, depth) -> str:
-    """``<split>/<backbone>/<init>/d<depth>``; scratch trains every stage, so its depth is 0
-    whatever a config says."""
-    return f"{split}/{backbone}/{init}/d{int(depth_of(init, depth))}"
+def answer_group(split, size, backbone, init) -> str:
+    return f"{_task(split, size)}/{backbone}/{init}"
+
+
+def cell_id(split, backbone, init, depth, size=None) -> str:
+    """``<split>[/n<size>]/<backbone>/<init>/d<depth>``; scratch trains every stage, so its
+    depth is 0 whatever a config says."""
+    return f"{_task(split, size)}/{backbone}/{init}/d{int(depth_of(init, depth))}"
+
+
+def steps_per_pass(images: int, batch_size: int) -> int:
+    """Optimizer steps of one pass over ``images`` (the last partial batch is dropped; at least
+    one step)."""
+    return max(1, int(images) // int(batch_size))
+
+
+def passes_per_epoch(images: int, batch_size: int, epochs: int, min_steps: int | None) -> int:
+    """The training budget's rule: passes over the target images per reported epoch, so that
+    ``epochs`` epochs take at least ``min_steps`` optimizer steps:
+    ``max(1, ceil(min_steps / (epochs x steps_per_pass)))``. At 10 images per class an epoch is
+    one or two steps, and a run of ``target_epochs`` such epochs would compare an untrained
+    scratch baseline; equal steps instead (He, Girshick, Dollar 2019 trained small sets for as
+    many iterations as large ones) keep early stopping, checkpoints and reports in epochs."""
+    if not min_steps:
+        return 1
+    return max(1, math.ceil(int(min_steps) / (int(epochs) * steps_per_pass(images, batch_size))))
 
 
 def race_levels(mode: str, seeds: int, max_seeds: int | None) -> tuple[int, int] | None:
@@ -113,6 +149,7 @@ class StudyDesign:
         # what the Answer spends alpha over (stats.group_answer's ``racing``): None = one look
         self.race_levels = race_levels(self.mode, k, spec.confirm.max_seeds)
         self.racing = self.race_levels is not None
+        self.sizes = tuple(spec.data.target_train_per_class or (None,))
         self.cells = tuple(self._cells())
         self._by_id = {c.id: c for c in self.cells}
 
@@ -123,10 +160,12 @@ class StudyDesign:
     def _cells(self):
         spec = self.spec
         for sp in spec.splits:
-            for b in spec.backbones:
-                for init in self.valid_inits(b.name):
-                    for d in self.depths(b.name, init):
-                        yield Cell(sp.name, b.name, init, d, resolve_stem(spec, b.name, init))
+            for n in self.sizes:
+                for b in spec.backbones:
+                    for init in self.valid_inits(b.name):
+                        for d in self.depths(b.name, init):
+                            yield Cell(sp.name, b.name, init, d,
+                                       resolve_stem(spec, b.name, init), n)
 
     def depths(self, backbone: str, init: str) -> list[int]:
         """The frozen depths that become cells of ``backbone`` with ``init`` (scratch: 0)."""
@@ -138,7 +177,8 @@ class StudyDesign:
 
     def cell_of(self, cfg: dict) -> Cell:
         """The cell of a trial config (scratch: depth 0)."""
-        return self._by_id[cell_id(cfg[M.SPLIT], cfg[M.BACKBONE], cfg[M.INIT], cfg[M.FROZEN_DEPTH])]
+        return self._by_id[cell_id(cfg[M.SPLIT], cfg[M.BACKBONE], cfg[M.INIT],
+                                   cfg[M.FROZEN_DEPTH], cfg.get(M.SIZE))]
 
     def cells_of_split(self, split: str) -> list[Cell]:
         return [c for c in self.cells if c.split == split]
@@ -156,6 +196,59 @@ class StudyDesign:
             if c.answer_group:
                 out.setdefault(c.answer_group, []).append(c.id)
         return out
+
+    def baseline(self, cell: Cell) -> Cell | None:
+        """The scratch cell a transferred cell's gain is measured against (same split, size
+        and backbone), None when the study has none (or ``cell`` is scratch)."""
+        if cell.init == SCRATCH:
+            return None
+        return self._by_id.get(cell_id(cell.split, cell.backbone, SCRATCH, 0, cell.size))
+
+    @cached_property
+    def gain_races(self) -> bool:
+        """Whether racing also serves the transfer gain: the study races and has a scratch
+        baseline, so a look whose gain is undecided gives the group and its baseline a seed."""
+        return self.racing and SCRATCH in self.spec.inits
+
+    @cached_property
+    def race_cells(self) -> dict[str, list[str]]:
+        """Answer group -> the cells one racing look is over: its depths, and its scratch
+        baseline when ``gain_races``."""
+        out = {}
+        for g, cells in self.answer_groups.items():
+            b = self.baseline(self.cell(cells[0])) if self.gain_races else None
+            out[g] = list(cells) + ([b.id] if b is not None else [])
+        return out
+
+    def race_groups_of(self, cid: str) -> list[str]:
+        """The answer groups whose racing looks at cell ``cid`` (a scratch baseline is looked at
+        by every transferred group of its split, size and backbone)."""
+        return self._race_groups.get(cid, [])
+
+    @cached_property
+    def _race_groups(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for g, cells in self.race_cells.items():
+            for c in cells:
+                out.setdefault(c, []).append(g)
+        return out
+
+    def min_steps(self, split: str) -> int | None:
+        """The fewest optimizer steps of a completed target run of ``split``
+        (``target_steps``; null: what the largest size takes in target_epochs epochs; None:
+        no floor, the study sets no size)."""
+        spec = self.spec
+        if spec.target_steps:
+            return spec.target_steps
+        if self.sizes == (None,):
+            return None
+        n_t = len(spec.split(split).target)
+        return spec.target_epochs * steps_per_pass(self.sizes[-1] * n_t, spec.batch_size)
+
+    def passes(self, split: str, images: int) -> int:
+        """Passes per epoch of a target run of ``split`` over ``images`` training images."""
+        return passes_per_epoch(images, self.spec.batch_size, self.target_epochs,
+                                self.min_steps(split))
 
     # ------------------------------------------------------------------ trials
     @property
@@ -180,9 +273,9 @@ class StudyDesign:
     @staticmethod
     def config(cell: Cell, lr: float, seed: int, role: str) -> dict:
         """A trial's config: its cell, lr, seed and role (``phase``)."""
-        return {M.SPLIT: cell.split, M.BACKBONE: cell.backbone, M.INIT: cell.init,
-                M.FROZEN_DEPTH: cell.depth, M.LR: lr, M.SEED: seed, M.CELL: cell.id,
-                M.PHASE: role}
+        return {M.SPLIT: cell.split, M.SIZE: cell.size, M.BACKBONE: cell.backbone,
+                M.INIT: cell.init, M.FROZEN_DEPTH: cell.depth, M.LR: lr, M.SEED: seed,
+                M.CELL: cell.id, M.PHASE: role}
 
     def tuning_configs(self) -> list[dict]:
         """Mode compare: every cell's tuning trials, round-robin across cells (each cell's first
@@ -202,8 +295,10 @@ class StudyDesign:
 
     def seeds_at_most(self, cell: Cell) -> tuple[int, ...]:
         """The confirmation seeds a cell can get: up to racing's ceiling for the depths the
-        Answer compares, the first round for the rest (scratch baselines never race)."""
-        return self.ceiling_seeds if self.racing and cell.answer_group else self.confirm_seeds
+        Answer compares (and their scratch baselines when ``gain_races``), the first round for
+        the rest."""
+        races = cell.answer_group or (self.gain_races and self.race_groups_of(cell.id))
+        return self.ceiling_seeds if self.racing and races else self.confirm_seeds
 
     def confirm_configs(self, best: dict, seeds=None) -> list[dict]:
         """The best configuration of a group again with ``seeds`` (default: the first

@@ -15,6 +15,7 @@ SOURCE_KEY = "source_key"  # identity of the source model the trial used ("" for
 SOURCE_SHARED_BY = "source_shared_by"  # trials that have used this source model so far
 WALL_S = "wall_s"  # cumulative seconds of target-stage work in this trial (resumes included)
 EPOCH_S = "epoch_s"  # seconds of the last epoch (training + validation)
+PASSES = "passes"  # passes over the target images per epoch (the training budget's rule)
 TRAINABLE_PARAMS = "trainable_params"
 TOTAL_PARAMS = "total_params"
 SOURCE_VAL_ACC = "source_val_acc"  # source model's accuracy on the source validation split
@@ -40,7 +41,7 @@ MODE = "max"
 
 PER_EPOCH = (EPOCH, VAL_ACC, VAL_LOSS, TRAIN_LOSS, TARGET_FLOPS, SOURCE_FLOPS, SOURCE_KEY, SOURCE_SHARED_BY,
              WALL_S, EPOCH_S, TRAINABLE_PARAMS, TOTAL_PARAMS, SOURCE_VAL_ACC, FEATURE_CACHE,
-             FEATURE_CACHE_VIEWS, FEATURE_CACHE_S, WORKER_RSS_MIB)
+             FEATURE_CACHE_VIEWS, FEATURE_CACHE_S, WORKER_RSS_MIB, PASSES)
 
 # Trial config keys (what the searcher samples; the same names appear in results and reports).
 SPLIT = "split"
@@ -49,8 +50,9 @@ INIT = "init"
 FROZEN_DEPTH = "frozen_depth"
 LR = "lr"
 SEED = "seed"
-CELL = "cell"  # the compared condition: "<split>/<backbone>/<init>/d<frozen_depth>" (study.cells)
+SIZE = "target_size"  # images per target class the run trains on (None: every training image)
+CELL = "cell"  # the compared condition: "<split>[/n<size>]/<backbone>/<init>/d<frozen_depth>"
 PHASE = "phase"  # "tune" (a learning-rate sample inside its cell) or "confirm" (best config, new seed)
 REPEAT = "__trial_index__"  # set by Tune's Repeater when search.repeats > 1
-CONFIG_KEYS = (SPLIT, BACKBONE, INIT, FROZEN_DEPTH, LR, SEED, CELL, PHASE)
+CONFIG_KEYS = (SPLIT, SIZE, BACKBONE, INIT, FROZEN_DEPTH, LR, SEED, CELL, PHASE)
 PHASE_TUNE, PHASE_CONFIRM = "tune", "confirm"

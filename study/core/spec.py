@@ -119,6 +119,26 @@ class Choice:
 
 
 @dataclasses.dataclass(frozen=True)
+class Sizes:
+    """Target-set sizes (images per target class): null (every training image), one integer,
+    or a strictly increasing list of integers >= 1. Read as a tuple (null: None)."""
+
+    def check(self, v):
+        if v is None:
+            return None, None
+        vals = [v] if not isinstance(v, list) else v
+        if not vals or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in vals):
+            return None, ("must be null, an integer >= 1 or a non-empty list of integers >= 1 "
+                          "(images per target class)")
+        if any(b <= a for a, b in zip(vals, vals[1:])):
+            return None, "must list the sizes in strictly increasing order"
+        return tuple(vals), None
+
+    def __str__(self):
+        return "null, an integer >= 1 or a strictly increasing list of integers >= 1"
+
+
+@dataclasses.dataclass(frozen=True)
 class Path_:
     optional: bool = True
     what: str = "a path or null"
@@ -163,11 +183,13 @@ class DataSpec:
                                          "validation images per class (null: all)")
     max_test_per_class: int | None = _f(None, Int(1, optional=True), "cap on test images per "
                                         "class (null: all)")
-    target_train_per_class: int | None = _f(None, Int(1, optional=True), "cap on the target "
-                                            "stage's training images per class, after the "
-                                            "validation split (null: no cap); source models "
-                                            "still train on all max_train_per_class allows: the "
-                                            "few-target-images regime")
+    target_train_per_class: tuple[int, ...] | None = _f(
+        None, Sizes(), "target-set sizes compared, images per target class after the "
+        "validation split: one size, or a list (each size a condition like a split: cells are "
+        "split x size x backbone x init x depth). Seed s orders each class's training images "
+        "once; a size takes the first n, so the subsets are nested across sizes and shared by "
+        "every depth and init of a seed. Validation and test never change; source models train "
+        "on all max_train_per_class allows, once for every size (null: every training image)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,7 +319,16 @@ class Spec:
     inits: tuple[str, ...]
     lr: LRSpec
     batch_size: int = _f(128, Int(1, 65536), "images per step, both stages")
-    target_epochs: int = _f(10, Int(1, 1000), "epochs of the target stage (every completed run)")
+    target_epochs: int = _f(10, Int(1, 1000), "epochs of the target stage (every completed run; "
+                            "an epoch is the unit of reports, early stopping and checkpoints)")
+    target_steps: int | None = _f(None, Int(1, 10_000_000, optional=True), "training budget: the "
+                                  "fewest optimizer steps of a completed target run at any size. "
+                                  "A size whose target_epochs passes over its images give fewer "
+                                  "steps makes each epoch ceil(target_steps / (target_epochs x "
+                                  "steps per pass)) passes (study.core.design.passes_per_epoch). "
+                                  "null: the steps the largest size takes in target_epochs "
+                                  "epochs, so every size trains at least as long (no floor "
+                                  "without data.target_train_per_class)")
     source: SourceSpec = _f(SourceSpec())
     optimizer: OptimizerSpec = _f(OptimizerSpec())
     search: SearchSpec = _f(SearchSpec())
@@ -338,6 +369,8 @@ class Spec:
         d["lr"] = {"low": self.lr.low, "high": self.lr.high, "grid": list(self.lr.grid)}
         d["weights"] = dict(self.weights)
         d["loggers"] = list(self.loggers)
+        sizes = self.data.target_train_per_class
+        d["data"]["target_train_per_class"] = None if sizes is None else _sizes_value(sizes)
         return d
 
     def to_yaml(self) -> str:
@@ -711,10 +744,14 @@ def _cross_checks(c: _Checker, spec: Spec) -> None:
     d = spec.data
     if d.target_train_per_class and d.max_train_per_class:
         left = d.max_train_per_class - max(1, round(d.max_train_per_class * d.val_fraction))
-        if d.target_train_per_class > left:
-            c.bad("data.target_train_per_class", d.target_train_per_class,
+        if d.target_train_per_class[-1] > left:
+            c.bad("data.target_train_per_class", _sizes_value(d.target_train_per_class),
                   f"must be <= the training images per class that data.max_train_per_class "
                   f"({d.max_train_per_class}) leaves after the validation split ({left}), or null")
+    if mode_ok and s.mode == "best" and d.target_train_per_class and len(d.target_train_per_class) > 1:
+        c.bad("data.target_train_per_class", list(d.target_train_per_class),
+              "must be one size when search.mode is 'best' (a size is a condition: mode compare "
+              "tunes and compares every size)")
     if mode_ok and s.mode == "compare" and s.repeats != 1:
         c.bad("search.repeats", s.repeats, "must be 1 when search.mode is 'compare' (confirm.seeds "
               "retrains each cell's best configuration with more seeds)")
@@ -733,6 +770,32 @@ def _cross_checks(c: _Checker, spec: Spec) -> None:
         if not any(REGISTRY[b.name].imagenet_weights for b in spec.backbones):
             c.bad("inits", list(spec.inits), "has 'imagenet' but no listed backbone has ImageNet "
                                               "weights (scratch_cnn has none)")
+
+
+def _sizes_value(sizes):
+    """The sizes as the user wrote them (one integer, or a list)."""
+    return sizes[0] if len(sizes) == 1 else list(sizes)
+
+
+def check_sizes(spec: Spec, per_class_left: dict) -> None:
+    """The data-dependent rule of ``data.target_train_per_class``: every target class of every
+    split must have at least the largest size of training images after the validation split.
+    ``per_class_left``: class name -> training images it has left. Raises SpecError naming the
+    field, the value, the rule and the classes too small."""
+    sizes = spec.data.target_train_per_class
+    if not sizes:
+        return
+    short = {}
+    for sp in spec.splits:
+        for cls in sp.target:
+            left = per_class_left.get(cls, per_class_left.get(str(cls)))
+            if left is not None and left < sizes[-1]:
+                short[f"{sp.name}:{cls}"] = left
+    if short:
+        raise SpecError([f"data.target_train_per_class = {_sizes_value(sizes)!r}: the largest "
+                         f"size must be <= the training images every target class has after the "
+                         f"validation split; too small: " + ", ".join(
+                             f"{k} ({v})" for k, v in sorted(short.items()))])
 
 
 def resolve_stem(spec: Spec, backbone: str, init: str) -> str:

@@ -70,6 +70,19 @@ change the answer: the possible bests B (the comparators, the current answer amo
 it leads) and every depth not shown worse that is cheaper than the answer (all such depths
 when there is no answer yet), up to the ceiling. Stopping is free: the guarantee holds at
 every look.
+
+**When transfer pays** (``transfer_gain``). At one target size, every depth i of a group
+against its scratch baseline z (same split, size and backbone), paired per seed:
+g_i = mu_i - mu_z, each a two-sided interval [lo_i, hi_i] at level a per side,
+
+    a = look_alpha(alpha, n) / (2 K S)     K depths, S sizes of the family (split x backbone
+                                           x init); Bonferroni over the 2 K S one-sided bounds
+
+so all intervals of the family cover together with probability >= 1 - alpha (at every look),
+whichever depth is then reported (the Answer's, chosen on the same runs). Verdicts per size:
+"transfer better" when some lo_i > 0; "scratch better" when every hi_i < 0; "not better"
+when every hi_i < tolerance (no depth gains the tolerance); else "undecided". On the covering
+event no verdict of the family is wrong, so P(any wrong verdict across the sizes) <= alpha.
 """
 from __future__ import annotations
 
@@ -439,6 +452,49 @@ def group_answer(cells: list, tolerance: float, alpha: float, *,
                open=[ran[i]["cell"] for i in range(K) if r["live"][0, i]],
                compute_saved=saved)
     return out
+
+
+GAIN_BETTER = "transfer better"   # some depth's lower bound of (depth - scratch) above 0
+GAIN_SCRATCH = "scratch better"   # every depth's upper bound below 0
+GAIN_NOT = "not better"           # every depth's upper bound below +tolerance
+GAIN_VERDICTS = (GAIN_BETTER, GAIN_NOT, GAIN_SCRATCH, UNDECIDED)
+
+
+def transfer_gain(cells: list, scratch: Mapping, tolerance: float, alpha: float, *,
+                  sizes: int = 1, racing: Optional[tuple] = None) -> dict:
+    """Transfer against scratch at one size (module docstring: *When transfer pays*).
+
+    ``cells``: the group's depths as for ``group_answer`` (``cell``, ``depth``, ``accs``);
+    ``scratch``: seed -> test accuracy of the baseline's runs; ``sizes``: S, the sizes the
+    family's guarantee spans; ``racing``: (seeds, ceiling) when raced (the look's share of
+    alpha at the most runs any of these cells has), None for one look.
+
+    Returns {verdict (``GAIN_VERDICTS``), depths: cell -> {depth, diff, lo, hi, test, n_pairs},
+    scratch_n, alpha_look, alpha_bound (each one-sided bound's level), decided}."""
+    _check(tolerance, alpha)
+    prepared = [p for p in _prepare(cells) if p["n"]]
+    z = _values(scratch)
+    K = max(1, len(prepared))
+    level = max([p["n"] for p in prepared] + [len(z)], default=0)
+    share = look_alpha(alpha, level, *racing) if racing else float(alpha)
+    a = share / (2 * K * max(1, int(sizes)))
+    depths = {}
+    for p in prepared:
+        c = _compare(p["accs"], z, float(tolerance), a)
+        depths[p["cell"]] = dict(depth=p["depth"], diff=c.diff, lo=c.lo, hi=c.hi, test=c.test,
+                                 n_pairs=c.n_pairs)
+    his = [d["hi"] for d in depths.values()]
+    bounded = bool(depths) and all(h is not None for h in his)
+    if any(d["lo"] is not None and d["lo"] > 0 for d in depths.values()):
+        verdict = GAIN_BETTER
+    elif bounded and all(h < 0 for h in his):
+        verdict = GAIN_SCRATCH
+    elif bounded and all(h < tolerance for h in his):
+        verdict = GAIN_NOT
+    else:
+        verdict = UNDECIDED
+    return dict(verdict=verdict, depths=depths, scratch_n=len(z), alpha_look=share,
+                alpha_bound=a, decided=verdict != UNDECIDED)
 
 
 def _finite_or_none(x) -> Optional[float]:
