@@ -75,10 +75,10 @@ def _probe(backbone: str, stem: str, n_classes: int, spec: Spec, min_s: float, d
                           rng.integers(0, n_classes, k), (0.5,) * 3, (0.25,) * 3, device)
 
     data = images(n)
-    # Inference at evaluate's own batch size: on a CPU a batch of 512 runs at ~2/3 of the
-    # FLOP/s of a batch of 128 (its activations leave the caches), and the test pass of
-    # examples/quick.yaml (5000 images) was priced at half its measured time with a 128 probe.
-    evals = images(EVAL_BATCH)
+    # Inference at evaluate's own batch size for this device (on a CPU a batch of 512 runs at
+    # ~2/3 of the FLOP/s of a small one: its activations leave the caches), over 4 batches.
+    eb = EVAL_BATCH.get(device.type, EVAL_BATCH["cuda"])
+    evals = images(4 * eb)
     opt = make_optimizer(model, spec.optimizer, 0.01)
     sched = make_schedule(opt, spec.optimizer, n // b, 1000)
     gen = torch.Generator(device=device)
@@ -93,5 +93,5 @@ def _probe(backbone: str, stem: str, n_classes: int, spec: Spec, min_s: float, d
 
     train = timed(lambda: train_one_epoch(model, data, opt, sched, batch_size=b, generator=gen),
                   n) * fpi
-    infer = timed(lambda: evaluate(model, evals), EVAL_BATCH) * fpe
+    infer = timed(lambda: evaluate(model, evals), 4 * eb) * fpe
     return train, infer

@@ -102,17 +102,20 @@ def test_batches_are_the_same_for_every_depth_cached_or_not(tiny_folder, tmp_pat
 
 
 def test_target_only_cap_leaves_source_data_validation_and_test_alone(tiny_folder, tmp_path):
+    from trainables.trainable import target_indices
+
     full = prepare_data(_spec(tiny_folder, tmp_path), log=lambda *a: None)
     capped = prepare_data(_spec(tiny_folder, tmp_path, target_train_per_class=5),
                           log=lambda *a: None)
     assert np.array_equal(full.train_idx, capped.train_idx)
     assert np.array_equal(full.val_idx, capped.val_idx)
     assert np.array_equal(full.test_idx, capped.test_idx)
-    assert set(capped.target_idx) <= set(full.train_idx)
-    _, counts = np.unique(capped.train_y[capped.target_idx], return_counts=True)
+    idx = target_indices(capped, 5, SEED)
+    assert set(idx) <= set(full.train_idx)
+    _, counts = np.unique(capped.train_y[idx], return_counts=True)
     assert counts.tolist() == [5, 5, 5, 5]
     _, tgt = capped.splits["ab_cd"]
-    assert len(_device_split(capped, "target_train", tgt, CPU)) == 10
+    assert len(_device_split(capped, "target_train", tgt, CPU, idx=idx)) == 10
     assert len(_device_split(capped, "train", tgt, CPU)) == len(_device_split(full, "train", tgt, CPU))
 
 
@@ -122,4 +125,4 @@ def test_target_cap_larger_than_what_the_data_leaves_is_refused(tiny_folder, tmp
     with pytest.raises(SpecError, match=r"data.target_train_per_class.*31.*\(30\)"):
         load_spec_dict(raw)
     raw["data"]["target_train_per_class"] = 30
-    assert load_spec_dict(raw).data.target_train_per_class == 30
+    assert load_spec_dict(raw).data.target_train_per_class == (30,)

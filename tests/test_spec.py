@@ -140,9 +140,9 @@ def test_quick_example_loads():
     assert spec.inits == ("source", "scratch")
     assert (spec.lr.low, spec.lr.high) == (0.005, 0.2)
     assert spec.data.root is None and spec.data.max_train_per_class == 500
-    assert spec.data.target_train_per_class == 100
-    assert spec.target_epochs == 6 and spec.max_failures == 1
-    assert (spec.confirm.seeds, spec.confirm.max_seeds, spec.confirm.ceiling) == (3, 6, 6)
+    assert spec.data.target_train_per_class == (10, 30, 100)
+    assert spec.target_epochs == 6 and spec.max_failures == 1 and spec.target_steps is None
+    assert (spec.confirm.seeds, spec.confirm.max_seeds, spec.confirm.ceiling) == (3, 5, 5)
     # --smoke shrinks the data below the target cap: the cap goes with it
     from study.cli import SMOKE
     smoke = load_spec(QUICK, {k: dict(v) if isinstance(v, dict) else v for k, v in SMOKE.items()})
@@ -543,8 +543,8 @@ def test_cli_validate_quick(capsys):
     assert main(["validate", str(QUICK)]) == EXIT_OK
     out = capsys.readouterr().out
     assert "valid study 'quick'" in out
-    assert ("1 split(s), 1 backbone(s), inits source, scratch, 4 cells, 24 trials (12 tuning + 12 "
-            "confirmation, racing up to 33; mode compare, qmc, halving)") in out
+    assert ("1 split(s), 1 backbone(s), inits source, scratch, 12 cells, 72 trials (36 tuning + 36 "
+            "confirmation, racing up to 96; mode compare, qmc, halving)") in out
 
 
 def test_cli_validate_grid_counts_points(tmp_path, capsys):

@@ -109,7 +109,8 @@ def _device_split(data: StudyData, which: str, classes: list[int], device,
     ``which``: train / val / test, or target_train with ``idx`` (``target_indices``)."""
     x, y = (data.test_x, data.test_y) if which == "test" else (data.train_x, data.train_y)
     if idx is None:
-        idx = {"train": data.train_idx, "val": data.val_idx, "test": data.test_idx}[which]
+        idx = {"train": data.train_idx, "target_train": data.train_idx, "val": data.val_idx,
+               "test": data.test_idx}[which]
     key = (data.fingerprint, which, tuple(classes), hashlib.sha1(idx.tobytes()).hexdigest(),
            str(device), tuple(data.mean), tuple(data.std))
     if key in _DEVICE_DATA:
