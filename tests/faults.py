@@ -18,6 +18,49 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from study.core import metrics as M  # noqa: E402
 
 
+def kill_driver_then_resume(spec_file: Path, sdir: Path, target_epochs: int, log_file: Path,
+                            kill_when, timeout_s: float = 600) -> dict:
+    """`study run SPEC` in its own process group, SIGKILLed once ``kill_when(table)`` holds for
+    the study's record folded while it runs (trial id -> trial), then `study resume SDIR`.
+    Returns {killed, finished (the trials completed before the kill), resume (the
+    CompletedProcess), after (the record folded at the end)}; fails if the study neither ended
+    nor was killed within ``timeout_s``."""
+    import subprocess
+    import time
+
+    from study.core.record import fold
+    from study.core.status import COMPLETED
+    from study.recorder import read_record
+
+    repo = Path(__file__).resolve().parent.parent
+    study = [sys.executable, "-m", "study.cli"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    killed = False
+    with open(log_file, "w") as log:
+        driver = subprocess.Popen([*study, "run", str(spec_file)], stdout=log,
+                                  stderr=subprocess.STDOUT, env=env, cwd=repo,
+                                  start_new_session=True)
+        deadline = time.time() + timeout_s
+        while driver.poll() is None and time.time() < deadline:
+            table = fold(read_record(str(sdir)), target_epochs, study_running=True) \
+                if (sdir / "trials.jsonl").exists() else {}
+            if kill_when(table):
+                os.killpg(driver.pid, signal.SIGKILL)
+                killed = True
+                break
+            time.sleep(0.2)
+        driver.wait(timeout=60)
+    assert time.time() < deadline, log_file.read_text()[-3000:]
+    before = fold(read_record(str(sdir)), target_epochs)
+    finished = {t: v for t, v in before.items() if v["status"] == COMPLETED}
+    res = None
+    if killed:
+        res = subprocess.run([*study, "resume", str(sdir)], capture_output=True, text=True,
+                             env=env, cwd=repo, timeout=900)
+    after = fold(read_record(str(sdir)), target_epochs)
+    return {"killed": killed, "finished": finished, "resume": res, "after": after}
+
+
 def parent_pid(pid: int) -> int:
     # /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces, so split after ')'
     stat = Path(f"/proc/{pid}/stat").read_text()

@@ -4,11 +4,6 @@ comparison is still open, and a driver killed while racing resumes without losin
 Each check replays the racing rule (``study.core.stats``) on the per-seed test accuracies the
 study recorded and asserts that the study ran exactly the seeds the rule asked for."""
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +18,7 @@ from study.core.status import COMPLETED
 from study.recorder import read_record
 from study.runner import run_study
 
-from conftest import REPO
+from faults import kill_driver_then_resume
 from test_study_integration import tiny_spec, two_task_folder
 
 
@@ -109,33 +104,15 @@ def test_driver_killed_while_racing_then_resumed(tmp_path):
     sdir = tmp_path / "storage" / "racekill"
     design = StudyDesign(load_spec_dict(d))
     racing_seeds = set(design.ceiling_seeds) - set(design.confirm_seeds)
-    study = [sys.executable, "-m", "study.cli"]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with open(tmp_path / "run.log", "w") as log:
-        driver = subprocess.Popen([*study, "run", str(spec)], stdout=log, stderr=subprocess.STDOUT,
-                                  env=env, cwd=REPO, start_new_session=True)
-        deadline = time.time() + 600
-        killed = False
-        while driver.poll() is None and time.time() < deadline:
-            table = fold(read_record(str(sdir)), design.target_epochs, study_running=True) \
-                if (sdir / "trials.jsonl").exists() else {}
-            if any((t["config"] or {}).get(M.SEED) in racing_seeds and t["epoch"]
-                   for t in table.values()):
-                os.killpg(driver.pid, signal.SIGKILL)
-                killed = True
-                break
-            time.sleep(0.2)
-        driver.wait(timeout=60)
-    assert time.time() < deadline, (tmp_path / "run.log").read_text()[-3000:]
-    if not killed:  # every comparison decided at the first look: nothing to race here
+    r = kill_driver_then_resume(
+        spec, sdir, design.target_epochs, tmp_path / "run.log",
+        lambda table: any((t["config"] or {}).get(M.SEED) in racing_seeds and t["epoch"]
+                          for t in table.values()))
+    if not r["killed"]:  # every comparison decided at the first look: nothing to race here
         pytest.skip("the study decided without racing; nothing to kill during racing")
-    before = fold(read_record(str(sdir)), design.target_epochs)
-    finished = {t: v for t, v in before.items() if v["status"] == COMPLETED}
-    res = subprocess.run([*study, "resume", str(sdir)], capture_output=True, text=True, env=env,
-                         cwd=REPO, timeout=900)
+    res, after = r["resume"], r["after"]
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    after = fold(read_record(str(sdir)), design.target_epochs)
-    for t, v in finished.items():  # not lost, not rerun
+    for t, v in r["finished"].items():  # not lost, not rerun
         assert after[t]["status"] == COMPLETED and after[t][M.TEST_ACC] == v[M.TEST_ACC], t
     summary = json.loads((sdir / "summary.json").read_text())
     assert summary["errored"] == 0 and summary["interrupted"] == 0, summary
